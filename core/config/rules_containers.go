@@ -110,6 +110,11 @@ func (d *decoder) scalar(p Path, v any) (Scalar, bool) {
 			d.r.structuralf(p, "must not contain NUL, CR or LF")
 			return Scalar{}, false
 		}
+		if strings.HasSuffix(t, `\`) {
+			// A trailing backslash continues the line in a unit file.
+			d.r.structuralf(p, "must not end with a backslash (it would continue the unit file line)")
+			return Scalar{}, false
+		}
 		return Str(t), true
 	case int64:
 		return Int(t), true

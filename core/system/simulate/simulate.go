@@ -1,0 +1,184 @@
+// Package simulate is a recording system backend: it answers like systemd would for units
+// it has been told about, keeps a transcript of every call ("system: restart web.service"),
+// and fails health for the units a scenario names, so that rollback can be shown anywhere.
+// The README demo, docker-compose demo and fleet tests run on it.
+package simulate
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/fleetprov/fleetprov/core/system"
+)
+
+// FailLabel in a rendered Quadlet unit makes the simulated unit fail, so a config can
+// carry its own failure scenario: Label=fleetprov.simulate=fail.
+const FailLabel = "Label=fleetprov.simulate=fail"
+
+// Options configure the simulation.
+type Options struct {
+	// Fail names services (e.g. "web.service") that fail whenever started.
+	Fail []string
+	// QuadletDirs are read to find units carrying FailLabel (rootful and rootless dirs).
+	QuadletDirs []string
+	// Home is the app user's simulated home directory.
+	Home string
+}
+
+// Sim is the simulated OS. Its zero value is not usable; call New.
+type Sim struct {
+	mu         sync.Mutex
+	opts       Options
+	transcript []string
+	states     map[string]string // "system/web.service" -> active|failed|inactive
+	fail       map[string]bool
+}
+
+// New returns a simulated OS.
+func New(opts Options) *Sim {
+	s := &Sim{opts: opts, states: map[string]string{}, fail: map[string]bool{}}
+	for _, f := range opts.Fail {
+		s.fail[f] = true
+	}
+	return s
+}
+
+// Backend returns the system.Backend view of the simulation. Hooks run for real.
+func (s *Sim) Backend() system.Backend {
+	return system.Backend{
+		Name:     "simulate",
+		System:   &units{sim: s, scope: "system"},
+		User:     func(a system.Account) system.Units { return &units{sim: s, scope: "user(" + a.Name + ")"} },
+		Accounts: accounts{sim: s},
+		Hooks:    system.ExecHooks{},
+	}
+}
+
+// SetFail changes whether a service fails from now on.
+func (s *Sim) SetFail(service string, fail bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fail[service] = fail
+}
+
+// Transcript returns every recorded call, one per line.
+func (s *Sim) Transcript() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Join(s.transcript, "\n") + "\n"
+}
+
+// Reset clears the transcript (states are kept).
+func (s *Sim) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.transcript = nil
+}
+
+// Running lists the units that are active, as "scope/name", sorted.
+func (s *Sim) Running() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for k, v := range s.states {
+		if v == "active" {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (s *Sim) record(format string, args ...any) {
+	s.transcript = append(s.transcript, fmt.Sprintf(format, args...))
+}
+
+// failing reports whether a service should fail: named in the scenario, or its Quadlet
+// file carries FailLabel.
+func (s *Sim) failing(service string) bool {
+	if s.fail[service] {
+		return true
+	}
+	base := strings.TrimSuffix(service, ".service")
+	for _, dir := range s.opts.QuadletDirs {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			name := e.Name()
+			stem := strings.TrimSuffix(name, filepath.Ext(name))
+			if stem != base && stem+"-"+strings.TrimPrefix(filepath.Ext(name), ".") != base {
+				continue
+			}
+			b, err := os.ReadFile(filepath.Join(dir, name))
+			if err == nil && strings.Contains(string(b), FailLabel) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+type units struct {
+	sim   *Sim
+	scope string
+}
+
+func (u *units) Reload(ctx context.Context) error {
+	u.sim.mu.Lock()
+	defer u.sim.mu.Unlock()
+	u.sim.record("%s: daemon-reload", u.scope)
+	return ctx.Err()
+}
+
+func (u *units) Restart(ctx context.Context, name string) error {
+	u.sim.mu.Lock()
+	defer u.sim.mu.Unlock()
+	u.sim.record("%s: restart %s", u.scope, name)
+	if u.sim.failing(name) {
+		u.sim.states[u.scope+"/"+name] = "failed"
+		return fmt.Errorf("restarting %s: job failed (simulated)", name)
+	}
+	u.sim.states[u.scope+"/"+name] = "active"
+	return ctx.Err()
+}
+
+func (u *units) Stop(ctx context.Context, name string) error {
+	u.sim.mu.Lock()
+	defer u.sim.mu.Unlock()
+	u.sim.record("%s: stop %s", u.scope, name)
+	u.sim.states[u.scope+"/"+name] = "inactive"
+	return ctx.Err()
+}
+
+func (u *units) State(ctx context.Context, name string) (system.UnitState, error) {
+	u.sim.mu.Lock()
+	defer u.sim.mu.Unlock()
+	st, ok := u.sim.states[u.scope+"/"+name]
+	if !ok {
+		return system.UnitState{LoadState: "loaded", ActiveState: "inactive", SubState: "dead"}, ctx.Err()
+	}
+	sub := map[string]string{"active": "running", "failed": "failed", "inactive": "dead"}[st]
+	return system.UnitState{LoadState: "loaded", ActiveState: st, SubState: sub}, ctx.Err()
+}
+
+type accounts struct{ sim *Sim }
+
+func (a accounts) Lookup(ctx context.Context, name string) (system.Account, error) {
+	home := a.sim.opts.Home
+	if home == "" {
+		home = filepath.Join(os.TempDir(), "fleetprov-simulate-home", name)
+	}
+	return system.Account{Name: name, UID: 1000, GID: 1000, Home: home}, ctx.Err()
+}
+
+func (a accounts) EnsureUserManager(ctx context.Context, acc system.Account) error {
+	a.sim.mu.Lock()
+	defer a.sim.mu.Unlock()
+	a.sim.record("system: enable-linger %s", acc.Name)
+	a.sim.record("system: start user@%d.service", acc.UID)
+	return ctx.Err()
+}

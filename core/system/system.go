@@ -1,0 +1,132 @@
+package system
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+)
+
+// UnitState is what a systemd manager says about one unit.
+type UnitState struct {
+	LoadState   string // loaded, not-found, ...
+	ActiveState string // active, activating, failed, inactive, ...
+	SubState    string // running, exited, dead, ...
+}
+
+// Status folds a unit state into running / failed / unknown for events.
+func (s UnitState) Status() string {
+	switch s.ActiveState {
+	case "active", "reloading":
+		return "running"
+	case "failed":
+		return "failed"
+	}
+	return "unknown"
+}
+
+// Active reports whether the unit is active.
+func (s UnitState) Active() bool { return s.ActiveState == "active" || s.ActiveState == "reloading" }
+
+// Units is one systemd manager (the system's, or the app user's).
+type Units interface {
+	// Reload is daemon-reload: it re-runs generators, among them Quadlet's.
+	Reload(ctx context.Context) error
+	// Restart restarts (or starts) a unit and waits for the job to finish.
+	Restart(ctx context.Context, name string) error
+	// Stop stops a unit and waits for the job to finish.
+	Stop(ctx context.Context, name string) error
+	// State reads a unit's load/active/sub state.
+	State(ctx context.Context, name string) (UnitState, error)
+}
+
+// Account is a local user account.
+type Account struct {
+	Name string
+	UID  int
+	GID  int
+	Home string
+}
+
+// Accounts is the part of account management the pipeline needs.
+type Accounts interface {
+	// Lookup finds an existing account.
+	Lookup(ctx context.Context, name string) (Account, error)
+	// EnsureUserManager enables linger for the account and starts user@UID.service, so
+	// its rootless units run without anyone logged in.
+	EnsureUserManager(ctx context.Context, a Account) error
+}
+
+// Hooks runs the activation hook.
+type Hooks interface {
+	// Run executes path with env added to the environment; a non-zero exit is a *HookError.
+	Run(ctx context.Context, path string, env []string) error
+}
+
+// Backend is everything of the OS the pipeline touches.
+type Backend struct {
+	Name     string // "dbus" or "simulate"
+	System   Units
+	User     func(a Account) Units // the app user's manager
+	Accounts Accounts
+	Hooks    Hooks
+}
+
+// HookError reports a hook that ran and failed.
+type HookError struct {
+	Path     string
+	ExitCode int
+	Stderr   string // the first 200 bytes
+	Err      error
+}
+
+func (e *HookError) Error() string {
+	msg := fmt.Sprintf("activation hook %s failed with exit code %d", e.Path, e.ExitCode)
+	if e.Stderr != "" {
+		msg += ": " + e.Stderr
+	}
+	return msg
+}
+
+func (e *HookError) Unwrap() error { return e.Err }
+
+// ExecHooks runs hooks as child processes. It is the Hooks of both backends.
+type ExecHooks struct{}
+
+// Run implements Hooks.
+func (ExecHooks) Run(ctx context.Context, path string, env []string) error {
+	cmd := exec.CommandContext(ctx, path)
+	cmd.Env = append(cmd.Environ(), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &limitedBuffer{buf: &stderr, max: 200}
+	err := cmd.Run()
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("activation hook %s: %w", path, ctx.Err())
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return &HookError{Path: path, ExitCode: ee.ExitCode(), Stderr: strings.TrimSpace(stderr.String()), Err: err}
+	}
+	return fmt.Errorf("running activation hook %s: %w", path, err)
+}
+
+type limitedBuffer struct {
+	buf *bytes.Buffer
+	max int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if rem := l.max - l.buf.Len(); rem > 0 {
+		if len(p) > rem {
+			l.buf.Write(p[:rem])
+		} else {
+			l.buf.Write(p)
+		}
+	}
+	return len(p), nil
+}
