@@ -47,9 +47,10 @@ func (d Dir) fault(point string) {
 	}
 }
 
-// Init creates the state directory (0700) if needed.
+// Init creates the state directory if needed. It is 0711: others may traverse it (rootless
+// containers mount files below config/) but not list it.
 func (d Dir) Init() error {
-	if err := os.MkdirAll(d.Root, 0o700); err != nil {
+	if err := os.MkdirAll(d.Root, 0o711); err != nil {
 		return fmt.Errorf("creating state dir: %w", err)
 	}
 	return nil

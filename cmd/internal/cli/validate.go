@@ -19,11 +19,12 @@ func ValidateSetup(fs *flag.FlagSet) func(context.Context, []string, IO) error {
 		if len(args) != 1 {
 			return Usagef("expected exactly one PATH, got %d argument(s)", len(args))
 		}
-		raw, err := os.ReadFile(args[0])
+		f, err := os.Open(args[0])
 		if err != nil {
 			return fmt.Errorf("reading input: %w", err)
 		}
-		_, r, _ := provision.Validate(ctx, raw, config.Options{AppUser: *appUser, BridgePort: *bridgePort})
+		defer f.Close()
+		_, r, _ := provision.Validate(ctx, f, provision.ValidateOptions{Config: config.Options{AppUser: *appUser, BridgePort: *bridgePort}})
 		return PrintValidation(io.Stdout, args[0], r, *asJSON)
 	}
 }

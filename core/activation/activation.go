@@ -1,0 +1,196 @@
+// Package activation decides whether a promoted state is healthy: it runs the activation
+// hook, restarts the units the policy names, settles, reads every unit's state, applies
+// the degraded rule and waits for the required units, all within one deadline. It talks
+// to the OS only through core/system.
+//
+// It must not import messaging/, net/http or NATS packages.
+package activation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/system"
+)
+
+var (
+	// ErrHealthTimeout is returned when required units are not all active by the deadline.
+	ErrHealthTimeout = errors.New("activation health checks timed out")
+	// ErrDegraded is returned when allow_degraded was given and a unit that is neither
+	// required nor allowed has failed.
+	ErrDegraded = errors.New("unit failed outside allow_degraded")
+	// ErrSettleDeadline is returned when settling would pass the deadline.
+	ErrSettleDeadline = errors.New("settle_seconds would pass the activation deadline")
+)
+
+// Event is one step of an activation, reported as it happens.
+type Event struct {
+	Step    string // service-restart, settle, service-status, health-check
+	Service string
+	Mode    string
+	Status  string
+	Message string
+}
+
+// Spec is what to activate.
+type Spec struct {
+	Policy config.Activation
+	Units  []config.Unit // the runtime units (quadlet-runtime.json)
+	// Hook is the activation hook's path; empty for none.
+	Hook    string
+	HookEnv []string
+	// AppUser is the account whose manager runs rootless units.
+	AppUser system.Account
+}
+
+// Options tune an activation.
+type Options struct {
+	Backend system.Backend
+	// PollInterval between required-health checks (default 500ms).
+	PollInterval time.Duration
+	// Now and Sleep default to the real clock; tests may run under testing/synctest.
+	Now func() time.Time
+}
+
+// Activate runs the activation sequence of pipeline.md section 5. It returns nil when the
+// state is healthy; otherwise one of this package's sentinels, a *system.HookError, or the
+// error of a restart.
+func Activate(ctx context.Context, spec Spec, opts Options, emit func(Event)) error {
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = 500 * time.Millisecond
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if emit == nil {
+		emit = func(Event) {}
+	}
+	timeout := time.Duration(spec.Policy.TimeoutSeconds) * time.Second
+	if timeout <= 0 {
+		timeout = time.Duration(config.DefaultTimeoutSeconds) * time.Second
+	}
+	deadline := opts.Now().Add(timeout)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+
+	units := map[string]config.Unit{}
+	for _, u := range spec.Units {
+		if u.Kind == "container" || u.Kind == "" {
+			units[u.Name] = u
+		}
+	}
+	manager := func(u config.Unit) system.Units {
+		if u.Mode == config.ModeRootless {
+			return opts.Backend.User(spec.AppUser)
+		}
+		return opts.Backend.System
+	}
+
+	if spec.Hook != "" {
+		if err := opts.Backend.Hooks.Run(ctx, spec.Hook, spec.HookEnv); err != nil {
+			return fmt.Errorf("running activation hook: %w", timedOut(ctx, err))
+		}
+	}
+	for _, name := range spec.Policy.Restart {
+		u, ok := units[name]
+		if !ok {
+			continue
+		}
+		err := manager(u).Restart(ctx, u.Service)
+		ev := Event{Step: "service-restart", Service: u.Service, Mode: u.Mode, Status: "restarted"}
+		if err != nil {
+			ev.Status, ev.Message = "failed", err.Error()
+		}
+		emit(ev)
+		if err != nil {
+			return fmt.Errorf("restarting %s: %w", u.Service, timedOut(ctx, err))
+		}
+	}
+	if s := spec.Policy.SettleSeconds; s > 0 {
+		d := time.Duration(s) * time.Second
+		if opts.Now().Add(d).After(deadline) {
+			return ErrSettleDeadline
+		}
+		emit(Event{Step: "settle", Message: fmt.Sprintf("waiting %ds", s)})
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return timedOut(ctx, ctx.Err())
+		}
+	}
+	failed := map[string]bool{}
+	for _, u := range spec.Units {
+		st, err := manager(u).State(ctx, u.Service)
+		ev := Event{Step: "service-status", Service: u.Service, Mode: u.Mode, Status: st.Status()}
+		if err != nil {
+			ev.Status, ev.Message = "unknown", err.Error()
+		}
+		emit(ev)
+		if st.ActiveState == "failed" {
+			failed[u.Name] = true
+		}
+	}
+	if spec.Policy.AllowDegradedSet {
+		ok := map[string]bool{}
+		for _, n := range append(append([]string{}, spec.Policy.Required...), spec.Policy.AllowDegraded...) {
+			ok[n] = true
+		}
+		var bad []string
+		for n := range failed {
+			if !ok[n] {
+				bad = append(bad, n)
+			}
+		}
+		if len(bad) > 0 {
+			sort.Strings(bad)
+			return fmt.Errorf("%w: %s", ErrDegraded, strings.Join(bad, ", "))
+		}
+	}
+	return waitRequired(ctx, spec, units, manager, opts, emit)
+}
+
+func waitRequired(ctx context.Context, spec Spec, units map[string]config.Unit, manager func(config.Unit) system.Units, opts Options, emit func(Event)) error {
+	for {
+		var down []string
+		states := map[string]system.UnitState{}
+		for _, name := range spec.Policy.Required {
+			u := units[name]
+			st, err := manager(u).State(ctx, u.Service)
+			if err != nil || !st.Active() {
+				down = append(down, u.Service)
+			}
+			states[name] = st
+		}
+		if len(down) == 0 || ctx.Err() != nil {
+			for _, name := range spec.Policy.Required {
+				u := units[name]
+				status := "healthy"
+				if !states[name].Active() {
+					status = "unhealthy"
+				}
+				emit(Event{Step: "health-check", Service: u.Service, Mode: u.Mode, Status: status})
+			}
+			if len(down) == 0 {
+				return nil
+			}
+			return fmt.Errorf("%w: not active: %s", ErrHealthTimeout, strings.Join(down, ", "))
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(opts.PollInterval):
+		}
+	}
+}
+
+// timedOut turns a deadline error into ErrHealthTimeout, keeping the cause.
+func timedOut(ctx context.Context, err error) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", ErrHealthTimeout, err)
+	}
+	return err
+}

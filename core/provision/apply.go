@@ -1,0 +1,375 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/fleetprov/fleetprov/core/bundle"
+	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/quadlet"
+	"github.com/fleetprov/fleetprov/core/state"
+)
+
+// Input is what one apply consumes: a raw config.toml or bundle, or a model built by a
+// partial update (encoded canonically; the active files/ are kept).
+type Input struct {
+	Reader io.Reader
+	Model  *config.Model
+	// Check, when set, vets the validated model before anything is written (the device
+	// layer's first-boot proof-of-possession rule). Its error rejects the apply.
+	Check func(m config.Model) error
+	// RequireUnprovisioned fails the apply if the device is provisioned by the time the
+	// lock is held (an unsigned first-boot apply racing a signed one).
+	RequireUnprovisioned bool
+}
+
+// Result describes a finished apply.
+type Result struct {
+	Warnings       []string
+	Reapply        bool
+	RolledBack     bool
+	RollbackStatus string // completed | failed | discarded; empty when no rollback was needed
+}
+
+var (
+	// ErrProvisioned is returned when RequireUnprovisioned is set and the device is
+	// provisioned.
+	ErrProvisioned = errors.New("device is already provisioned")
+	// ErrActivation wraps the activation failure that triggered a rollback.
+	ErrActivation = errors.New("activation failed")
+)
+
+// InvalidError is returned when the input fails validation; Report has every finding.
+type InvalidError struct {
+	Report config.Report
+	Err    error
+}
+
+func (e *InvalidError) Error() string {
+	errs := e.Report.Errors()
+	if len(errs) == 0 {
+		return e.Err.Error()
+	}
+	msg := errs[0].Error()
+	if len(errs) > 1 {
+		msg += fmt.Sprintf(" (and %d more)", len(errs)-1)
+	}
+	return "invalid config: " + msg
+}
+
+func (e *InvalidError) Unwrap() error { return e.Err }
+
+type applyRun struct {
+	p        *Provisioner
+	in       Input
+	emit     func(Event)
+	unlock   func()
+	raw      []byte
+	files    bool // the input brought its own files/
+	model    config.Model
+	rendered quadlet.Rendered
+	deployed deployed
+	promoted bool
+	res      Result
+}
+
+type stage struct {
+	name string
+	run  func(a *applyRun, ctx context.Context) error
+	// silent stages emit no start event: their per-service events speak for them.
+	silent bool
+}
+
+// Apply runs the whole pipeline for one input under the state lock: recover, unpack,
+// validate, write the candidate, render, promote, deploy, activate, and commit, or roll
+// back and re-activate. Each stage emits an event when it starts.
+func (p *Provisioner) Apply(ctx context.Context, in Input, emit func(Event)) (Result, error) {
+	if emit == nil {
+		emit = func(Event) {}
+	}
+	a := &applyRun{p: p, in: in, emit: emit}
+	defer func() {
+		if a.unlock != nil {
+			a.unlock()
+		}
+	}()
+	stages := []stage{
+		{"prepare", (*applyRun).prepare, false},
+		{"recover", (*applyRun).recover, false},
+		{"unpack", (*applyRun).unpack, false},
+		{"validate", (*applyRun).validate, false},
+		{"write-candidate", (*applyRun).writeCandidate, false},
+		{"render-containers", (*applyRun).render, false},
+		{"write-quadlets", (*applyRun).writeQuadlets, false},
+		{"promote", (*applyRun).promote, false},
+		{"deploy", (*applyRun).deploy, true},
+		{"activate", (*applyRun).activate, false},
+		{"cleanup", (*applyRun).cleanup, false},
+	}
+	for _, st := range stages {
+		if !st.silent {
+			emit(Event{Step: st.name})
+		}
+		p.log.Debug("stage started", "stage", st.name)
+		if err := st.run(a, ctx); err != nil {
+			p.log.Warn("stage failed", "stage", st.name, "err", err)
+			a.fail(ctx, err)
+			return a.res, err
+		}
+	}
+	emit(Event{Step: "completed"})
+	return a.res, nil
+}
+
+func (a *applyRun) prepare(ctx context.Context) error {
+	unlock, err := a.p.lock(ctx)
+	if err != nil {
+		return err
+	}
+	a.unlock = unlock
+	if a.in.RequireUnprovisioned && a.p.opts.State.HasActive() {
+		return ErrProvisioned
+	}
+	return nil
+}
+
+func (a *applyRun) recover(ctx context.Context) error {
+	act, err := a.p.opts.State.Recover(a.p.log)
+	if err != nil {
+		return err
+	}
+	if act != state.ActionNone {
+		a.emit(Event{Step: "recover", Message: string(act)})
+	}
+	return nil
+}
+
+func (a *applyRun) unpack(ctx context.Context) error {
+	cand, err := a.p.opts.State.NewCandidate()
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(cand, 0o711); err != nil {
+		return fmt.Errorf("setting candidate mode: %w", err)
+	}
+	if a.in.Model != nil {
+		a.raw = config.Encode(*a.in.Model)
+		return nil
+	}
+	if a.in.Reader == nil {
+		return errors.New("apply: no input")
+	}
+	root, err := os.OpenRoot(cand)
+	if err != nil {
+		return fmt.Errorf("opening candidate: %w", err)
+	}
+	defer root.Close()
+	var owner *bundle.Owner
+	if os.Geteuid() == 0 {
+		if acc, err := a.p.appAccount(ctx); err == nil && acc.UID != 0 {
+			owner = &bundle.Owner{UID: acc.UID, GID: acc.GID}
+		}
+	}
+	c, err := bundle.Unpack(ctx, a.in.Reader, root, bundle.Options{Limits: a.p.opts.Limits, Owner: owner})
+	if err != nil {
+		return fmt.Errorf("reading input: %w", err)
+	}
+	a.raw, a.files = c.Config, c.Files
+	return nil
+}
+
+func (a *applyRun) validate(ctx context.Context) error {
+	m, r, err := config.Parse(a.raw, a.p.opts.Config)
+	if err != nil {
+		return &InvalidError{Report: r, Err: err}
+	}
+	for _, w := range r.Warnings() {
+		a.res.Warnings = append(a.res.Warnings, w.Error())
+	}
+	a.model = m
+	if a.in.Check != nil {
+		if err := a.in.Check(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *applyRun) writeCandidate(ctx context.Context) error {
+	cand := a.p.opts.State.Candidate()
+	if !a.files {
+		// A plain config.toml keeps the active files/ (AtomixOS wiped them).
+		src := filepath.Join(a.p.opts.State.Active(), "files")
+		if err := copyTree(src, filepath.Join(cand, "files")); err != nil {
+			return fmt.Errorf("keeping active files: %w", err)
+		}
+	}
+	files, err := derivedFiles(a.model)
+	if err != nil {
+		return err
+	}
+	files["config.toml"] = a.raw
+	for name, b := range files {
+		p := filepath.Join(cand, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return fmt.Errorf("creating %s: %w", filepath.Dir(name), err)
+		}
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			return fmt.Errorf("writing %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func (a *applyRun) render(ctx context.Context) error {
+	r, err := quadlet.Render(a.model, quadlet.Options{ConfigDir: a.p.opts.State.Active(), AppUser: a.p.opts.AppUser})
+	if err != nil {
+		return err
+	}
+	a.rendered = r
+	return nil
+}
+
+func (a *applyRun) writeQuadlets(ctx context.Context) error {
+	cand := a.p.opts.State.Candidate()
+	for _, f := range a.rendered.Files {
+		dir := filepath.Join(cand, "quadlet", f.Unit.Mode)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("creating quadlet dir: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f.Unit.Filename), f.Content, 0o644); err != nil {
+			return fmt.Errorf("writing unit %s: %w", f.Unit.Filename, err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(cand, "quadlet-runtime.json"), a.rendered.RuntimeJSON(), 0o600); err != nil {
+		return fmt.Errorf("writing runtime metadata: %w", err)
+	}
+	return nil
+}
+
+func (a *applyRun) promote(ctx context.Context) error {
+	reapply, err := a.p.opts.State.Promote()
+	if err != nil {
+		return err
+	}
+	a.promoted, a.res.Reapply = true, reapply
+	return nil
+}
+
+func (a *applyRun) deploy(ctx context.Context) error {
+	d, err := a.p.deploy(ctx, a.emit)
+	a.deployed = d
+	return err
+}
+
+func (a *applyRun) activate(ctx context.Context) error {
+	a.p.fault("activate:start")
+	if err := a.p.activate(ctx, a.model, a.deployed, a.emit); err != nil {
+		return fmt.Errorf("%w: %w", ErrActivation, err)
+	}
+	a.p.fault("activate:healthy")
+	return nil
+}
+
+func (a *applyRun) cleanup(ctx context.Context) error {
+	return a.p.opts.State.Commit()
+}
+
+// fail undoes what the failed apply did: before promotion it drops the candidate; after,
+// it restores the previous state and re-activates it, or discards a failed initial apply.
+func (a *applyRun) fail(ctx context.Context, cause error) {
+	st := a.p.opts.State
+	if a.unlock == nil {
+		return // never held the lock: nothing to undo
+	}
+	if !a.promoted {
+		if err := st.DropCandidate(); err != nil {
+			a.p.log.Error("dropping candidate", "err", err)
+		}
+		return
+	}
+	// The job's own context may be what ended; the rollback must still run.
+	ctx = context.WithoutCancel(ctx)
+	a.res.RolledBack = true
+	if !a.res.Reapply {
+		a.emit(Event{Step: "rollback", Message: "initial apply failed: discarding the new state"})
+		a.res.RollbackStatus = "discarded"
+		if err := st.Discard(); err != nil {
+			a.p.log.Error("discarding failed initial state", "err", err)
+		}
+		if _, err := a.p.deploy(ctx, a.emit); err != nil {
+			a.p.log.Error("removing units of the discarded state", "err", err)
+		}
+		return
+	}
+	a.emit(Event{Step: "rollback", Message: "restoring the previous state"})
+	a.res.RollbackStatus = "completed"
+	err := st.RestoreRollback()
+	var m config.Model
+	if err == nil {
+		m, err = a.p.activeModel()
+	}
+	if err == nil {
+		var d deployed
+		if d, err = a.p.deploy(ctx, a.emit); err == nil {
+			err = a.p.activate(ctx, m, d, a.emit)
+		}
+	}
+	if ferr := st.Finish(); err == nil {
+		err = ferr
+	}
+	if err != nil {
+		a.res.RollbackStatus = "failed"
+		a.emit(Event{Step: "rollback", Status: "failed", Message: err.Error()})
+		a.p.log.Error("rollback failed", "err", err, "cause", cause)
+		return
+	}
+	a.emit(Event{Step: "rollback", Status: "completed", Message: "previous state active and healthy"})
+}
+
+// copyTree copies a directory tree (regular files and dirs, modes and owners kept); a
+// missing src is not an error.
+func copyTree(src, dst string) error {
+	if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			if err := os.MkdirAll(target, info.Mode().Perm()); err != nil {
+				return err
+			}
+		case d.Type().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(target, b, info.Mode().Perm()); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
+		return keepOwner(target, info)
+	})
+}
+
+func dirExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
+}
+

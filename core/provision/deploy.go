@@ -1,0 +1,164 @@
+package provision
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/fleetprov/fleetprov/core/activation"
+	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/quadlet"
+	"github.com/fleetprov/fleetprov/core/state"
+	"github.com/fleetprov/fleetprov/core/system"
+)
+
+// deployed is what deploy learned, for the activation that follows.
+type deployed struct {
+	rendered quadlet.Rendered
+	account  system.Account
+	rootless bool
+}
+
+// deploy syncs the active state's units into the Quadlet dirs, reloads the managers, stops
+// services whose units disappeared and restarts the rest in order. With no active state it
+// removes every managed unit. Restart failures are reported as events, not errors: the
+// health check that follows decides.
+func (p *Provisioner) deploy(ctx context.Context, emit func(Event)) (deployed, error) {
+	var d deployed
+	active := p.opts.State.Active()
+	if p.opts.State.HasActive() {
+		r, err := quadlet.ReadDir(active)
+		if err != nil {
+			return d, err
+		}
+		d.rendered = r
+	}
+	rootful, rootless := quadlet.ByMode(d.rendered.Files)
+	d.rootless = len(rootless) > 0
+	acc, err := p.appAccount(ctx)
+	if err != nil {
+		return d, err
+	}
+	d.account = acc
+	sysUnits, userUnits := p.opts.Backend.System, p.opts.Backend.User(acc)
+
+	chRootful, err := quadlet.SyncFiles(ctx, p.opts.Quadlet.Rootful, rootful)
+	if err != nil {
+		return d, fmt.Errorf("syncing rootful units: %w", err)
+	}
+	rdir := p.rootlessDir(acc)
+	var chRootless quadlet.Change
+	if d.rootless || dirExists(rdir) {
+		if err := ensureOwnedDir(rdir, acc.Home, acc); err != nil {
+			return d, err
+		}
+		if chRootless, err = quadlet.SyncFiles(ctx, rdir, rootless); err != nil {
+			return d, fmt.Errorf("syncing rootless units: %w", err)
+		}
+	}
+	p.fault("deploy:synced")
+	if err := sysUnits.Reload(ctx); err != nil {
+		return d, fmt.Errorf("reloading the system manager: %w", err)
+	}
+	if d.rootless || len(chRootless.Removed) > 0 {
+		if err := p.opts.Backend.Accounts.EnsureUserManager(ctx, acc); err != nil {
+			return d, err
+		}
+		if err := userUnits.Reload(ctx); err != nil {
+			return d, fmt.Errorf("reloading the user manager: %w", err)
+		}
+	}
+	for _, gone := range []struct {
+		units system.Units
+		mode  string
+		files []quadlet.ManagedFile
+	}{{sysUnits, config.ModeRootful, chRootful.Removed}, {userUnits, config.ModeRootless, chRootless.Removed}} {
+		for _, f := range gone.files {
+			ev := Event{Step: "service-stop", Service: f.Service, Mode: gone.mode, Status: "stopped"}
+			if err := gone.units.Stop(ctx, f.Service); err != nil {
+				ev.Status, ev.Message = "failed", err.Error()
+			}
+			emit(ev)
+		}
+	}
+	for _, u := range quadlet.RestartOrder(d.rendered.Runtime.Units) {
+		mgr := sysUnits
+		if u.Mode == config.ModeRootless {
+			mgr = userUnits
+		}
+		ev := Event{Step: "service-deploy", Service: u.Service, Mode: u.Mode, Status: "restarted"}
+		if err := mgr.Restart(ctx, u.Service); err != nil {
+			if ctx.Err() != nil {
+				return d, ctx.Err()
+			}
+			ev.Status, ev.Message = "failed", err.Error()
+		}
+		emit(ev)
+	}
+	p.fault("deploy:restarted")
+	return d, nil
+}
+
+// activate runs the activation policy of the active state.
+func (p *Provisioner) activate(ctx context.Context, m config.Model, d deployed, emit func(Event)) error {
+	spec := activation.Spec{
+		Policy:  m.Activation,
+		Units:   d.rendered.Runtime.Units,
+		Hook:    p.opts.Hook,
+		HookEnv: []string{"FLEETPROV_CONFIG_DIR=" + p.opts.State.Active()},
+		AppUser: d.account,
+	}
+	return activation.Activate(ctx, spec, activation.Options{Backend: p.opts.Backend, PollInterval: p.opts.PollInterval},
+		func(e activation.Event) {
+			emit(Event{Step: e.Step, Service: e.Service, Mode: e.Mode, Status: e.Status, Message: e.Message})
+		})
+}
+
+// activeModel parses the active config.toml.
+func (p *Provisioner) activeModel() (config.Model, error) {
+	raw, err := p.opts.State.ReadActive()
+	if err != nil {
+		return config.Model{}, err
+	}
+	m, _, err := config.Parse(raw, p.opts.Config)
+	if err != nil {
+		return config.Model{}, fmt.Errorf("parsing active config: %w", err)
+	}
+	return m, nil
+}
+
+// CheckHealth runs the required-health checks of the active config (worker check-health).
+func (p *Provisioner) CheckHealth(ctx context.Context, emit func(Event)) error {
+	m, err := p.activeModel()
+	if err != nil {
+		return err
+	}
+	r, err := quadlet.ReadDir(p.opts.State.Active())
+	if err != nil {
+		return err
+	}
+	acc, err := p.appAccount(ctx)
+	if err != nil {
+		return err
+	}
+	policy := m.Activation
+	policy.Restart = nil
+	policy.SettleSeconds = 0
+	spec := activation.Spec{Policy: policy, Units: r.Runtime.Units, AppUser: acc}
+	return activation.Activate(ctx, spec, activation.Options{Backend: p.opts.Backend, PollInterval: p.opts.PollInterval},
+		func(e activation.Event) { emit(Event{Step: e.Step, Service: e.Service, Mode: e.Mode, Status: e.Status, Message: e.Message}) })
+}
+
+// SyncQuadlet re-syncs the active units into the Quadlet dirs and restarts them.
+func (p *Provisioner) SyncQuadlet(ctx context.Context, emit func(Event)) error {
+	unlock, err := p.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if !p.opts.State.HasActive() {
+		return state.ErrNoActive
+	}
+	_, err = p.deploy(ctx, emit)
+	return err
+}
+

@@ -1,0 +1,200 @@
+package provision
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/fleetprov/fleetprov/core/bundle"
+	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/quadlet"
+	"github.com/fleetprov/fleetprov/core/state"
+)
+
+// DefaultConfigDir is where the active config lives on a device with the default state dir.
+const DefaultConfigDir = "/var/lib/fleetprov/config"
+
+// ValidateOptions tune an offline validation.
+type ValidateOptions struct {
+	Config config.Options
+	Limits bundle.Limits
+	// ConfigDir is the runtime config dir units are rendered for (default DefaultConfigDir).
+	ConfigDir string
+}
+
+// Validate checks an input (config.toml or bundle) exactly as an apply would before it
+// touches the device: unpack (into a temp dir that is removed), parse, validate, render.
+// Render failures are added to the report. The error is nil only for a valid input.
+func Validate(ctx context.Context, r io.Reader, opts ValidateOptions) (config.Model, config.Report, error) {
+	tmp, err := os.MkdirTemp("", "fleetprov-validate-")
+	if err != nil {
+		return config.Model{}, config.Report{}, fmt.Errorf("creating temp dir: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	root, err := os.OpenRoot(tmp)
+	if err != nil {
+		return config.Model{}, config.Report{}, fmt.Errorf("opening temp dir: %w", err)
+	}
+	defer root.Close()
+	c, err := bundle.Unpack(ctx, r, root, bundle.Options{Limits: opts.Limits})
+	if err != nil {
+		var rep config.Report
+		rep.Errorf(nil, "%s", err.Error())
+		return config.Model{}, rep, fmt.Errorf("reading input: %w", err)
+	}
+	m, rep, err := config.Parse(c.Config, opts.Config)
+	if err != nil {
+		return m, rep, err
+	}
+	if opts.ConfigDir == "" {
+		opts.ConfigDir = DefaultConfigDir
+	}
+	if _, err := quadlet.Render(m, quadlet.Options{ConfigDir: opts.ConfigDir, AppUser: opts.Config.AppUser}); err != nil {
+		rep.Errorf(config.Path{"containers"}, "%s", err.Error())
+		return config.Model{}, rep, fmt.Errorf("%w: %w", config.ErrInvalid, err)
+	}
+	return m, rep, nil
+}
+
+// RenderTo writes what an apply of the input would install (derived files, quadlet/
+// units, quadlet-runtime.json) into out, touching nothing else: a dry-run plan.
+func RenderTo(ctx context.Context, r io.Reader, out string, opts ValidateOptions) (config.Report, error) {
+	m, rep, err := Validate(ctx, r, opts)
+	if err != nil {
+		return rep, err
+	}
+	if opts.ConfigDir == "" {
+		opts.ConfigDir = DefaultConfigDir
+	}
+	rendered, err := quadlet.Render(m, quadlet.Options{ConfigDir: opts.ConfigDir, AppUser: opts.Config.AppUser})
+	if err != nil {
+		return rep, err
+	}
+	files, err := derivedFiles(m)
+	if err != nil {
+		return rep, err
+	}
+	files["config.toml"] = config.Encode(m)
+	files["quadlet-runtime.json"] = rendered.RuntimeJSON()
+	for _, f := range rendered.Files {
+		files[filepath.Join("quadlet", f.Unit.Mode, f.Unit.Filename)] = f.Content
+	}
+	for name, b := range files {
+		p := filepath.Join(out, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return rep, fmt.Errorf("creating %s: %w", filepath.Dir(p), err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			return rep, fmt.Errorf("writing %s: %w", name, err)
+		}
+	}
+	return rep, nil
+}
+
+// Current is the device's desired state as the API reports it.
+type Current struct {
+	Provisioned bool          `json:"provisioned"`
+	Digest      string        `json:"config_sha256,omitempty"`
+	Config      *config.Model `json:"config,omitempty"`
+	// Drift lists the files on disk that no longer match what the active config renders to.
+	Drift []string `json:"drift"`
+}
+
+// Current reads the active config and checks it for drift. Read-only; never fixes.
+func (p *Provisioner) Current(ctx context.Context) (Current, error) {
+	raw, err := p.opts.State.ReadActive()
+	if errors.Is(err, state.ErrNoActive) {
+		return Current{Drift: []string{}}, nil
+	}
+	if err != nil {
+		return Current{}, err
+	}
+	m, _, err := config.Parse(raw, p.opts.Config)
+	if err != nil {
+		return Current{}, fmt.Errorf("parsing active config: %w", err)
+	}
+	drift, err := p.drift(ctx, m)
+	if err != nil {
+		return Current{}, err
+	}
+	return Current{Provisioned: true, Digest: Digest(raw), Config: &m, Drift: drift}, nil
+}
+
+// Digest returns the hex sha256 of a config.
+func Digest(raw []byte) string { return sha256Hex(raw) }
+
+// drift compares the derived files and units of the active dir, and the managed files in
+// the Quadlet dirs, with a fresh render of the active config.
+func (p *Provisioner) drift(ctx context.Context, m config.Model) ([]string, error) {
+	active := p.opts.State.Active()
+	want, err := derivedFiles(m)
+	if err != nil {
+		return nil, err
+	}
+	r, err := quadlet.Render(m, quadlet.Options{ConfigDir: active, AppUser: p.opts.AppUser})
+	if err != nil {
+		return nil, err
+	}
+	want["quadlet-runtime.json"] = r.RuntimeJSON()
+	for _, f := range r.Files {
+		want[filepath.Join("quadlet", f.Unit.Mode, f.Unit.Filename)] = f.Content
+	}
+	drift := []string{}
+	for name, b := range want {
+		got, err := os.ReadFile(filepath.Join(active, name))
+		if err != nil || !bytes.Equal(got, b) {
+			drift = append(drift, filepath.Join(active, name))
+		}
+	}
+	acc, err := p.appAccount(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range r.Files {
+		dir := p.opts.Quadlet.Rootful
+		if f.Unit.Mode == config.ModeRootless {
+			dir = p.rootlessDir(acc)
+		}
+		got, err := os.ReadFile(filepath.Join(dir, f.Unit.Filename))
+		if err != nil || !bytes.Equal(got, f.Content) {
+			drift = append(drift, filepath.Join(dir, f.Unit.Filename))
+		}
+	}
+	sort.Strings(drift)
+	return drift, nil
+}
+
+// Export writes the active config as a bundle (config.toml + files/) in the given format,
+// or as raw TOML for bundle.FormatTOML. Recovery runs first, under the lock.
+func (p *Provisioner) Export(ctx context.Context, w io.Writer, format bundle.Format) error {
+	unlock, err := p.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if _, err := p.opts.State.Recover(p.log); err != nil {
+		return err
+	}
+	raw, err := p.opts.State.ReadActive()
+	if err != nil {
+		return err
+	}
+	if format == bundle.FormatTOML {
+		_, err := w.Write(raw)
+		return err
+	}
+	files := filepath.Join(p.opts.State.Active(), "files")
+	var fsys = os.DirFS(files)
+	if !dirExists(files) {
+		fsys = nil
+	}
+	return bundle.Create(w, format, raw, fsys)
+}
+
+// ActiveModel returns the parsed active config, or state.ErrNoActive.
+func (p *Provisioner) ActiveModel() (config.Model, error) { return p.activeModel() }

@@ -1,0 +1,147 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/fleetprov/fleetprov/core/bundle"
+	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/quadlet"
+	"github.com/fleetprov/fleetprov/core/state"
+	"github.com/fleetprov/fleetprov/core/system"
+)
+
+// Options configure a Provisioner. Every OS path is a field, filled from flags.
+type Options struct {
+	State   state.Dir
+	Backend system.Backend
+	// Quadlet dirs; Rootless empty means ~AppUser/.config/containers/systemd.
+	Quadlet quadlet.Dirs
+	// AppUser runs rootless containers (default appsvc).
+	AppUser string
+	// Hook is the activation hook's path (empty: none).
+	Hook string
+	// Config carries the device-dependent validation rules (bridge port).
+	Config config.Options
+	Limits bundle.Limits
+	// LockWait bounds how long an apply waits for the state lock (default 30s).
+	LockWait time.Duration
+	// PollInterval between health checks (default 500ms).
+	PollInterval time.Duration
+	Logger       *slog.Logger
+	// Fault is called at step boundaries (tests crash the process there); nil in production.
+	Fault func(point string)
+}
+
+// Provisioner runs the pipeline on one device.
+type Provisioner struct {
+	opts Options
+	log  *slog.Logger
+}
+
+// New returns a Provisioner.
+func New(opts Options) *Provisioner {
+	if opts.AppUser == "" {
+		opts.AppUser = config.DefaultAppUser
+	}
+	opts.Config.AppUser = opts.AppUser
+	if opts.LockWait <= 0 {
+		opts.LockWait = 30 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	opts.State.Fault = opts.Fault
+	return &Provisioner{opts: opts, log: opts.Logger}
+}
+
+// State returns the state directory.
+func (p *Provisioner) State() state.Dir { return p.opts.State }
+
+func (p *Provisioner) fault(point string) {
+	if p.opts.Fault != nil {
+		p.opts.Fault(point)
+	}
+}
+
+func (p *Provisioner) lock(ctx context.Context) (func(), error) {
+	ctx, cancel := context.WithTimeout(ctx, p.opts.LockWait)
+	defer cancel()
+	return p.opts.State.Lock(ctx)
+}
+
+// Recover runs crash recovery under the lock. When it changed the active state, the
+// units are re-synced and restarted, so what runs matches what is active.
+func (p *Provisioner) Recover(ctx context.Context) (state.Action, error) {
+	unlock, err := p.lock(ctx)
+	if err != nil {
+		return state.ActionNone, err
+	}
+	defer unlock()
+	act, err := p.opts.State.Recover(p.log)
+	if err != nil {
+		return act, err
+	}
+	switch act {
+	case state.ActionRestoredRollback, state.ActionKeptActive, state.ActionPromotedRollback, state.ActionDiscarded:
+		if _, err := p.deploy(ctx, func(Event) {}); err != nil && !errors.Is(err, state.ErrNoActive) {
+			return act, fmt.Errorf("re-deploying after recovery: %w", err)
+		}
+	}
+	return act, nil
+}
+
+// appAccount looks up the app user.
+func (p *Provisioner) appAccount(ctx context.Context) (system.Account, error) {
+	acc, err := p.opts.Backend.Accounts.Lookup(ctx, p.opts.AppUser)
+	if err != nil {
+		return system.Account{}, fmt.Errorf("looking up app user: %w", err)
+	}
+	return acc, nil
+}
+
+func (p *Provisioner) rootlessDir(acc system.Account) string {
+	if p.opts.Quadlet.Rootless != "" {
+		return p.opts.Quadlet.Rootless
+	}
+	return filepath.Join(acc.Home, ".config", "containers", "systemd")
+}
+
+// ensureOwnedDir creates dir and any missing parents; those below base (the app user's
+// home) are given to acc when running as root, so ~/.config stays the user's.
+func ensureOwnedDir(dir, base string, acc system.Account) error {
+	var missing []string
+	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		}
+		missing = append(missing, d)
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := os.Mkdir(missing[i], 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("creating %s: %w", missing[i], err)
+		}
+		inside := strings.HasPrefix(missing[i], filepath.Clean(base)+string(filepath.Separator))
+		if os.Geteuid() == 0 && acc.UID != 0 && inside {
+			if err := os.Lchown(missing[i], acc.UID, acc.GID); err != nil {
+				return fmt.Errorf("chown %s: %w", missing[i], err)
+			}
+		}
+	}
+	return nil
+}
+
+// Event is what a pipeline stage reports; jobs store them.
+type Event struct {
+	Step    string
+	Message string
+	Service string
+	Mode    string
+	Status  string
+}
