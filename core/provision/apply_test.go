@@ -204,7 +204,7 @@ func TestApplyInitialFailureDiscards(t *testing.T) {
 		}
 	}
 	for _, dir := range []string{d.Rootful, d.Rootless} {
-		units, _ := filepath.Glob(filepath.Join(dir, "[!.]*"))
+		units, _ := filepath.Glob(filepath.Join(dir, "[^.]*"))
 		if len(units) != 0 {
 			t.Errorf("%s still holds %v", dir, units)
 		}
