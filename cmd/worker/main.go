@@ -20,10 +20,10 @@ func main() {
 
 // run is the whole program but for signals and the exit; tests call it directly.
 func run(ctx context.Context, args []string, stdio cli.IO) int {
-	return app().Run(ctx, args, stdio)
+	return app(deps{}).Run(ctx, args, stdio)
 }
 
-func app() *cli.App {
+func app(d deps) *cli.App {
 	return &cli.App{
 		Name:        "worker",
 		Short:       "the fleetprov device daemon and local admin commands",
@@ -31,6 +31,12 @@ func app() *cli.App {
 		FileDefault: "/etc/fleetprov/worker.toml",
 		Commands: []*cli.Command{
 			validateCommand(),
+			renderCommand(),
+			importCommand(d),
+			recoverCommand(d),
+			syncCommand(d),
+			healthCommand(d),
+			statusCommand(d),
 			versionCommand(),
 		},
 	}

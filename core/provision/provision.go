@@ -77,16 +77,25 @@ func (p *Provisioner) lock(ctx context.Context) (func(), error) {
 }
 
 // Recover runs crash recovery under the lock. When it changed the active state, the
-// units are re-synced and restarted, so what runs matches what is active.
-func (p *Provisioner) Recover(ctx context.Context) (state.Action, error) {
+// units are re-synced and restarted, so what runs matches what is active. then, when not
+// nil, runs while the lock is still held (the worker opens its job history there, so a
+// job record left "running" is known to be interrupted, not running in another process).
+func (p *Provisioner) Recover(ctx context.Context, then func(state.Action) error) (act state.Action, err error) {
 	unlock, err := p.lock(ctx)
 	if err != nil {
 		return state.ActionNone, err
 	}
 	defer unlock()
-	act, err := p.opts.State.Recover(p.log)
+	act, err = p.opts.State.Recover(p.log)
 	if err != nil {
 		return act, err
+	}
+	if then != nil {
+		defer func() {
+			if err == nil {
+				err = then(act)
+			}
+		}()
 	}
 	switch act {
 	case state.ActionRestoredRollback, state.ActionKeptActive, state.ActionPromotedRollback, state.ActionDiscarded:

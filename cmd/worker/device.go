@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+
+	"github.com/fleetprov/fleetprov/cmd/internal/cli"
+	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/jobs"
+	"github.com/fleetprov/fleetprov/core/provision"
+	"github.com/fleetprov/fleetprov/core/quadlet"
+	"github.com/fleetprov/fleetprov/core/state"
+	"github.com/fleetprov/fleetprov/core/system"
+	"github.com/fleetprov/fleetprov/core/system/dbus"
+	"github.com/fleetprov/fleetprov/core/system/simulate"
+)
+
+// deps are what tests inject into the binary; main passes the zero value.
+type deps struct {
+	// fault is called at pipeline step boundaries (the crash test kills the process there).
+	fault func(point string)
+}
+
+// deviceFlags are the common flags of every command that touches the device.
+type deviceFlags struct {
+	stateDir, system, quadletDir, rootlessDir, appUser, hook, simulateFail, logFormat, logLevel string
+	bridgePort                                                                                 int
+	deps                                                                                       deps
+}
+
+func (f *deviceFlags) register(fs *flag.FlagSet, defaultLevel string) {
+	fs.StringVar(&f.stateDir, "state-dir", "/var/lib/fleetprov", "the device state directory (active config, jobs, lock)")
+	fs.StringVar(&f.system, "system", "dbus", "system backend: dbus (real systemd) or simulate (records what it would do; for demos and tests)")
+	fs.StringVar(&f.quadletDir, "quadlet-dir", "/etc/containers/systemd", "Quadlet dir for rootful units")
+	fs.StringVar(&f.rootlessDir, "rootless-quadlet-dir", "", "Quadlet dir for rootless units (default ~APP_USER/.config/containers/systemd)")
+	fs.StringVar(&f.appUser, "app-user", config.DefaultAppUser, "the account rootless containers run as")
+	fs.StringVar(&f.hook, "activation-hook", "", "executable run first during activation; non-zero exit fails the apply")
+	fs.StringVar(&f.simulateFail, "simulate-fail", "", "with --system simulate: comma-separated services that fail (e.g. web.service)")
+	fs.IntVar(&f.bridgePort, "bridge-port", config.DefaultBridgePort, "the HTTP bridge port, which WAN tcp must not open")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", defaultLevel, "log level: debug, info, warn or error")
+}
+
+func (f *deviceFlags) logger(stdio cli.IO) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return nil, cli.Usagef("--log-level: %v", err)
+	}
+	o := &slog.HandlerOptions{Level: level}
+	switch f.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(stdio.Stderr, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(stdio.Stderr, o)), nil
+	}
+	return nil, cli.Usagef("--log-format must be text or json, got %q", f.logFormat)
+}
+
+// backend builds the system backend the flags ask for.
+func (f *deviceFlags) backend() (system.Backend, *simulate.Sim, error) {
+	switch f.system {
+	case "dbus":
+		return dbus.New(), nil, nil
+	case "simulate":
+		var fail []string
+		for _, s := range strings.Split(f.simulateFail, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				fail = append(fail, s)
+			}
+		}
+		dirs := []string{f.quadletDir}
+		if f.rootlessDir != "" {
+			dirs = append(dirs, f.rootlessDir)
+		}
+		sim := simulate.New(simulate.Options{Fail: fail, QuadletDirs: dirs, Home: filepath.Join(f.stateDir, "simulate-home", f.appUser)})
+		return sim.Backend(), sim, nil
+	}
+	return system.Backend{}, nil, cli.Usagef("--system must be dbus or simulate, got %q", f.system)
+}
+
+// provisioner builds the pipeline for the flags.
+func (f *deviceFlags) provisioner(log *slog.Logger) (*provision.Provisioner, *simulate.Sim, error) {
+	abs, err := filepath.Abs(f.stateDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--state-dir: %w", err)
+	}
+	f.stateDir = abs
+	if f.system == "simulate" && f.rootlessDir == "" {
+		f.rootlessDir = filepath.Join(abs, "simulate-home", f.appUser, ".config", "containers", "systemd")
+	}
+	be, sim, err := f.backend()
+	if err != nil {
+		return nil, nil, err
+	}
+	p := provision.New(provision.Options{
+		State:   state.Dir{Root: abs},
+		Backend: be,
+		Quadlet: quadlet.Dirs{Rootful: f.quadletDir, Rootless: f.rootlessDir},
+		AppUser: f.appUser,
+		Hook:    f.hook,
+		Config:  config.Options{BridgePort: f.bridgePort},
+		Logger:  log,
+		Fault:   f.deps.fault,
+	})
+	return p, sim, nil
+}
+
+func (f *deviceFlags) jobsDir() string { return filepath.Join(f.stateDir, "jobs") }
+
+// openJobs runs recovery and opens the job history under the same lock.
+func openJobs(ctx context.Context, p *provision.Provisioner, dir string, log *slog.Logger) (*jobs.Manager, state.Action, error) {
+	var m *jobs.Manager
+	act, err := p.Recover(ctx, func(act state.Action) error {
+		var err error
+		m, err = jobs.New(jobs.Options{Dir: dir, Recovered: string(act), Logger: log})
+		return err
+	})
+	return m, act, err
+}
