@@ -28,8 +28,8 @@ type deps struct {
 // deviceFlags are the common flags of every command that touches the device.
 type deviceFlags struct {
 	stateDir, system, quadletDir, rootlessDir, appUser, hook, simulateFail, logFormat, logLevel string
-	bridgePort                                                                                 int
-	deps                                                                                       deps
+	bridgePort                                                                                  int
+	deps                                                                                        deps
 }
 
 func (f *deviceFlags) register(fs *flag.FlagSet, defaultLevel string) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
 )
 
@@ -16,4 +15,3 @@ Exit status 1 when the config is invalid, 2 on usage errors.`,
 		Setup: cli.ValidateSetup,
 	}
 }
-

@@ -132,7 +132,9 @@ func (r *Run) SetRollbackStatus(s string) {
 	r.m.mu.Unlock()
 }
 
-func roundSeconds(d time.Duration) float64 { return float64(d.Round(time.Millisecond)) / float64(time.Second) }
+func roundSeconds(d time.Duration) float64 {
+	return float64(d.Round(time.Millisecond)) / float64(time.Second)
+}
 
 // Func is a job's work. A returned *CodedError sets the job's code.
 type Func func(ctx context.Context, r *Run) (*Result, error)

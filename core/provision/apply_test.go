@@ -226,7 +226,9 @@ func TestApplyRejectionsKeepActive(t *testing.T) {
 		raw  func(t *testing.T) []byte
 		want error
 	}{
-		{"unknown_required_unit", func(t *testing.T) []byte { return configtest.Fixture(t, "vm-invalid-unknown-required-unit.config.toml") }, config.ErrInvalid},
+		{"unknown_required_unit", func(t *testing.T) []byte {
+			return configtest.Fixture(t, "vm-invalid-unknown-required-unit.config.toml")
+		}, config.ErrInvalid},
 		{"dhcp_range", func(t *testing.T) []byte {
 			return configtest.Fixture(t, "vm-invalid-dhcp-range-includes-gateway.config.toml")
 		}, config.ErrInvalid},

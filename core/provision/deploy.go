@@ -145,7 +145,9 @@ func (p *Provisioner) CheckHealth(ctx context.Context, emit func(Event)) error {
 	policy.SettleSeconds = 0
 	spec := activation.Spec{Policy: policy, Units: r.Runtime.Units, AppUser: acc}
 	return activation.Activate(ctx, spec, activation.Options{Backend: p.opts.Backend, PollInterval: p.opts.PollInterval},
-		func(e activation.Event) { emit(Event{Step: e.Step, Service: e.Service, Mode: e.Mode, Status: e.Status, Message: e.Message}) })
+		func(e activation.Event) {
+			emit(Event{Step: e.Step, Service: e.Service, Mode: e.Mode, Status: e.Status, Message: e.Message})
+		})
 }
 
 // SyncQuadlet re-syncs the active units into the Quadlet dirs and restarts them.
@@ -161,4 +163,3 @@ func (p *Provisioner) SyncQuadlet(ctx context.Context, emit func(Event)) error {
 	_, err = p.deploy(ctx, emit)
 	return err
 }
-
