@@ -252,7 +252,7 @@ func untar(ctx context.Context, r io.Reader, dst *os.Root, lim Limits, owner *Ow
 			return c, err
 		}
 		isDir := h.Typeflag == tar.TypeDir
-		if !isDir && h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeRegA {
+		if !isDir && h.Typeflag != tar.TypeReg {
 			return c, fmt.Errorf("%w: %q is a %s", ErrUnsupportedMember, h.Name, typeName(h.Typeflag))
 		}
 		if name == "." {
