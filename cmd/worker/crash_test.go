@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,6 +39,24 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// syncBuffer is a bytes.Buffer safe for the job goroutine's logs and the command's output.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 type crashEnv struct {
 	root, state, quadlet string
 }
@@ -49,7 +68,7 @@ func (e crashEnv) flags() []string {
 // worker runs the worker in-process and returns its exit code and output.
 func (e crashEnv) worker(t *testing.T, args ...string) (int, string) {
 	t.Helper()
-	var out bytes.Buffer
+	var out syncBuffer
 	code := app(deps{}).Run(context.Background(), append(args[:1:1], append(e.flags(), args[1:]...)...), cli.IO{Stdout: &out, Stderr: &out})
 	return code, out.String()
 }
