@@ -1,0 +1,30 @@
+package auth
+
+import "errors"
+
+var (
+	// ErrBadSignature is returned when a signature does not parse or does not verify.
+	ErrBadSignature = errors.New("bad signature")
+	// ErrMissingSignature is returned when a request that needs a signature has none.
+	ErrMissingSignature = errors.New("missing signature")
+	// ErrUnknownSigner is returned when the signing key is not an allowed signer.
+	ErrUnknownSigner = errors.New("unknown signer")
+	// ErrNamespace is returned when a signature was made for another namespace, or the
+	// signer is not allowed to sign in this one.
+	ErrNamespace = errors.New("wrong signature namespace")
+	// ErrKeyNotValid is returned when the signer's key is outside its valid-after /
+	// valid-before window.
+	ErrKeyNotValid = errors.New("signer key not valid at this time")
+	// ErrForbidden is returned when a known signer may not run this op on this target.
+	ErrForbidden = errors.New("signer not allowed for this operation")
+	// ErrSignersUnreadable is returned when the device has signers but cannot read them:
+	// it fails closed.
+	ErrSignersUnreadable = errors.New("allowed signers unreadable")
+	// ErrReplayed is returned for an id that was already accepted.
+	ErrReplayed = errors.New("replayed id")
+	// ErrUnsupported is returned for allowed_signers features fleetprov refuses
+	// (cert-authority).
+	ErrUnsupported = errors.New("unsupported allowed_signers entry")
+	// ErrNonce is returned for an unknown, used or expired nonce.
+	ErrNonce = errors.New("invalid nonce")
+)

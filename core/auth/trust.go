@@ -1,0 +1,184 @@
+package auth
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/state"
+)
+
+// Target is what a signed request addresses.
+type Target struct {
+	Kind  string // device | group | all
+	Group string // for Kind group
+}
+
+// Decision is who signed a request and on which basis it was let in.
+type Decision struct {
+	Principal string
+	// Basis: "admin" (active config), "fleet-trust" (trust file, first boot) or
+	// "possession" (first boot: the config being applied must make Key an admin).
+	Basis string
+	Key   ssh.PublicKey
+}
+
+// Trust holds the device's signer rules.
+type Trust struct {
+	State state.Dir
+	// FleetTrustFile is an allowed_signers file baked into the image (default
+	// /etc/fleetprov/allowed_signers). When it exists, first-boot signatures must verify
+	// against it and the proof-of-possession and unsigned-bridge routes are closed.
+	FleetTrustFile string
+	Config         config.Options
+	Now            func() time.Time
+}
+
+func (t *Trust) now() time.Time {
+	if t.Now != nil {
+		return t.Now()
+	}
+	return time.Now()
+}
+
+// HasFleetTrust reports whether the fleet trust file exists.
+func (t *Trust) HasFleetTrust() bool {
+	if t.FleetTrustFile == "" {
+		return false
+	}
+	_, err := os.Stat(t.FleetTrustFile)
+	return err == nil
+}
+
+// Provisioned reports whether the device has an active config (and so admin signers).
+func (t *Trust) Provisioned() bool { return t.State.HasActive() }
+
+// Verify checks a signature of msg in namespace for op on target, for a device in
+// deviceGroups. On a provisioned device the signer must be an admin of the active config
+// and pass its [fleet.signers] policy. On first boot it must be in the fleet trust file
+// when there is one; otherwise any correctly self-signed request passes with Basis
+// "possession", and the caller must check the applied config makes Key an admin.
+func (t *Trust) Verify(msg, armored []byte, namespace, op string, target Target, deviceGroups []string) (Decision, error) {
+	if t.Provisioned() {
+		return t.verifyAdmin(msg, armored, namespace, op, target, deviceGroups)
+	}
+	if t.HasFleetTrust() {
+		raw, err := os.ReadFile(t.FleetTrustFile)
+		if err != nil {
+			return Decision{}, fmt.Errorf("%w: %w", ErrSignersUnreadable, err)
+		}
+		signers, err := ParseAllowedSigners(raw)
+		if err != nil {
+			return Decision{}, fmt.Errorf("%w: %w", ErrSignersUnreadable, err)
+		}
+		p, err := signers.Verify(msg, armored, namespace, t.now())
+		if err != nil {
+			return Decision{}, err
+		}
+		return Decision{Principal: p, Basis: "fleet-trust"}, nil
+	}
+	sig, err := parseSignature(armored)
+	if err != nil {
+		return Decision{}, err
+	}
+	if err := verifyWith(msg, sig, sig.PublicKey, namespace); err != nil {
+		return Decision{}, err
+	}
+	return Decision{Principal: ssh.FingerprintSHA256(sig.PublicKey), Basis: "possession", Key: sig.PublicKey}, nil
+}
+
+func (t *Trust) verifyAdmin(msg, armored []byte, namespace, op string, target Target, deviceGroups []string) (Decision, error) {
+	active := t.State.Active()
+	raw, err := os.ReadFile(filepath.Join(active, "allowed_signers"))
+	if err != nil {
+		return Decision{}, fmt.Errorf("%w: %w", ErrSignersUnreadable, err)
+	}
+	signers, err := ParseAllowedSigners(raw)
+	if err != nil {
+		return Decision{}, fmt.Errorf("%w: %w", ErrSignersUnreadable, err)
+	}
+	p, err := signers.Verify(msg, armored, namespace, t.now())
+	if err != nil {
+		return Decision{}, err
+	}
+	cfg, err := t.State.ReadActive()
+	if err != nil {
+		return Decision{}, fmt.Errorf("%w: %w", ErrSignersUnreadable, err)
+	}
+	m, _, err := config.Parse(cfg, t.Config)
+	if err != nil {
+		return Decision{}, fmt.Errorf("%w: active config: %w", ErrSignersUnreadable, err)
+	}
+	if err := Authorize(m.Fleet, p, op, target, deviceGroups); err != nil {
+		return Decision{}, err
+	}
+	return Decision{Principal: p, Basis: "admin"}, nil
+}
+
+// Authorize applies the [fleet.signers] policy: a signer without a policy may do
+// everything; one with ops may run only those; one with groups may address only those
+// groups, or a device in one of them (never the whole fleet).
+func Authorize(f *config.Fleet, principal, op string, target Target, deviceGroups []string) error {
+	if f == nil {
+		return nil
+	}
+	pol, ok := f.Signers[principal]
+	if !ok {
+		return nil
+	}
+	if pol.Ops != nil && !slices.Contains(pol.Ops, op) {
+		return fmt.Errorf("%w: %s may not %s", ErrForbidden, principal, op)
+	}
+	if pol.Groups == nil {
+		return nil
+	}
+	switch target.Kind {
+	case "group":
+		if slices.Contains(pol.Groups, target.Group) {
+			return nil
+		}
+	case "device":
+		for _, g := range deviceGroups {
+			if slices.Contains(pol.Groups, g) {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("%w: %s may address only groups %v", ErrForbidden, principal, pol.Groups)
+}
+
+// IsAdminKey reports whether key is the ssh_key of an admin user of m (the first-boot
+// proof-of-possession rule).
+func IsAdminKey(m config.Model, key ssh.PublicKey) bool {
+	want := key.Marshal()
+	for _, name := range m.Admins() {
+		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(m.Users[name].SSHKey))
+		if err == nil && bytes.Equal(pub.Marshal(), want) {
+			return true
+		}
+	}
+	return false
+}
+
+// ErrNotAdminKey is returned by CheckPossession.
+var ErrNotAdminKey = errors.New("first-boot apply must be signed by a key the config makes an admin")
+
+// CheckPossession returns a config check for a first-boot apply decided on "possession".
+func (d Decision) CheckPossession() func(config.Model) error {
+	if d.Basis != "possession" {
+		return nil
+	}
+	return func(m config.Model) error {
+		if !IsAdminKey(m, d.Key) {
+			return ErrNotAdminKey
+		}
+		return nil
+	}
+}
