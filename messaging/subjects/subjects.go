@@ -1,0 +1,161 @@
+// Package subjects builds and parses fleetprov's NATS subjects:
+//
+//	fleetprov.<fleet>.dev.<device>.<op>   to one device (request/reply)
+//	fleetprov.<fleet>.grp.<group>.<op>    to every device in a group
+//	fleetprov.<fleet>.all.<op>            to every device of the fleet
+//	fleetprov.<fleet>.evt.<device>.<job>  job events, device -> operators
+//	fleetprov.<fleet>.presence.<device>   presence and heartbeats
+//	fleetprov.<fleet>.blob.<id>           chunks of a payload too large for one message
+//
+// Tokens match ^[A-Za-z0-9_-]{1,64}$; anything else is refused when built and parsed.
+package subjects
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Prefix is the first token of every subject.
+const Prefix = "fleetprov"
+
+// Kinds of subject.
+const (
+	Device   = "dev"
+	Group    = "grp"
+	All      = "all"
+	Event    = "evt"
+	Presence = "presence"
+	Blob     = "blob"
+)
+
+// Ops a device answers.
+var Ops = []string{"apply", "validate", "patch", "current", "export", "job", "ping"}
+
+// ErrInvalid is returned for a subject or token outside the scheme.
+var ErrInvalid = errors.New("invalid subject")
+
+var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidToken reports whether s may be a fleet, device, group, job or blob token.
+func ValidToken(s string) bool { return tokenRE.MatchString(s) }
+
+// IsOp reports whether op is a known op.
+func IsOp(op string) bool {
+	for _, o := range Ops {
+		if o == op {
+			return true
+		}
+	}
+	return false
+}
+
+// Subject is a parsed subject.
+type Subject struct {
+	Fleet string
+	Kind  string // dev, grp, all, evt, presence, blob
+	Name  string // device (dev, evt, presence), group (grp), blob id; "" for all
+	Op    string // dev, grp, all
+	Job   string // evt
+}
+
+// String builds the subject; it does not validate (use Build for that).
+func (s Subject) String() string {
+	parts := []string{Prefix, s.Fleet, s.Kind}
+	switch s.Kind {
+	case All:
+		parts = append(parts, s.Op)
+	case Device, Group:
+		parts = append(parts, s.Name, s.Op)
+	case Event:
+		parts = append(parts, s.Name, s.Job)
+	default:
+		parts = append(parts, s.Name)
+	}
+	return strings.Join(parts, ".")
+}
+
+// Build validates s and returns its subject string.
+func Build(s Subject) (string, error) {
+	if err := s.validate(); err != nil {
+		return "", err
+	}
+	return s.String(), nil
+}
+
+func (s Subject) validate() error {
+	check := func(what, v string) error {
+		if !ValidToken(v) {
+			return fmt.Errorf("%w: %s %q must match %s", ErrInvalid, what, v, tokenRE)
+		}
+		return nil
+	}
+	if err := check("fleet", s.Fleet); err != nil {
+		return err
+	}
+	switch s.Kind {
+	case Device, Group, All:
+		if s.Kind != All {
+			if err := check(map[string]string{Device: "device", Group: "group"}[s.Kind], s.Name); err != nil {
+				return err
+			}
+		}
+		if !IsOp(s.Op) {
+			return fmt.Errorf("%w: unknown op %q", ErrInvalid, s.Op)
+		}
+	case Event:
+		if err := check("device", s.Name); err != nil {
+			return err
+		}
+		return check("job", s.Job)
+	case Presence, Blob:
+		return check(s.Kind, s.Name)
+	default:
+		return fmt.Errorf("%w: unknown kind %q", ErrInvalid, s.Kind)
+	}
+	return nil
+}
+
+// Parse reads a subject and validates every token.
+func Parse(subject string) (Subject, error) {
+	t := strings.Split(subject, ".")
+	if len(t) < 4 || t[0] != Prefix {
+		return Subject{}, fmt.Errorf("%w: %q", ErrInvalid, subject)
+	}
+	s := Subject{Fleet: t[1], Kind: t[2]}
+	switch {
+	case s.Kind == All && len(t) == 4:
+		s.Op = t[3]
+	case (s.Kind == Device || s.Kind == Group) && len(t) == 5:
+		s.Name, s.Op = t[3], t[4]
+	case s.Kind == Event && len(t) == 5:
+		s.Name, s.Job = t[3], t[4]
+	case (s.Kind == Presence || s.Kind == Blob) && len(t) == 4:
+		s.Name = t[3]
+	default:
+		return Subject{}, fmt.Errorf("%w: %q", ErrInvalid, subject)
+	}
+	if err := s.validate(); err != nil {
+		return Subject{}, err
+	}
+	return s, nil
+}
+
+// Wildcards a device subscribes to.
+func DeviceRequests(fleet, device string) string {
+	return Subject{Fleet: fleet, Kind: Device, Name: device, Op: "*"}.String()
+}
+
+// GroupRequests is the subscription for a group's requests.
+func GroupRequests(fleet, group string) string {
+	return Subject{Fleet: fleet, Kind: Group, Name: group, Op: "*"}.String()
+}
+
+// AllRequests is the subscription for fleet-wide requests.
+func AllRequests(fleet string) string { return Subject{Fleet: fleet, Kind: All, Op: "*"}.String() }
+
+// Events is the subscription for every event of one job (or "*" for all jobs).
+func Events(fleet, device, job string) string {
+	return Subject{Fleet: fleet, Kind: Event, Name: device, Job: job}.String()
+}
