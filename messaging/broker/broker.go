@@ -1,0 +1,229 @@
+// Package broker runs the worker's embedded NATS server (github.com/nats-io/nats-server/v2)
+// in-process: a device works alone on first boot, and with --hub the same server dials the
+// fleet's hub as a leafnode, reconnecting forever while local clients keep working. The
+// worker talks to it through an in-process connection.
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Options configure the embedded server. Zero values are the documented defaults.
+type Options struct {
+	// Name is the server name (the device id).
+	Name string
+	// Listen is host:port for NATS clients (port -1: random); "" serves in-process only.
+	Listen string
+	// LeafListen is host:port accepting leafnode connections (a hub); "" disables it.
+	LeafListen string
+	// Hub lists the hub URLs dialled as one leafnode remote (nats-leaf://host:7422,
+	// tls://host:7422; user:password@ in the URL is used for auth).
+	Hub []string
+	// HubCreds is a NATS creds file (JWT + nkey) for the leaf link.
+	HubCreds string
+	// HubCA is a PEM file of CAs trusted for a TLS leaf link (default: system roots).
+	HubCA string
+	// ReconnectInterval between leaf link attempts (default 2s; it retries forever).
+	ReconnectInterval time.Duration
+	// StoreDir enables JetStream with this store directory.
+	StoreDir string
+	// MaxPayload overrides the NATS max payload (default 1 MiB).
+	MaxPayload int32
+	// ReadyTimeout bounds the start (default 10s).
+	ReadyTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+// Broker is a running embedded server.
+type Broker struct {
+	srv  *server.Server
+	opts *server.Options
+	log  *slog.Logger
+	lg   *logAdapter
+}
+
+// Start starts the server and waits until it accepts connections. Any setup error, or a
+// server that is not ready in time, is returned; nothing is left running then.
+func Start(ctx context.Context, o Options) (*Broker, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.ReadyTimeout <= 0 {
+		o.ReadyTimeout = 10 * time.Second
+	}
+	if o.ReconnectInterval <= 0 {
+		o.ReconnectInterval = 2 * time.Second
+	}
+	so := &server.Options{ServerName: o.Name, NoSigs: true, NoLog: false, MaxPayload: o.MaxPayload}
+	if o.Listen == "" {
+		so.DontListen = true
+	} else {
+		host, port, err := splitHostPort(o.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("client listen address: %w", err)
+		}
+		so.Host, so.Port = host, port
+	}
+	if o.LeafListen != "" {
+		host, port, err := splitHostPort(o.LeafListen)
+		if err != nil {
+			return nil, fmt.Errorf("leafnode listen address: %w", err)
+		}
+		so.LeafNode.Host, so.LeafNode.Port = host, port
+	}
+	if len(o.Hub) > 0 {
+		remote := &server.RemoteLeafOpts{Credentials: o.HubCreds}
+		for _, h := range o.Hub {
+			u, err := url.Parse(h)
+			if err != nil || u.Host == "" {
+				return nil, fmt.Errorf("hub URL %q: expected e.g. nats-leaf://hub:7422", h)
+			}
+			if u.Scheme == "tls" {
+				remote.TLS = true
+			}
+			remote.URLs = append(remote.URLs, u)
+		}
+		if remote.TLS || o.HubCA != "" {
+			cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+			if o.HubCA != "" {
+				pem, err := os.ReadFile(o.HubCA)
+				if err != nil {
+					return nil, fmt.Errorf("reading hub CA: %w", err)
+				}
+				pool := x509.NewCertPool()
+				if !pool.AppendCertsFromPEM(pem) {
+					return nil, fmt.Errorf("hub CA %s holds no certificate", o.HubCA)
+				}
+				cfg.RootCAs = pool
+			}
+			remote.TLS, remote.TLSConfig = true, cfg
+		}
+		so.LeafNode.Remotes = []*server.RemoteLeafOpts{remote}
+		so.LeafNode.ReconnectInterval = o.ReconnectInterval
+	}
+	if o.StoreDir != "" {
+		so.JetStream, so.StoreDir = true, o.StoreDir
+	}
+	srv, err := server.NewServer(so)
+	if err != nil {
+		return nil, fmt.Errorf("configuring NATS server: %w", err)
+	}
+	lg := &logAdapter{log: o.Logger.With("component", "nats")}
+	srv.SetLoggerV2(lg, false, false, false)
+	go srv.Start()
+	if !srv.ReadyForConnections(o.ReadyTimeout) {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		if err := lg.fatal(); err != nil {
+			return nil, fmt.Errorf("starting NATS server: %w", err)
+		}
+		return nil, fmt.Errorf("starting NATS server: not ready within %s", o.ReadyTimeout)
+	}
+	if err := lg.fatal(); err != nil {
+		srv.Shutdown()
+		return nil, fmt.Errorf("starting NATS server: %w", err)
+	}
+	return &Broker{srv: srv, opts: so, log: o.Logger, lg: lg}, nil
+}
+
+// Connect opens an in-process client connection (no socket).
+func (b *Broker) Connect(opts ...nats.Option) (*nats.Conn, error) {
+	opts = append([]nats.Option{nats.InProcessServer(b.srv), nats.Name("fleetprov-worker"), nats.MaxReconnects(-1)}, opts...)
+	nc, err := nats.Connect("", opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connecting in-process: %w", err)
+	}
+	return nc, nil
+}
+
+// ClientURL returns the client listener's URL ("" when in-process only).
+func (b *Broker) ClientURL() string {
+	if b.srv.Addr() == nil {
+		return ""
+	}
+	return b.srv.ClientURL()
+}
+
+// LeafURL returns nats-leaf://host:port of the leafnode listener ("" when disabled).
+func (b *Broker) LeafURL() string {
+	// The server writes the port it bound back into its options (port -1 = random).
+	if b.opts.LeafNode.Port <= 0 {
+		return ""
+	}
+	host := b.opts.LeafNode.Host
+	if host == "" || host == "0.0.0.0" {
+		host = "127.0.0.1"
+	}
+	return "nats-leaf://" + net.JoinHostPort(host, strconv.Itoa(b.opts.LeafNode.Port))
+}
+
+// LeafNodes returns the number of leafnode connections (for a device: 1 when its hub link
+// is up; for a hub: the connected devices).
+func (b *Broker) LeafNodes() int { return b.srv.NumLeafNodes() }
+
+// Err returns the fatal error the server reported, if any.
+func (b *Broker) Err() error { return b.lg.fatal() }
+
+// Shutdown stops the server and waits for it.
+func (b *Broker) Shutdown() {
+	b.srv.Shutdown()
+	b.srv.WaitForShutdown()
+}
+
+func splitHostPort(hp string) (string, int, error) {
+	host, p, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < -1 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	if port == 0 {
+		port = -1 // nats-server's RANDOM_PORT
+	}
+	return host, port, nil
+}
+
+// logAdapter routes nats-server logs to slog. Fatalf never exits the process: it logs at
+// Error and records the failure for Start and Err to return.
+type logAdapter struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	err error
+}
+
+func (l *logAdapter) Noticef(format string, v ...any) { l.log.Info(fmt.Sprintf(format, v...)) }
+func (l *logAdapter) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l *logAdapter) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *logAdapter) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *logAdapter) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *logAdapter) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.log.Error(msg)
+	l.mu.Lock()
+	if l.err == nil {
+		l.err = errors.New(msg)
+	}
+	l.mu.Unlock()
+}
+
+func (l *logAdapter) fatal() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}

@@ -1,0 +1,60 @@
+package broker_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fleetprov/fleetprov/messaging/broker"
+	"github.com/fleetprov/fleetprov/messaging/broker/brokertest"
+)
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestLeafnodeToHub(t *testing.T) {
+	hub, hubConn := brokertest.Hub(t)
+	dev, devConn := brokertest.Start(t, func(o *broker.Options) {
+		o.Name, o.Hub, o.ReconnectInterval = "dev1", []string{hub.LeafURL()}, 100*time.Millisecond
+	})
+	waitFor(t, "leaf link", func() bool { return dev.LeafNodes() == 1 && hub.LeafNodes() == 1 })
+	sub, _ := devConn.SubscribeSync("fleetprov.f.dev.dev1.ping")
+	devConn.Flush()
+	waitFor(t, "interest on the hub", func() bool {
+		hubConn.Publish("fleetprov.f.dev.dev1.ping", []byte("hi"))
+		_, err := sub.NextMsg(50 * time.Millisecond)
+		return err == nil
+	})
+	// Local clients of the device work through its own listener too.
+	local, err := nats.Connect(dev.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	local.Close()
+}
+
+func TestStartErrors(t *testing.T) {
+	if _, err := broker.Start(context.Background(), broker.Options{Listen: "nonsense"}); err == nil {
+		t.Error("Start with a bad listen address succeeded")
+	}
+	if _, err := broker.Start(context.Background(), broker.Options{Hub: []string{"::bad"}}); err == nil || !strings.Contains(err.Error(), "hub URL") {
+		t.Errorf("Start with a bad hub URL: %v", err)
+	}
+	b, _ := brokertest.Start(t)
+	// A second server on the same port fails to start and says so.
+	port := b.ClientURL()[strings.LastIndex(b.ClientURL(), ":")+1:]
+	if _, err := broker.Start(context.Background(), broker.Options{Listen: "127.0.0.1:" + port, ReadyTimeout: 2 * time.Second}); err == nil {
+		t.Error("Start on a used port succeeded")
+	}
+}
