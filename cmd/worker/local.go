@@ -89,7 +89,7 @@ job history like any other. Exit status 1 when the job failed.`,
 				if err != nil {
 					return err
 				}
-				j, err := m.Submit(jobs.Spec{Op: "apply", Source: "cli", Mutating: true, Run: ApplyJob(p, provision.Input{Reader: in})})
+				j, err := m.Submit(jobs.Spec{Op: "apply", Source: "cli", Mutating: true, Run: provision.JobFunc(p, provision.Input{Reader: in})})
 				if err != nil {
 					return err
 				}
@@ -111,21 +111,6 @@ job history like any other. Exit status 1 when the job failed.`,
 				return printJob(stdio.Stdout, final, *asJSON)
 			}
 		},
-	}
-}
-
-// ApplyJob adapts a provision apply to a job function.
-func ApplyJob(p *provision.Provisioner, in provision.Input) jobs.Func {
-	return func(ctx context.Context, r *jobs.Run) (*jobs.Result, error) {
-		res, err := p.Apply(ctx, in, func(e provision.Event) {
-			r.Emit(jobs.Event{Step: e.Step, Message: e.Message, Service: e.Service, Mode: e.Mode, Status: e.Status})
-		})
-		r.SetRollbackStatus(res.RollbackStatus)
-		out := &jobs.Result{Warnings: res.Warnings, Reapply: res.Reapply, RolledBack: res.RolledBack}
-		if out.Warnings == nil {
-			out.Warnings = []string{}
-		}
-		return out, err
 	}
 }
 

@@ -1,0 +1,259 @@
+package device_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/fleetprov/fleetprov/core/config/configtest"
+	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
+	"github.com/fleetprov/fleetprov/messaging/broker"
+	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/fleet"
+	"github.com/fleetprov/fleetprov/messaging/node"
+	"github.com/fleetprov/fleetprov/messaging/subjects"
+)
+
+type rig struct {
+	t      *testing.T
+	dev    *provisiontest.Device
+	node   *node.Node
+	nc     *nats.Conn
+	admin  ssh.Signer
+	client *fleet.Client
+	cfg    []byte
+}
+
+// start boots a worker node named id on the simulate backend and connects a client over
+// TCP. The config it is meant to receive makes admin's key the admin.
+func start(t *testing.T, id string, groups []string, dev *provisiontest.Device) *rig {
+	t.Helper()
+	if dev == nil {
+		dev = provisiontest.New(t)
+	}
+	n, err := node.Start(context.Background(), node.Options{Device: id, Fleet: "test", Groups: groups, Version: "test", Prov: dev.Prov,
+		Broker: broker.Options{Listen: "127.0.0.1:-1"}, HeartbeatInterval: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Shutdown(context.Background()) })
+	nc, err := nats.Connect(n.Broker.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return &rig{t: t, dev: dev, node: n, nc: nc}
+}
+
+func (r *rig) withAdmin(s ssh.Signer, line string) *rig {
+	r.admin = s
+	r.cfg = bytes.ReplaceAll(configtest.Fixture(r.t, "vm-full.config.toml"), []byte(configtest.AdminKey), []byte(line))
+	c, err := fleet.New(r.nc, "test", fleet.WithSigner(s))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.client = c
+	return r
+}
+
+func (r *rig) send(subject string, env *envelope.Envelope, signer ssh.Signer, mutate func(raw []byte, msg *nats.Msg)) envelope.Reply {
+	r.t.Helper()
+	raw, _ := env.Encode()
+	msg := nats.NewMsg(subject)
+	msg.Data = raw
+	if signer != nil {
+		h, _ := envelope.Sign(raw, signer)
+		msg.Header.Set(envelope.SignatureHeader, h)
+	}
+	if mutate != nil {
+		mutate(raw, msg)
+	}
+	reply, err := r.nc.RequestMsg(msg, 10*time.Second)
+	if err != nil {
+		r.t.Fatalf("request %s: %v", subject, err)
+	}
+	var out envelope.Reply
+	json.Unmarshal(reply.Data, &out)
+	return out
+}
+
+func (r *rig) devSubject(op string) string {
+	return subjects.Subject{Fleet: "test", Kind: subjects.Device, Name: "d1", Op: op}.String()
+}
+
+func (r *rig) applyEnv(payload []byte) *envelope.Envelope {
+	e := r.client.NewEnvelope("apply", "d1", "", fleet.Payload{Data: payload, ContentType: envelope.TypeTOML})
+	e.Payload = payload
+	return e
+}
+
+func (r *rig) waitJob(id string) {
+	r.t.Helper()
+	j, err := r.node.Jobs.Wait(context.Background(), id)
+	if err != nil || j.State != "succeeded" {
+		r.t.Fatalf("job %s = %+v, %v", id, j, err)
+	}
+}
+
+func newKey(t *testing.T) (ssh.Signer, string) { return configtest.NewKey(t) }
+
+func TestProvisionOverNATSAndRejections(t *testing.T) {
+	admin, line := newKey(t)
+	r := start(t, "d1", []string{"edge"}, nil).withAdmin(admin, line)
+
+	// First boot: signed by the key the config makes admin (proof of possession).
+	env := r.applyEnv(r.cfg)
+	events, stopWatch, err := r.client.WatchJob("d1", env.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopWatch()
+	rep := r.send(r.devSubject("apply"), env, admin, nil)
+	if !rep.Accepted || rep.JobID != env.ID {
+		t.Fatalf("first-boot apply reply = %+v", rep)
+	}
+	var steps []string
+	for m := range events {
+		if m.Event != nil {
+			steps = append(steps, m.Event.Step)
+		}
+		if m.Done && m.Job.State != "succeeded" {
+			t.Fatalf("job = %+v", m.Job)
+		}
+	}
+	if len(steps) < 10 || steps[0] != "running" || steps[len(steps)-1] != "completed" {
+		t.Errorf("events = %v", steps)
+	}
+	before := provisiontest.Tree(t, r.dev.StateDir+"/config")
+
+	other, _ := newKey(t)
+	big := bytes.Repeat([]byte("#"), 2<<20)
+	tests := []struct {
+		name    string
+		subject string
+		env     func() *envelope.Envelope
+		signer  ssh.Signer
+		mutate  func(raw []byte, msg *nats.Msg)
+		want    *envelope.Error
+	}{
+		{"unsigned", r.devSubject("apply"), func() *envelope.Envelope { return r.applyEnv(r.cfg) }, nil, nil, envelope.ErrUnauthorized},
+		{"wrong_key", r.devSubject("apply"), func() *envelope.Envelope { return r.applyEnv(r.cfg) }, other, nil, envelope.ErrUnauthorized},
+		{"tampered_payload", r.devSubject("apply"), func() *envelope.Envelope { return r.applyEnv(r.cfg) }, admin, func(raw []byte, msg *nats.Msg) {
+			var e envelope.Envelope
+			json.Unmarshal(raw, &e)
+			e.Payload = []byte("version = 1\n")
+			msg.Data, _ = e.Encode()
+		}, envelope.ErrUnauthorized},
+		{"tampered_field", r.devSubject("apply"), func() *envelope.Envelope { return r.applyEnv(r.cfg) }, admin, func(raw []byte, msg *nats.Msg) {
+			msg.Data = bytes.Replace(raw, []byte(`"expires_at":"`), []byte(`"expires_at":"2`), 1)
+			var e envelope.Envelope
+			if json.Unmarshal(msg.Data, &e) != nil {
+				e2 := envelope.Envelope{}
+				json.Unmarshal(raw, &e2)
+				e2.ExpiresAt = e2.ExpiresAt.Add(time.Minute)
+				msg.Data, _ = e2.Encode()
+			}
+		}, envelope.ErrUnauthorized},
+		{"expired", r.devSubject("apply"), func() *envelope.Envelope {
+			e := r.applyEnv(r.cfg)
+			e.IssuedAt, e.ExpiresAt = e.IssuedAt.Add(-20*time.Minute), e.IssuedAt.Add(-15*time.Minute)
+			return e
+		}, admin, nil, envelope.ErrExpired},
+		{"issued_in_future", r.devSubject("apply"), func() *envelope.Envelope {
+			e := r.applyEnv(r.cfg)
+			e.IssuedAt, e.ExpiresAt = e.IssuedAt.Add(5*time.Minute), e.IssuedAt.Add(10*time.Minute)
+			return e
+		}, admin, nil, envelope.ErrExpired},
+		{"replayed", r.devSubject("apply"), func() *envelope.Envelope { e := r.applyEnv(r.cfg); e.ID = env.ID; return e }, admin, nil, envelope.ErrReplayed},
+		{"other_devices_envelope", r.devSubject("apply"), func() *envelope.Envelope {
+			e := r.applyEnv(r.cfg)
+			e.Device = "d2"
+			return e
+		}, admin, nil, envelope.ErrWrongTarget},
+		{"group_not_joined", subjects.Subject{Fleet: "test", Kind: subjects.Group, Name: "edge", Op: "apply"}.String(), func() *envelope.Envelope {
+			e := r.applyEnv(r.cfg)
+			e.Target, e.Device, e.Group = envelope.TargetGroup, "", "core"
+			return e
+		}, admin, nil, envelope.ErrWrongTarget},
+		{"wrong_namespace", r.devSubject("apply"), func() *envelope.Envelope { return r.applyEnv(r.cfg) }, admin, func(raw []byte, msg *nats.Msg) {
+			sig, _ := signNS(raw, admin, "git")
+			msg.Header.Set(envelope.SignatureHeader, sig)
+		}, envelope.ErrUnauthorized},
+		{"oversize_wrong_digest", r.devSubject("apply"), func() *envelope.Envelope {
+			e := r.applyEnv(nil)
+			e.Payload = nil
+			prep, _ := r.client.Prepare(context.Background(), fleet.Payload{Data: big})
+			prep.Attach(e)
+			e.PayloadSHA256 = envelope.Digest([]byte("something else"))
+			return e
+		}, admin, nil, envelope.ErrInvalid},
+		{"op_on_wrong_subject", r.devSubject("validate"), func() *envelope.Envelope { return r.applyEnv(r.cfg) }, admin, nil, envelope.ErrWrongTarget},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := r.send(tc.subject, tc.env(), tc.signer, tc.mutate)
+			if rep.Accepted || !errors.Is(rep.Err(), tc.want) {
+				t.Errorf("reply = %+v; want code %s", rep, tc.want.Code)
+			}
+			if after := provisiontest.Tree(t, r.dev.StateDir+"/config"); after != before {
+				t.Errorf("state changed after a rejected request")
+			}
+		})
+	}
+
+	// Replay protection survives a restart of the worker.
+	r.node.Shutdown(context.Background())
+	r2 := start(t, "d1", []string{"edge"}, r.dev).withAdmin(admin, line)
+	again := r.applyEnv(r.cfg)
+	again.ID = env.ID
+	if rep := r2.send(r2.devSubject("apply"), again, admin, nil); !errors.Is(rep.Err(), envelope.ErrReplayed) {
+		t.Errorf("replay after restart: %+v", rep)
+	}
+	// Read-only queries need no signature; the old job is still there.
+	j, err := r2.client.Job(context.Background(), "d1", env.ID, 5*time.Second)
+	if err != nil || j.State != "succeeded" {
+		t.Errorf("job after restart = %+v, %v", j, err)
+	}
+	p, err := r2.client.Ping(context.Background(), "d1", 5*time.Second)
+	if err != nil || !p.Provisioned || p.Drift || p.LastJob == nil || p.LastJob.ID != env.ID {
+		t.Errorf("ping = %+v, %v", p, err)
+	}
+}
+
+func signNS(raw []byte, s ssh.Signer, ns string) (string, error) {
+	sig, err := authSign(raw, s, ns)
+	return sig, err
+}
+
+func TestFirstBootPossessionAndLargePayload(t *testing.T) {
+	admin, line := newKey(t)
+	r := start(t, "d1", nil, nil).withAdmin(admin, line)
+	// A stranger's key may sign a first-boot apply only of a config that makes it admin.
+	stranger, _ := newKey(t)
+	sc, _ := fleet.New(r.nc, "test", fleet.WithSigner(stranger))
+	sum, err := sc.Push(context.Background(), fleet.PushOptions{Target: fleet.Target{Devices: []string{"d1"}}, Payload: fleet.Payload{Data: r.cfg, ContentType: envelope.TypeTOML}}, nil)
+	if err != nil || sum.Devices[0].State != fleet.StateFailed || !strings.Contains(sum.Devices[0].Error, "admin") {
+		t.Fatalf("stranger's first-boot push = %+v, %v", sum, err)
+	}
+	if r.dev.Prov.State().HasActive() {
+		t.Fatal("provisioned by a stranger")
+	}
+	// A payload over the NATS max payload travels as a blob; the digest is checked.
+	padded := append(append([]byte{}, r.cfg...), bytes.Repeat([]byte("# padding to pass one message\n"), 100000)...)
+	sum, err = r.client.Push(context.Background(), fleet.PushOptions{Target: fleet.Target{Devices: []string{"d1"}}, Payload: fleet.Payload{Data: padded, ContentType: envelope.TypeTOML}}, nil)
+	if err != nil || !sum.OK() {
+		t.Fatalf("large push = %+v, %v", sum, err)
+	}
+	if b, _ := r.dev.Prov.State().ReadActive(); len(b) != len(padded) {
+		t.Errorf("active config is %d bytes; want %d", len(b), len(padded))
+	}
+}

@@ -1,0 +1,339 @@
+// Package fleet is the publisher's side of the wire: it discovers devices, signs one
+// envelope per device, delivers it (inline or as a blob for large payloads), follows each
+// job's events, and runs rollouts with batches, canaries and failure limits.
+package fleet
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/fleetprov/fleetprov/core/jobs"
+	"github.com/fleetprov/fleetprov/messaging/blob"
+	"github.com/fleetprov/fleetprov/messaging/device"
+	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/subjects"
+)
+
+var (
+	// ErrNoReply is returned when a device did not answer in time (or nobody listens).
+	ErrNoReply = errors.New("no reply")
+	// ErrInvalidOption is wrapped by option constructors that reject their argument.
+	ErrInvalidOption = errors.New("invalid option")
+)
+
+// Client talks to a fleet over one NATS connection.
+type Client struct {
+	nc       *nats.Conn
+	fleet    string
+	signer   ssh.Signer
+	lifetime time.Duration
+	now      func() time.Time
+	log      *slog.Logger
+}
+
+// Option configures a Client.
+type Option func(*Client) error
+
+// WithSigner sets the key that signs envelopes.
+func WithSigner(s ssh.Signer) Option {
+	return func(c *Client) error { c.signer = s; return nil }
+}
+
+// WithLifetime sets how long envelopes stay valid (default 5m, at most 10m).
+func WithLifetime(d time.Duration) Option {
+	return func(c *Client) error {
+		if d <= 0 || d > envelope.MaxLifetime {
+			return fmt.Errorf("%w: lifetime %s must be in (0, %s]", ErrInvalidOption, d, envelope.MaxLifetime)
+		}
+		c.lifetime = d
+		return nil
+	}
+}
+
+// WithClock sets the clock envelopes are stamped with.
+func WithClock(now func() time.Time) Option { return func(c *Client) error { c.now = now; return nil } }
+
+// WithLogger sets the logger.
+func WithLogger(l *slog.Logger) Option { return func(c *Client) error { c.log = l; return nil } }
+
+// New returns a client for fleet over nc.
+func New(nc *nats.Conn, fleet string, opts ...Option) (*Client, error) {
+	if !subjects.ValidToken(fleet) {
+		return nil, fmt.Errorf("%w: fleet %q", ErrInvalidOption, fleet)
+	}
+	c := &Client{nc: nc, fleet: fleet, lifetime: 5 * time.Minute, now: time.Now, log: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		if err := o(c); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Target names devices: Devices, or a Group, or All.
+type Target struct {
+	Devices []string
+	Group   string
+	All     bool
+}
+
+func (t Target) pingSubject(fleet string) (string, error) {
+	switch {
+	case t.Group != "":
+		return subjects.Build(subjects.Subject{Fleet: fleet, Kind: subjects.Group, Name: t.Group, Op: "ping"})
+	case t.All:
+		return subjects.Build(subjects.Subject{Fleet: fleet, Kind: subjects.All, Op: "ping"})
+	}
+	return "", fmt.Errorf("%w: a group or all is needed for discovery", ErrInvalidOption)
+}
+
+// Payload is what an op carries.
+type Payload struct {
+	Data        []byte
+	ContentType string
+}
+
+// NewEnvelope stamps an envelope for op addressed to one device (a group or all when
+// device is empty and group / all are set).
+func (c *Client) NewEnvelope(op, device, group string, p Payload) *envelope.Envelope {
+	now := c.now().UTC()
+	e := &envelope.Envelope{V: envelope.Version, ID: jobs.NewID(), Op: op, Fleet: c.fleet,
+		IssuedAt: now, ExpiresAt: now.Add(c.lifetime), PayloadSHA256: envelope.Digest(p.Data), ContentType: p.ContentType}
+	switch {
+	case device != "":
+		e.Target, e.Device = envelope.TargetDevice, device
+	case group != "":
+		e.Target, e.Group = envelope.TargetGroup, group
+	default:
+		e.Target = envelope.TargetAll
+	}
+	if e.ContentType == "" {
+		e.ContentType = envelope.TypeNone
+	}
+	return e
+}
+
+// inlineLimit is the largest payload sent inside the envelope.
+func (c *Client) inlineLimit() int { return int(c.nc.MaxPayload())*3/4 - 8192 }
+
+// Prepared is a payload ready to be referenced by many envelopes: inline when small, or
+// served as a blob until Close.
+type Prepared struct {
+	p     Payload
+	ref   *envelope.PayloadRef
+	close func()
+}
+
+// Close stops serving the blob.
+func (p *Prepared) Close() {
+	if p.close != nil {
+		p.close()
+	}
+}
+
+// Prepare serves a large payload as a blob for the duration of ctx (or until Close).
+func (c *Client) Prepare(ctx context.Context, p Payload) (*Prepared, error) {
+	pr := &Prepared{p: p}
+	if len(p.Data) <= c.inlineLimit() {
+		return pr, nil
+	}
+	var b [12]byte
+	rand.Read(b[:])
+	subj := subjects.Subject{Fleet: c.fleet, Kind: subjects.Blob, Name: hex.EncodeToString(b[:])}.String()
+	stop, err := blob.Serve(ctx, c.nc, subj, p.Data)
+	if err != nil {
+		return nil, err
+	}
+	pr.ref, pr.close = &envelope.PayloadRef{Subject: subj, Size: int64(len(p.Data))}, stop
+	return pr, nil
+}
+
+// Attach puts the prepared payload into an envelope.
+func (p *Prepared) Attach(e *envelope.Envelope) {
+	if p.ref != nil {
+		e.PayloadRef = p.ref
+		return
+	}
+	e.Payload = p.p.Data
+}
+
+// Send signs env (exact bytes) and requests it on subject, waiting up to timeout.
+func (c *Client) Send(ctx context.Context, subject string, env *envelope.Envelope, timeout time.Duration) (envelope.Reply, error) {
+	raw, err := env.Encode()
+	if err != nil {
+		return envelope.Reply{}, err
+	}
+	msg := nats.NewMsg(subject)
+	msg.Data = raw
+	if c.signer != nil {
+		h, err := envelope.Sign(raw, c.signer)
+		if err != nil {
+			return envelope.Reply{}, err
+		}
+		msg.Header.Set(envelope.SignatureHeader, h)
+	}
+	return c.request(ctx, msg, timeout)
+}
+
+func (c *Client) request(ctx context.Context, msg *nats.Msg, timeout time.Duration) (envelope.Reply, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	m, err := c.nc.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+			return envelope.Reply{}, fmt.Errorf("%w: %s: %w", ErrNoReply, msg.Subject, err)
+		}
+		return envelope.Reply{}, fmt.Errorf("requesting %s: %w", msg.Subject, err)
+	}
+	var r envelope.Reply
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return envelope.Reply{}, fmt.Errorf("decoding reply: %w", err)
+	}
+	return r, nil
+}
+
+// Discover pings target and collects presence replies until quiet passes with no new
+// reply, or max elapses.
+func (c *Client) Discover(ctx context.Context, t Target, quiet, max time.Duration) ([]device.Presence, error) {
+	subj, err := t.pingSubject(c.fleet)
+	if err != nil {
+		return nil, err
+	}
+	inbox := c.nc.NewRespInbox()
+	ch := make(chan *nats.Msg, 4096)
+	sub, err := c.nc.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return nil, fmt.Errorf("discovering: %w", err)
+	}
+	defer sub.Unsubscribe()
+	if err := c.nc.PublishRequest(subj, inbox, nil); err != nil {
+		return nil, fmt.Errorf("discovering: %w", err)
+	}
+	deadline := time.NewTimer(max)
+	defer deadline.Stop()
+	idle := time.NewTimer(quiet)
+	defer idle.Stop()
+	seen := map[string]device.Presence{}
+	for {
+		select {
+		case m := <-ch:
+			var r envelope.Reply
+			var p device.Presence
+			if json.Unmarshal(m.Data, &r) == nil && r.Accepted && json.Unmarshal(r.Data, &p) == nil && p.Device != "" {
+				seen[p.Device] = p
+			}
+			idle.Reset(quiet)
+		case <-idle.C:
+			return sortPresence(seen), nil
+		case <-deadline.C:
+			return sortPresence(seen), nil
+		case <-ctx.Done():
+			return sortPresence(seen), ctx.Err()
+		}
+	}
+}
+
+func sortPresence(m map[string]device.Presence) []device.Presence {
+	out := make([]device.Presence, 0, len(m))
+	for _, p := range m {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Device < out[j].Device })
+	return out
+}
+
+// Ping asks one device for its presence.
+func (c *Client) Ping(ctx context.Context, dev string, timeout time.Duration) (device.Presence, error) {
+	subj, err := subjects.Build(subjects.Subject{Fleet: c.fleet, Kind: subjects.Device, Name: dev, Op: "ping"})
+	if err != nil {
+		return device.Presence{}, err
+	}
+	r, err := c.request(ctx, nats.NewMsg(subj), timeout)
+	if err != nil {
+		return device.Presence{}, err
+	}
+	var p device.Presence
+	if err := json.Unmarshal(r.Data, &p); err != nil {
+		return p, fmt.Errorf("decoding presence: %w", err)
+	}
+	return p, nil
+}
+
+// Job reads a job record from a device.
+func (c *Client) Job(ctx context.Context, dev, id string, timeout time.Duration) (jobs.Job, error) {
+	subj, err := subjects.Build(subjects.Subject{Fleet: c.fleet, Kind: subjects.Device, Name: dev, Op: "job"})
+	if err != nil {
+		return jobs.Job{}, err
+	}
+	msg := nats.NewMsg(subj)
+	msg.Data, _ = json.Marshal(map[string]string{"id": id})
+	r, err := c.request(ctx, msg, timeout)
+	if err != nil {
+		return jobs.Job{}, err
+	}
+	if err := r.Err(); err != nil {
+		return jobs.Job{}, err
+	}
+	var j jobs.Job
+	if err := json.Unmarshal(r.Data, &j); err != nil {
+		return j, fmt.Errorf("decoding job: %w", err)
+	}
+	return j, nil
+}
+
+// WatchJob subscribes to a job's events; call it before sending so nothing is missed.
+// The channel closes after the final record (Done) or when stop is called.
+func (c *Client) WatchJob(dev, id string) (<-chan device.EventMsg, func(), error) {
+	ch := make(chan device.EventMsg, 256)
+	var mu sync.Mutex
+	closed := false
+	closeCh := func() {
+		if !closed {
+			closed = true
+			close(ch)
+		}
+	}
+	sub, err := c.nc.Subscribe(subjects.Events(c.fleet, dev, id), func(m *nats.Msg) {
+		var ev device.EventMsg
+		if json.Unmarshal(m.Data, &ev) != nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			return
+		}
+		select {
+		case ch <- ev:
+		default: // a reader that does not keep up misses events, never the process
+		}
+		if ev.Done {
+			closeCh()
+		}
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("watching job: %w", err)
+	}
+	if err := c.nc.Flush(); err != nil {
+		sub.Unsubscribe()
+		return nil, nil, err
+	}
+	stop := func() {
+		sub.Unsubscribe()
+		mu.Lock()
+		closeCh()
+		mu.Unlock()
+	}
+	return ch, stop, nil
+}

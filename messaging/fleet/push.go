@@ -1,0 +1,329 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/fleetprov/fleetprov/core/jobs"
+	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/subjects"
+)
+
+// Device outcomes of a push.
+const (
+	StatePending    = "pending"
+	StateSent       = "sent"
+	StateRunning    = "running"
+	StateSucceeded  = "succeeded"
+	StateFailed     = "failed"
+	StateRolledBack = "rolled-back"
+	StateBusy       = "busy"
+	StateRejected   = "rejected"
+	StateNoReply    = "no-reply"
+	StateSkipped    = "skipped"
+	StateAccepted   = "accepted" // with Detach: the job runs on, unwatched
+)
+
+// DeviceState is one device's progress in a push.
+type DeviceState struct {
+	Device         string  `json:"device"`
+	State          string  `json:"state"`
+	JobID          string  `json:"job_id,omitempty"`
+	Stage          string  `json:"stage,omitempty"`
+	Code           string  `json:"code,omitempty"`
+	Error          string  `json:"error,omitempty"`
+	RollbackStatus string  `json:"rollback_status,omitempty"`
+	Seconds        float64 `json:"seconds,omitempty"`
+}
+
+// Final reports whether the state will not change any more.
+func (d DeviceState) Final() bool {
+	switch d.State {
+	case StatePending, StateSent, StateRunning:
+		return false
+	}
+	return true
+}
+
+// Count is a number or a percentage of the targeted devices.
+type Count struct {
+	N       int
+	Percent bool
+}
+
+// Of resolves the count against total (at least 1 when non-zero).
+func (c Count) Of(total int) int {
+	if !c.Percent {
+		return c.N
+	}
+	n := total * c.N / 100
+	if n == 0 && c.N > 0 {
+		n = 1
+	}
+	return n
+}
+
+// PushOptions describe a rollout.
+type PushOptions struct {
+	Op      string // apply (default) or patch
+	Target  Target
+	Payload Payload
+	// Batch is how many devices are in flight at once (0: all).
+	Batch Count
+	// BatchSleep is the pause between batches.
+	BatchSleep time.Duration
+	// Canary devices go first, alone; the rest follow only if all of them succeeded.
+	Canary int
+	// MaxFailures stops starting new devices once more than this many failed (nil: no
+	// limit).
+	MaxFailures *Count
+	// Timeout bounds each device, from send to final result (default 5m).
+	Timeout time.Duration
+	// ReplyTimeout bounds the device's first answer (default 10s).
+	ReplyTimeout time.Duration
+	// Detach returns once every device accepted, with job ids.
+	Detach bool
+	// Discovery bounds finding the devices of a group or all (default 2s; quiet 300ms).
+	Discovery time.Duration
+}
+
+// Summary is the outcome of a push.
+type Summary struct {
+	Devices []DeviceState  `json:"devices"`
+	Counts  map[string]int `json:"counts"`
+	Stopped string         `json:"stopped,omitempty"` // why the rollout stopped early
+}
+
+// OK reports whether every targeted device succeeded (or, detached, accepted).
+func (s Summary) OK() bool {
+	if len(s.Devices) == 0 {
+		return false
+	}
+	for _, d := range s.Devices {
+		if d.State != StateSucceeded && d.State != StateAccepted {
+			return false
+		}
+	}
+	return true
+}
+
+// Push rolls a payload out to the target's devices. progress, when set, is called with a
+// device's state on every change (from several goroutines, serialized).
+func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceState)) (Summary, error) {
+	if o.Op == "" {
+		o.Op = "apply"
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Minute
+	}
+	if o.ReplyTimeout <= 0 {
+		o.ReplyTimeout = 10 * time.Second
+	}
+	if o.Discovery <= 0 {
+		o.Discovery = 2 * time.Second
+	}
+	if c.signer == nil {
+		return Summary{}, fmt.Errorf("%w: pushing needs a signing key", ErrInvalidOption)
+	}
+	devices := append([]string(nil), o.Target.Devices...)
+	if len(devices) == 0 {
+		found, err := c.Discover(ctx, o.Target, 300*time.Millisecond, o.Discovery)
+		if err != nil {
+			return Summary{}, err
+		}
+		for _, p := range found {
+			devices = append(devices, p.Device)
+		}
+	}
+	sort.Strings(devices)
+	for _, d := range devices {
+		if !subjects.ValidToken(d) {
+			return Summary{}, fmt.Errorf("%w: device id %q", ErrInvalidOption, d)
+		}
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	prep, err := c.Prepare(pctx, o.Payload)
+	if err != nil {
+		return Summary{}, err
+	}
+	defer prep.Close()
+
+	var mu sync.Mutex
+	states := map[string]*DeviceState{}
+	for _, d := range devices {
+		states[d] = &DeviceState{Device: d, State: StatePending}
+	}
+	update := func(d string, f func(*DeviceState)) {
+		mu.Lock()
+		defer mu.Unlock()
+		f(states[d])
+		if progress != nil {
+			progress(*states[d])
+		}
+	}
+	failures := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, s := range states {
+			if s.Final() && s.State != StateSucceeded && s.State != StateAccepted && s.State != StateSkipped {
+				n++
+			}
+		}
+		return n
+	}
+	runBatch := func(batch []string) {
+		var wg sync.WaitGroup
+		for _, d := range batch {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c.pushOne(ctx, o, prep, d, update)
+			}()
+		}
+		wg.Wait()
+	}
+	maxFail := -1
+	if o.MaxFailures != nil {
+		maxFail = o.MaxFailures.Of(len(devices))
+	}
+	rest := devices
+	sum := Summary{}
+	if o.Canary > 0 && len(rest) > 0 {
+		n := min(o.Canary, len(rest))
+		runBatch(rest[:n])
+		rest = rest[n:]
+		if failures() > 0 {
+			sum.Stopped = fmt.Sprintf("a canary device failed; %d device(s) not started", len(rest))
+			for _, d := range rest {
+				update(d, func(s *DeviceState) { s.State = StateSkipped })
+			}
+			rest = nil
+		}
+	}
+	size := o.Batch.Of(len(devices))
+	if size <= 0 {
+		size = len(rest)
+	}
+	for len(rest) > 0 {
+		if maxFail >= 0 && failures() > maxFail {
+			sum.Stopped = fmt.Sprintf("more than %d device(s) failed; %d device(s) not started", maxFail, len(rest))
+			for _, d := range rest {
+				update(d, func(s *DeviceState) { s.State = StateSkipped })
+			}
+			break
+		}
+		n := min(size, len(rest))
+		runBatch(rest[:n])
+		rest = rest[n:]
+		if len(rest) > 0 && o.BatchSleep > 0 {
+			select {
+			case <-time.After(o.BatchSleep):
+			case <-ctx.Done():
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	sum.Counts = map[string]int{}
+	for _, d := range devices {
+		sum.Devices = append(sum.Devices, *states[d])
+		sum.Counts[states[d].State]++
+	}
+	return sum, ctx.Err()
+}
+
+// pushOne delivers one device's envelope and follows its job to the end.
+func (c *Client) pushOne(ctx context.Context, o PushOptions, prep *Prepared, dev string, update func(string, func(*DeviceState))) {
+	t0 := time.Now()
+	done := func(f func(*DeviceState)) {
+		update(dev, func(s *DeviceState) { f(s); s.Seconds = time.Since(t0).Round(time.Millisecond).Seconds() })
+	}
+	env := c.NewEnvelope(o.Op, dev, "", o.Payload)
+	prep.Attach(env)
+	subj, _ := subjects.Build(subjects.Subject{Fleet: c.fleet, Kind: subjects.Device, Name: dev, Op: o.Op})
+	events, stop, err := c.WatchJob(dev, env.ID)
+	if err != nil {
+		done(func(s *DeviceState) { s.State, s.Error = StateFailed, err.Error() })
+		return
+	}
+	defer stop()
+	update(dev, func(s *DeviceState) { s.State, s.JobID = StateSent, env.ID })
+	reply, err := c.Send(ctx, subj, env, o.ReplyTimeout)
+	switch {
+	case errors.Is(err, ErrNoReply):
+		done(func(s *DeviceState) { s.State, s.Error = StateNoReply, "the device did not answer" })
+		return
+	case err != nil:
+		done(func(s *DeviceState) { s.State, s.Error = StateFailed, err.Error() })
+		return
+	case !reply.Accepted:
+		st := StateRejected
+		if reply.Code == envelope.ErrBusy.Code {
+			st = StateBusy
+		}
+		done(func(s *DeviceState) { s.State, s.Code, s.Error = st, reply.Code, reply.Error })
+		return
+	}
+	if o.Detach {
+		done(func(s *DeviceState) { s.State = StateAccepted })
+		return
+	}
+	update(dev, func(s *DeviceState) { s.State = StateRunning })
+	timeout := time.NewTimer(o.Timeout)
+	defer timeout.Stop()
+	for {
+		select {
+		case ev, ok := <-events:
+			if ok && ev.Event != nil {
+				update(dev, func(s *DeviceState) { s.Stage = ev.Event.Step })
+				continue
+			}
+			var j *jobs.Job
+			if ok && ev.Done {
+				j = ev.Job
+			}
+			if j == nil {
+				// The final event was missed: ask the device.
+				got, err := c.Job(ctx, dev, env.ID, o.ReplyTimeout)
+				if err != nil {
+					done(func(s *DeviceState) { s.State, s.Error = StateNoReply, "lost track of the job: " + err.Error() })
+					return
+				}
+				j = &got
+			}
+			done(func(s *DeviceState) { finish(s, *j) })
+			return
+		case <-timeout.C:
+			if j, err := c.Job(ctx, dev, env.ID, o.ReplyTimeout); err == nil && j.State.Finished() {
+				done(func(s *DeviceState) { finish(s, j) })
+				return
+			}
+			done(func(s *DeviceState) { s.State, s.Error = StateFailed, fmt.Sprintf("no result within %s", o.Timeout) })
+			return
+		case <-ctx.Done():
+			done(func(s *DeviceState) { s.State, s.Error = StateFailed, ctx.Err().Error() })
+			return
+		}
+	}
+}
+
+func finish(s *DeviceState, j jobs.Job) {
+	s.Stage, s.Code, s.Error, s.RollbackStatus = j.Stage, j.Code, j.Error, j.RollbackStatus
+	switch {
+	case j.State == jobs.Succeeded:
+		s.State = StateSucceeded
+	case j.Result != nil && j.Result.RolledBack:
+		s.State = StateRolledBack
+	default:
+		s.State = StateFailed
+	}
+}

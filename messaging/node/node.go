@@ -1,0 +1,123 @@
+// Package node assembles a running worker: crash recovery and the job history under the
+// state lock, the embedded NATS server (optionally leaf-linked to a hub), the device
+// service on an in-process connection, and the replay guard and trust rules they share.
+// `worker serve` and the fleet tests start devices through it.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fleetprov/fleetprov/core/auth"
+	"github.com/fleetprov/fleetprov/core/bundle"
+	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/jobs"
+	"github.com/fleetprov/fleetprov/core/provision"
+	"github.com/fleetprov/fleetprov/core/state"
+	"github.com/fleetprov/fleetprov/messaging/broker"
+	"github.com/fleetprov/fleetprov/messaging/device"
+	"github.com/fleetprov/fleetprov/messaging/envelope"
+)
+
+// Options configure a node.
+type Options struct {
+	Device  string
+	Fleet   string
+	Groups  []string
+	Version string
+	Prov    *provision.Provisioner
+	Broker  broker.Options
+	// FleetTrustFile is the image's allowed_signers for first boot (may not exist).
+	FleetTrustFile string
+	Config         config.Options
+	Limits         bundle.Limits
+	// HeartbeatInterval between presence messages (default 30s).
+	HeartbeatInterval time.Duration
+	Logger            *slog.Logger
+}
+
+// Node is a running worker.
+type Node struct {
+	Broker    *broker.Broker
+	Conn      *nats.Conn
+	Jobs      *jobs.Manager
+	Service   *device.Service
+	Prov      *provision.Provisioner
+	Trust     *auth.Trust
+	Replay    *auth.ReplayGuard
+	Recovered state.Action
+	log       *slog.Logger
+}
+
+// Start brings a node up, or returns an error with nothing left running.
+func Start(ctx context.Context, o Options) (n *Node, err error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	n = &Node{Prov: o.Prov, log: o.Logger}
+	st := o.Prov.State()
+	n.Recovered, err = o.Prov.Recover(ctx, func(act state.Action) error {
+		var err error
+		n.Jobs, err = jobs.New(jobs.Options{Dir: filepath.Join(st.Root, "jobs"), Recovered: string(act), Logger: o.Logger})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("recovering state: %w", err)
+	}
+	n.Replay = &auth.ReplayGuard{Dir: filepath.Join(st.Root, "replay"), Skew: envelope.ClockSkew}
+	if _, err := n.Replay.Prune(); err != nil {
+		return nil, err
+	}
+	n.Trust = &auth.Trust{State: st, FleetTrustFile: o.FleetTrustFile, Config: o.Config}
+	bo := o.Broker
+	if bo.Name == "" {
+		bo.Name = o.Device
+	}
+	bo.Logger = o.Logger
+	if n.Broker, err = broker.Start(ctx, bo); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			n.Broker.Shutdown()
+		}
+	}()
+	if n.Conn, err = n.Broker.Connect(); err != nil {
+		return nil, err
+	}
+	hub := func() bool { return n.Broker.LeafNodes() > 0 }
+	if len(bo.Hub) == 0 {
+		hub = nil
+	}
+	n.Service = device.New(device.Options{
+		Conn: n.Conn, Fleet: o.Fleet, Device: o.Device, Groups: o.Groups, Prov: o.Prov, Jobs: n.Jobs,
+		Trust: n.Trust, Replay: n.Replay, Version: o.Version, HeartbeatInterval: o.HeartbeatInterval,
+		Limits: o.Limits, SpoolDir: st.Root, HubConnected: hub, Logger: o.Logger,
+	})
+	if err := n.Service.Start(ctx); err != nil {
+		n.Conn.Close()
+		return nil, err
+	}
+	o.Logger.Info("worker started", "device", o.Device, "fleet", o.Fleet, "recovery", string(n.Recovered),
+		"nats", n.Broker.ClientURL(), "hub", len(bo.Hub) > 0)
+	return n, nil
+}
+
+// Shutdown stops taking requests, lets a running job finish until ctx ends (then it is
+// cancelled and recorded as such), and stops the server.
+func (n *Node) Shutdown(ctx context.Context) error {
+	jerr := n.Jobs.Shutdown(ctx)
+	n.Service.Stop()
+	n.Conn.Drain()
+	n.Broker.Shutdown()
+	if jerr != nil && !errors.Is(jerr, context.DeadlineExceeded) && !errors.Is(jerr, context.Canceled) {
+		return jerr
+	}
+	return nil
+}
