@@ -89,11 +89,7 @@ job history like any other. Exit status 1 when the job failed.`,
 				if err != nil {
 					return err
 				}
-				j, err := m.Submit(jobs.Spec{Op: "apply", Source: "cli", Mutating: true, Run: provision.JobFunc(p, provision.Input{Reader: in})})
-				if err != nil {
-					return err
-				}
-				_, events, cancel, err := m.Watch(j.ID)
+				j, events, cancel, err := m.SubmitWatch(jobs.Spec{Op: "apply", Source: "cli", Mutating: true, Run: provision.JobFunc(p, provision.Input{Reader: in})})
 				if err != nil {
 					return err
 				}

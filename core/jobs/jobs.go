@@ -250,24 +250,35 @@ type Spec struct {
 // Submit starts a job and returns its record as submitted. A mutating job while another
 // is active returns ErrBusy; a reused id returns an error.
 func (m *Manager) Submit(spec Spec) (Job, error) {
+	j, _, _, err := m.submit(spec, false)
+	return j, err
+}
+
+// SubmitWatch is Submit plus a subscription made before the job starts, so no event is
+// missed: the channel gets every event and closes when the job finishes.
+func (m *Manager) SubmitWatch(spec Spec) (Job, <-chan Event, func(), error) {
+	return m.submit(spec, true)
+}
+
+func (m *Manager) submit(spec Spec, watch bool) (Job, <-chan Event, func(), error) {
 	if spec.ID == "" {
 		spec.ID = NewID()
 	}
 	if !validID(spec.ID) {
-		return Job{}, ErrInvalidID
+		return Job{}, nil, nil, ErrInvalidID
 	}
 	m.mu.Lock()
 	if m.closing {
 		m.mu.Unlock()
-		return Job{}, ErrShuttingDown
+		return Job{}, nil, nil, ErrShuttingDown
 	}
 	if _, ok := m.jobs[spec.ID]; ok {
 		m.mu.Unlock()
-		return Job{}, fmt.Errorf("job %s already exists", spec.ID)
+		return Job{}, nil, nil, fmt.Errorf("job %s already exists", spec.ID)
 	}
 	if spec.Mutating && m.active != "" {
 		m.mu.Unlock()
-		return Job{}, fmt.Errorf("%w: job %s", ErrBusy, m.active)
+		return Job{}, nil, nil, fmt.Errorf("%w: job %s", ErrBusy, m.active)
 	}
 	j := &Job{ID: spec.ID, Op: spec.Op, State: Submitted, Source: spec.Source, Signer: spec.Signer,
 		SubmittedAt: time.Now().UTC(), Events: []Event{}}
@@ -278,12 +289,35 @@ func (m *Manager) Submit(spec Spec) (Job, error) {
 	}
 	done := make(chan struct{})
 	m.done[j.ID] = done
+	var ch chan Event
+	cancel := func() {}
+	if watch {
+		ch = make(chan Event, 256)
+		m.subs[j.ID] = append(m.subs[j.ID], ch)
+		cancel = m.unsubscriber(j.ID, ch)
+	}
 	snap := j.clone()
 	m.wg.Add(1)
 	m.mu.Unlock()
 	m.persist(snap, true)
 	go m.execute(j, spec, done)
-	return snap, nil
+	return snap, ch, cancel, nil
+}
+
+// unsubscriber returns a func that removes and closes ch (if the job has not already).
+func (m *Manager) unsubscriber(id string, ch chan Event) func() {
+	return func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		subs := m.subs[id]
+		for i, c := range subs {
+			if c == ch {
+				m.subs[id] = append(subs[:i:i], subs[i+1:]...)
+				close(ch)
+				return
+			}
+		}
+	}
 }
 
 func (m *Manager) execute(j *Job, spec Spec, done chan struct{}) {
@@ -376,19 +410,7 @@ func (m *Manager) Watch(id string) (Job, <-chan Event, func(), error) {
 	}
 	ch := make(chan Event, 256)
 	m.subs[id] = append(m.subs[id], ch)
-	cancel := func() {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		subs := m.subs[id]
-		for i, c := range subs {
-			if c == ch {
-				m.subs[id] = append(subs[:i:i], subs[i+1:]...)
-				close(ch)
-				return
-			}
-		}
-	}
-	return j.clone(), ch, cancel, nil
+	return j.clone(), ch, m.unsubscriber(id, ch), nil
 }
 
 // Wait blocks until the job finishes or ctx ends, and returns its record.

@@ -28,7 +28,9 @@ type Handler interface {
 type HandlerFunc func(ctx context.Context, r *Request) (envelope.Reply, error)
 
 // Handle implements Handler.
-func (f HandlerFunc) Handle(ctx context.Context, r *Request) (envelope.Reply, error) { return f(ctx, r) }
+func (f HandlerFunc) Handle(ctx context.Context, r *Request) (envelope.Reply, error) {
+	return f(ctx, r)
+}
 
 // handlers maps each signed op to its handler; built in code, not registered from init.
 func (s *Service) handlers() map[string]Handler {
@@ -51,8 +53,8 @@ func (s *Service) run(ctx context.Context, r *Request) (envelope.Reply, error) {
 }
 
 // Submit starts an apply job for a verified request; both transports use it.
-func (s *Service) Submit(r *Request, in provision.Input, op string) (jobs.Job, error) {
-	j, err := s.o.Jobs.Submit(jobs.Spec{ID: r.Env.ID, Op: op, Source: "nats", Signer: r.Decision.Principal, Mutating: true,
+func (s *Service) Submit(r *Request, in provision.Input, op, source string) (jobs.Job, error) {
+	j, events, cancel, err := s.o.Jobs.SubmitWatch(jobs.Spec{ID: r.Env.ID, Op: op, Source: source, Signer: r.Decision.Principal, Mutating: true,
 		Run: func(ctx context.Context, run *jobs.Run) (*jobs.Result, error) {
 			defer r.Close()
 			return provision.JobFunc(s.o.Prov, in)(ctx, run)
@@ -64,13 +66,13 @@ func (s *Service) Submit(r *Request, in provision.Input, op string) (jobs.Job, e
 		}
 		return jobs.Job{}, envelope.Errorf(envelope.ErrInternal, "%v", err)
 	}
-	s.watch(j.ID)
+	s.publishEvents(j.ID, events, cancel)
 	return j, nil
 }
 
 func (s *Service) apply(ctx context.Context, r *Request) (envelope.Reply, error) {
 	in := provision.Input{Reader: r.Payload, Check: r.Decision.CheckPossession()}
-	j, err := s.Submit(r, in, "apply")
+	j, err := s.Submit(r, in, "apply", "nats")
 	if err != nil {
 		return envelope.Reply{}, err
 	}

@@ -73,13 +73,9 @@ type EventMsg struct {
 	Job    *jobs.Job   `json:"job,omitempty"`
 }
 
-// watch publishes a job's events as they happen and its final record, then refreshes the
-// subscriptions (groups may have changed) and announces the new presence.
-func (s *Service) watch(id string) {
-	_, ch, cancel, err := s.o.Jobs.Watch(id)
-	if err != nil {
-		return
-	}
+// publishEvents publishes a job's events as they happen and its final record, then
+// refreshes the subscriptions (groups may have changed) and announces the new presence.
+func (s *Service) publishEvents(id string, ch <-chan jobs.Event, cancel func()) {
 	subj := subjects.Events(s.o.Fleet, s.o.Device, id)
 	s.wg.Add(1)
 	go func() {

@@ -51,7 +51,10 @@ func TestDecodeStrict(t *testing.T) {
 		{"group_target_with_device", mut(func(e *Envelope) { e.Target = TargetGroup; e.Group = "edge" }), ErrInvalid},
 		{"unknown_target", mut(func(e *Envelope) { e.Target = "fleet" }), ErrInvalid},
 		{"ref_and_inline", mut(func(e *Envelope) { e.PayloadRef = &PayloadRef{Subject: "fleetprov.prod.blob.x", Size: 1} }), ErrInvalid},
-		{"ref_other_fleet", mut(func(e *Envelope) { e.Payload = nil; e.PayloadRef = &PayloadRef{Subject: "fleetprov.dev.blob.x", Size: 1} }), ErrInvalid},
+		{"ref_other_fleet", mut(func(e *Envelope) {
+			e.Payload = nil
+			e.PayloadRef = &PayloadRef{Subject: "fleetprov.dev.blob.x", Size: 1}
+		}), ErrInvalid},
 		{"not_json", []byte("{"), ErrInvalid},
 		{"too_large", make([]byte, MaxSize+1), ErrTooLarge},
 	}

@@ -295,7 +295,7 @@ func (c *Client) pushOne(ctx context.Context, o PushOptions, prep *Prepared, dev
 				// The final event was missed: ask the device.
 				got, err := c.Job(ctx, dev, env.ID, o.ReplyTimeout)
 				if err != nil {
-					done(func(s *DeviceState) { s.State, s.Error = StateNoReply, "lost track of the job: " + err.Error() })
+					done(func(s *DeviceState) { s.State, s.Error = StateNoReply, "lost track of the job: "+err.Error() })
 					return
 				}
 				j = &got
