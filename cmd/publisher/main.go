@@ -35,6 +35,13 @@ func app() *cli.App {
 semantic rule, and rendering of the Quadlet units. Exit status 1 when invalid.`,
 				Setup: cli.ValidateSetup,
 			},
+			pushCommand(),
+			lsCommand("ls"),
+			lsCommand("ping"),
+			jobCommand(),
+			currentCommand(),
+			exportCommand(),
+			initCommand(),
 		},
 	}
 }

@@ -35,7 +35,7 @@ type deviceFlags struct {
 func (f *deviceFlags) register(fs *flag.FlagSet, defaultLevel string) {
 	fs.StringVar(&f.stateDir, "state-dir", "/var/lib/fleetprov", "the device state directory (active config, jobs, lock)")
 	fs.StringVar(&f.system, "system", "dbus", "system backend: dbus (real systemd) or simulate (records what it would do; for demos and tests)")
-	fs.StringVar(&f.quadletDir, "quadlet-dir", "/etc/containers/systemd", "Quadlet dir for rootful units")
+	fs.StringVar(&f.quadletDir, "quadlet-dir", "", "Quadlet dir for rootful units (default /etc/containers/systemd; with --system simulate, STATE_DIR/simulate-root/etc/containers/systemd)")
 	fs.StringVar(&f.rootlessDir, "rootless-quadlet-dir", "", "Quadlet dir for rootless units (default ~APP_USER/.config/containers/systemd)")
 	fs.StringVar(&f.appUser, "app-user", config.DefaultAppUser, "the account rootless containers run as")
 	fs.StringVar(&f.hook, "activation-hook", "", "executable run first during activation; non-zero exit fails the apply")
@@ -89,6 +89,12 @@ func (f *deviceFlags) provisioner(log *slog.Logger) (*provision.Provisioner, *si
 		return nil, nil, fmt.Errorf("--state-dir: %w", err)
 	}
 	f.stateDir = abs
+	if f.quadletDir == "" {
+		f.quadletDir = "/etc/containers/systemd"
+		if f.system == "simulate" {
+			f.quadletDir = filepath.Join(abs, "simulate-root", "etc", "containers", "systemd")
+		}
+	}
 	if f.system == "simulate" && f.rootlessDir == "" {
 		f.rootlessDir = filepath.Join(abs, "simulate-home", f.appUser, ".config", "containers", "systemd")
 	}

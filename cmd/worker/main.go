@@ -30,6 +30,7 @@ func app(d deps) *cli.App {
 		FileFlag:    "config",
 		FileDefault: "/etc/fleetprov/worker.toml",
 		Commands: []*cli.Command{
+			serveCommand(d),
 			validateCommand(),
 			renderCommand(),
 			importCommand(d),

@@ -114,7 +114,8 @@ func (a *App) Run(ctx context.Context, args []string, stdio IO) int {
 		fs.StringVar(&file, a.FileFlag, a.FileDefault, "TOML file with flag defaults (flag > FLEETPROV_* env > file > default)")
 	}
 	run := c.Setup(fs)
-	if err := fs.Parse(args[1:]); err != nil {
+	positional, err := parseInterspersed(fs, args[1:])
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			a.commandUsage(c, fs, stdio.Stdout)
 			return ExitOK
@@ -126,7 +127,7 @@ func (a *App) Run(ctx context.Context, args []string, stdio IO) int {
 		fmt.Fprintf(stdio.Stderr, "%s %s: %v\n", a.Name, c.Name, err)
 		return ExitUsage
 	}
-	err := run(ctx, fs.Args(), stdio)
+	err = run(ctx, positional, stdio)
 	if err == nil {
 		return ExitOK
 	}
@@ -142,6 +143,26 @@ func (a *App) Run(ctx context.Context, args []string, stdio IO) int {
 		}
 	}
 	return code
+}
+
+// parseInterspersed parses flags anywhere among the arguments (push PATH --device x), up
+// to a "--" after which everything is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
 }
 
 func (a *App) find(name string) *Command {

@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/fleetprov/fleetprov/cmd/internal/cli"
+	"github.com/fleetprov/fleetprov/messaging/blob"
+	"github.com/fleetprov/fleetprov/messaging/device"
+	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/fleet"
+	"github.com/fleetprov/fleetprov/messaging/subjects"
+)
+
+func lsCommand(name string) *cli.Command {
+	return &cli.Command{
+		Name:  name,
+		Args:  "[--group G | --device ID...]",
+		Short: "discover devices: id, groups, provisioned, config digest, last job, drift",
+		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
+			var cf connFlags
+			cf.register(fs, false)
+			var tf targetFlags
+			tf.register(fs)
+			discovery := fs.Duration("discovery-timeout", 3*time.Second, "upper bound for discovery (it ends 300ms after the last reply)")
+			asJSON := fs.Bool("json", false, "print as JSON")
+			return func(ctx context.Context, args []string, stdio cli.IO) error {
+				cf.env = stdio.Env
+				t, err := tf.target(false)
+				if err != nil {
+					return err
+				}
+				if len(t.Devices) == 0 && t.Group == "" {
+					t.All = true
+				}
+				cl, nc, err := cf.client(stdio, false)
+				if err != nil {
+					return err
+				}
+				defer nc.Close()
+				var found []device.Presence
+				if len(t.Devices) > 0 {
+					for _, d := range t.Devices {
+						p, err := cl.Ping(ctx, d, cf.timeout)
+						if err != nil {
+							fmt.Fprintf(stdio.Stderr, "%s: %v\n", d, err)
+							continue
+						}
+						found = append(found, p)
+					}
+				} else if found, err = cl.Discover(ctx, t, 300*time.Millisecond, *discovery); err != nil {
+					return err
+				}
+				if *asJSON {
+					b, _ := json.MarshalIndent(found, "", "  ")
+					fmt.Fprintf(stdio.Stdout, "%s\n", b)
+				} else {
+					tw := tabwriter.NewWriter(stdio.Stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "DEVICE\tGROUPS\tPROVISIONED\tCONFIG\tLAST JOB\tDRIFT\tHUB\tVERSION")
+					for _, p := range found {
+						cfg := "-"
+						if len(p.ConfigSHA256) >= 12 {
+							cfg = p.ConfigSHA256[:12]
+						}
+						last := "-"
+						if p.LastJob != nil {
+							last = fmt.Sprintf("%s %s %s", p.LastJob.Op, p.LastJob.State, p.LastJob.ID)
+						}
+						hub := "-"
+						if p.Hub != nil {
+							hub = map[bool]string{true: "up", false: "down"}[*p.Hub]
+						}
+						fmt.Fprintf(tw, "%s\t%v\t%v\t%s\t%s\t%v\t%s\t%s\n", p.Device, p.Groups, p.Provisioned, cfg, last, p.Drift, hub, p.Version)
+					}
+					tw.Flush()
+				}
+				if len(found) == 0 {
+					return cli.Exit(cli.ExitUnreachable, fmt.Errorf("no device answered"))
+				}
+				return nil
+			}
+		},
+	}
+}
+
+func jobCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "job",
+		Args:  "ID --device DEVICE [--watch]",
+		Short: "show a job's state and events (--watch follows it to the end)",
+		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
+			var cf connFlags
+			cf.register(fs, false)
+			dev := fs.String("device", "", "the device that runs the job (required)")
+			watch := fs.Bool("watch", false, "follow the job until it finishes")
+			asJSON := fs.Bool("json", false, "print the job record as JSON")
+			return func(ctx context.Context, args []string, stdio cli.IO) error {
+				cf.env = stdio.Env
+				if len(args) != 1 || *dev == "" {
+					return cli.Usagef("expected a job ID and --device")
+				}
+				cl, nc, err := cf.client(stdio, false)
+				if err != nil {
+					return err
+				}
+				defer nc.Close()
+				id := args[0]
+				var events <-chan device.EventMsg
+				if *watch {
+					ch, stop, err := cl.WatchJob(*dev, id)
+					if err != nil {
+						return err
+					}
+					defer stop()
+					events = ch
+				}
+				j, err := cl.Job(ctx, *dev, id, cf.timeout)
+				if err != nil {
+					return queryErr(err)
+				}
+				if !*asJSON {
+					for _, e := range j.Events {
+						printEvent(stdio, e.ElapsedSeconds, e.Step, e.Service, e.Status, e.Message)
+					}
+				}
+				if *watch && !j.State.Finished() {
+					for m := range events {
+						if m.Event != nil && !*asJSON {
+							e := m.Event
+							printEvent(stdio, e.ElapsedSeconds, e.Step, e.Service, e.Status, e.Message)
+						}
+						if m.Done && m.Job != nil {
+							j = *m.Job
+						}
+					}
+					if !j.State.Finished() {
+						if j, err = cl.Job(ctx, *dev, id, cf.timeout); err != nil {
+							return queryErr(err)
+						}
+					}
+				}
+				if *asJSON {
+					b, _ := json.MarshalIndent(j, "", "  ")
+					fmt.Fprintf(stdio.Stdout, "%s\n", b)
+				} else {
+					fmt.Fprintf(stdio.Stdout, "job %s on %s: %s", j.ID, *dev, j.State)
+					if j.Error != "" {
+						fmt.Fprintf(stdio.Stdout, ": %s", j.Error)
+					}
+					if j.RollbackStatus != "" {
+						fmt.Fprintf(stdio.Stdout, " (rollback %s)", j.RollbackStatus)
+					}
+					fmt.Fprintln(stdio.Stdout)
+				}
+				if j.State == "failed" {
+					return cli.Exit(cli.ExitFailed, cli.ErrReported)
+				}
+				return nil
+			}
+		},
+	}
+}
+
+func printEvent(stdio cli.IO, secs float64, step, service, status, msg string) {
+	line := fmt.Sprintf("  %7.3fs  %-17s", secs, step)
+	if service != "" {
+		line += " " + service
+	}
+	if status != "" {
+		line += " " + status
+	}
+	if msg != "" {
+		line += ": " + msg
+	}
+	fmt.Fprintln(stdio.Stdout, line)
+}
+
+func queryErr(err error) error {
+	switch {
+	case errors.Is(err, fleet.ErrNoReply):
+		return cli.Exit(cli.ExitUnreachable, err)
+	case errors.Is(err, envelope.ErrUnauthorized):
+		return cli.Exit(cli.ExitUnauthorized, err)
+	}
+	return err
+}
+
+// signedQuery sends a signed read-only op to one device and returns the reply data.
+func signedQuery(ctx context.Context, cf *connFlags, stdio cli.IO, dev, op string, body []byte) (*fleet.Client, func(), json.RawMessage, error) {
+	cl, nc, err := cf.client(stdio, true)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ct := envelope.TypeNone
+	if body != nil {
+		ct = envelope.TypeJSON
+	}
+	env := cl.NewEnvelope(op, dev, "", fleet.Payload{Data: body, ContentType: ct})
+	env.Payload = body
+	subj, err := subjects.Build(subjects.Subject{Fleet: cf.fleetName, Kind: subjects.Device, Name: dev, Op: op})
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, cli.Usagef("%v", err)
+	}
+	r, err := cl.Send(ctx, subj, env, cf.timeout)
+	if err == nil {
+		err = r.Err()
+	}
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, queryErr(err)
+	}
+	return cl, func() { nc.Close() }, r.Data, nil
+}
+
+func currentCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "current",
+		Args:  "--device ID",
+		Short: "read back a device's desired state (normalized, as JSON) and its drift report",
+		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
+			var cf connFlags
+			cf.register(fs, true)
+			dev := fs.String("device", "", "device id (required)")
+			return func(ctx context.Context, args []string, stdio cli.IO) error {
+				cf.env = stdio.Env
+				if *dev == "" {
+					return cli.Usagef("--device is required")
+				}
+				_, done, data, err := signedQuery(ctx, &cf, stdio, *dev, "current", nil)
+				if err != nil {
+					return err
+				}
+				defer done()
+				var v any
+				json.Unmarshal(data, &v)
+				b, _ := json.MarshalIndent(v, "", "  ")
+				fmt.Fprintf(stdio.Stdout, "%s\n", b)
+				return nil
+			}
+		},
+	}
+}
+
+func exportCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "export",
+		Args:  "--device ID -o FILE",
+		Short: "download a device's active config as a bundle (tar.zst with files/) or --format toml",
+		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
+			var cf connFlags
+			cf.register(fs, true)
+			dev := fs.String("device", "", "device id (required)")
+			out := fs.String("o", "", "output file (required; - for stdout)")
+			format := fs.String("format", "bundle", "bundle (tar.zst) or toml")
+			return func(ctx context.Context, args []string, stdio cli.IO) error {
+				cf.env = stdio.Env
+				if *dev == "" || *out == "" {
+					return cli.Usagef("--device and -o are required")
+				}
+				body, _ := json.Marshal(map[string]string{"format": *format})
+				_, done, data, err := signedQuery(ctx, &cf, stdio, *dev, "export", body)
+				if err != nil {
+					return err
+				}
+				defer done()
+				var res device.ExportResult
+				if err := json.Unmarshal(data, &res); err != nil {
+					return fmt.Errorf("decoding export: %w", err)
+				}
+				var b []byte
+				if res.Payload != nil {
+					nc, err := cf.connect()
+					if err != nil {
+						return err
+					}
+					defer nc.Close()
+					var buf bytes.Buffer
+					if err := blob.Fetch(ctx, nc, res.Payload.Subject, res.Payload.Size, 1<<30, 0, &buf); err != nil {
+						return err
+					}
+					b = buf.Bytes()
+				} else if b, err = base64.StdEncoding.DecodeString(res.Inline); err != nil {
+					return fmt.Errorf("decoding export: %w", err)
+				}
+				if envelope.Digest(b) != res.SHA256 {
+					return fmt.Errorf("export sha256 mismatch")
+				}
+				if *out == "-" {
+					_, err = stdio.Stdout.Write(b)
+					return err
+				}
+				if err := os.WriteFile(*out, b, 0o600); err != nil {
+					return err
+				}
+				fmt.Fprintf(stdio.Stderr, "wrote %s (%d bytes, %s, sha256 %s)\n", *out, len(b), res.Format, res.SHA256[:12])
+				return nil
+			}
+		},
+	}
+}
