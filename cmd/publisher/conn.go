@@ -21,8 +21,8 @@ import (
 // connFlags are the connection and signing flags of every networked command.
 type connFlags struct {
 	server, creds, fleetName, key, keyID, via string
-	timeout                                    time.Duration
-	env                                        cli.Env
+	timeout                                   time.Duration
+	env                                       cli.Env
 }
 
 func (c *connFlags) register(fs *flag.FlagSet, signing bool) {
@@ -167,4 +167,3 @@ func (t *targetFlags) target(need bool) (fleet.Target, error) {
 	}
 	return fleet.Target{Devices: t.devices, Group: t.group, All: t.all}, nil
 }
-
