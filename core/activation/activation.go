@@ -156,11 +156,19 @@ func Activate(ctx context.Context, spec Spec, opts Options, emit func(Event)) er
 
 func waitRequired(ctx context.Context, spec Spec, units map[string]config.Unit, manager func(config.Unit) system.Units, opts Options, emit func(Event)) error {
 	for {
+		// After the deadline, one last look with a short detached context, so the verdict
+		// names the units that are really down, not every unit the expired context failed.
+		qctx := ctx
+		if ctx.Err() != nil {
+			var cancel context.CancelFunc
+			qctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+		}
 		var down []string
 		states := map[string]system.UnitState{}
 		for _, name := range spec.Policy.Required {
 			u := units[name]
-			st, err := manager(u).State(ctx, u.Service)
+			st, err := manager(u).State(qctx, u.Service)
 			if err != nil || !st.Active() {
 				down = append(down, u.Service)
 			}

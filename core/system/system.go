@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // UnitState is what a systemd manager says about one unit.
@@ -99,6 +101,11 @@ type ExecHooks struct{}
 func (ExecHooks) Run(ctx context.Context, path string, env []string) error {
 	cmd := exec.CommandContext(ctx, path)
 	cmd.Env = append(cmd.Environ(), env...)
+	// The hook runs in its own process group, and the deadline kills the whole group: a
+	// hook's children must not outlive it or hold its output open.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 2 * time.Second
 	var stderr bytes.Buffer
 	cmd.Stderr = &limitedBuffer{buf: &stderr, max: 200}
 	err := cmd.Run()

@@ -1,0 +1,120 @@
+package activation
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/system"
+	"github.com/fleetprov/fleetprov/core/system/simulate"
+)
+
+func units() []config.Unit {
+	return []config.Unit{
+		{Name: "web", Kind: "container", Service: "web.service", Mode: config.ModeRootful},
+		{Name: "app", Kind: "container", Service: "app.service", Mode: config.ModeRootless},
+		{Name: "side", Kind: "container", Service: "side.service", Mode: config.ModeRootful},
+	}
+}
+
+// started returns a sim where every unit has been started (deploy ran).
+func started(t *testing.T, fail ...string) *simulate.Sim {
+	sim := simulate.New(simulate.Options{Fail: fail})
+	be := sim.Backend()
+	for _, u := range units() {
+		mgr := be.System
+		if u.Mode == config.ModeRootless {
+			mgr = be.User(system.Account{Name: "appsvc"})
+		}
+		mgr.Restart(context.Background(), u.Service)
+	}
+	sim.Reset()
+	return sim
+}
+
+func hook(t *testing.T, body string) string {
+	p := filepath.Join(t.TempDir(), "hook")
+	os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755)
+	return p
+}
+
+func TestActivate(t *testing.T) {
+	tests := []struct {
+		name   string
+		policy config.Activation
+		fail   []string
+		hook   string
+		want   error
+		check  func(t *testing.T, err error, events []Event, sim *simulate.Sim)
+	}{
+		{name: "healthy", policy: config.Activation{Required: []string{"web", "app"}, Restart: []string{"side"}, TimeoutSeconds: 5},
+			check: func(t *testing.T, err error, events []Event, sim *simulate.Sim) {
+				if !strings.Contains(sim.Transcript(), "system: restart side.service") {
+					t.Errorf("transcript = %s", sim.Transcript())
+				}
+				var steps []string
+				for _, e := range events {
+					steps = append(steps, e.Step+":"+e.Service)
+				}
+				want := "service-restart:side.service service-status:web.service service-status:app.service service-status:side.service health-check:web.service health-check:app.service"
+				if strings.Join(steps, " ") != want {
+					t.Errorf("events = %v", steps)
+				}
+			}},
+		{name: "required_down_times_out", policy: config.Activation{Required: []string{"app"}, TimeoutSeconds: 1}, fail: []string{"app.service"}, want: ErrHealthTimeout,
+			check: func(t *testing.T, err error, events []Event, sim *simulate.Sim) {
+				if !strings.Contains(err.Error(), "not active: app.service") || strings.Contains(err.Error(), "web.service") {
+					t.Errorf("error = %v; want only app.service named", err)
+				}
+			}},
+		{name: "degraded_allowed", policy: config.Activation{Required: []string{"web"}, AllowDegraded: []string{"side"}, AllowDegradedSet: true, TimeoutSeconds: 5}, fail: []string{"side.service"}},
+		{name: "degraded_outside_allow_list", policy: config.Activation{Required: []string{"web"}, AllowDegraded: []string{"app"}, AllowDegradedSet: true, TimeoutSeconds: 5}, fail: []string{"side.service"}, want: ErrDegraded},
+		{name: "failed_unit_ignored_without_allow_degraded", policy: config.Activation{Required: []string{"web"}, TimeoutSeconds: 5}, fail: []string{"side.service"}},
+		{name: "settle_past_deadline", policy: config.Activation{Required: []string{"web"}, TimeoutSeconds: 2, SettleSeconds: 3}, want: ErrSettleDeadline},
+		{name: "settle_within_deadline", policy: config.Activation{Required: []string{"web"}, TimeoutSeconds: 3, SettleSeconds: 1}},
+		{name: "restart_fails", policy: config.Activation{Required: []string{"web"}, Restart: []string{"side"}, TimeoutSeconds: 5}, fail: []string{"side.service"},
+			check: func(t *testing.T, err error, events []Event, sim *simulate.Sim) {
+				if err == nil || !strings.Contains(err.Error(), "restarting side.service") {
+					t.Errorf("error = %v", err)
+				}
+			}},
+		{name: "hook_ok", policy: config.Activation{Required: []string{"web"}, TimeoutSeconds: 5}, hook: "exit 0"},
+		{name: "hook_fails_with_code_and_stderr", policy: config.Activation{Required: []string{"web"}, TimeoutSeconds: 5}, hook: "echo 'no disk' >&2; exit 3",
+			check: func(t *testing.T, err error, events []Event, sim *simulate.Sim) {
+				var he *system.HookError
+				if !errors.As(err, &he) || he.ExitCode != 3 || he.Stderr != "no disk" {
+					t.Errorf("error = %v; want a HookError with code 3 and stderr", err)
+				}
+			}},
+		{name: "hook_timeout", policy: config.Activation{Required: []string{"web"}, TimeoutSeconds: 1}, hook: "sleep 5", want: ErrHealthTimeout},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sim := started(t, tc.fail...)
+			spec := Spec{Policy: tc.policy, Units: units(), AppUser: system.Account{Name: "appsvc"}}
+			if tc.hook != "" {
+				spec.Hook = hook(t, tc.hook)
+			}
+			var events []Event
+			start := time.Now()
+			err := Activate(context.Background(), spec, Options{Backend: sim.Backend(), PollInterval: 20 * time.Millisecond}, func(e Event) { events = append(events, e) })
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("Activate() error = %v; want %v", err, tc.want)
+			}
+			if tc.want == nil && tc.check == nil && err != nil {
+				t.Fatalf("Activate() error = %v", err)
+			}
+			if tc.check != nil {
+				tc.check(t, err, events, sim)
+			}
+			if time.Since(start) > time.Duration(tc.policy.TimeoutSeconds+2)*time.Second {
+				t.Errorf("took %s, past the deadline", time.Since(start))
+			}
+		})
+	}
+}
