@@ -1,0 +1,14 @@
+# Builds the worker and publisher into one small image (used by docker-compose.yml).
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -o /out/worker ./cmd/worker && \
+    CGO_ENABLED=0 go build -trimpath -o /out/publisher ./cmd/publisher
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends openssh-client ca-certificates && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/worker /out/publisher /usr/local/bin/
+ENTRYPOINT ["/usr/local/bin/worker"]
+CMD ["serve", "--help"]
