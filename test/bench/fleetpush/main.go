@@ -1,0 +1,155 @@
+// Command fleetpush measures `push --all` of vm-full to many simulated devices in one
+// process: an embedded hub, N devices (each with its own embedded NATS server leaf-linked
+// to the hub with -mode leaf, or device services on direct hub connections with -mode
+// direct), each with its own state dir on the simulate backend. It prints discovery and
+// push times, devices per second, and the process's peak RSS.
+//
+//	go run ./test/bench/fleetpush -n 100 -mode leaf
+//	go run ./test/bench/fleetpush -n 1000 -mode direct
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/fleetprov/fleetprov/core/auth"
+	"github.com/fleetprov/fleetprov/core/jobs"
+	"github.com/fleetprov/fleetprov/core/provision"
+	"github.com/fleetprov/fleetprov/core/quadlet"
+	"github.com/fleetprov/fleetprov/core/state"
+	"github.com/fleetprov/fleetprov/core/system/simulate"
+	"github.com/fleetprov/fleetprov/messaging/broker"
+	"github.com/fleetprov/fleetprov/messaging/device"
+	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/fleet"
+	"github.com/fleetprov/fleetprov/messaging/node"
+)
+
+const adminKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfm/RhPyisFyBAwigDt2AnnOU1fMAVk4XaCj3S/k/3Z admin@example"
+
+func main() {
+	n := flag.Int("n", 100, "devices")
+	mode := flag.String("mode", "leaf", "leaf: one embedded server per device, leaf-linked; direct: device services on hub connections")
+	fixture := flag.String("config", "../shared/fixtures/atomixos/vm-full.config.toml", "config to push")
+	batch := flag.Int("batch", 0, "devices in flight (0: all)")
+	flag.Parse()
+	if err := run(*n, *mode, *fixture, *batch); err != nil {
+		fmt.Fprintln(os.Stderr, "fleetpush:", err)
+		os.Exit(1)
+	}
+}
+
+func run(n int, mode, fixture string, batch int) error {
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signer, _ := ssh.NewSignerFromKey(priv)
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	raw, err := os.ReadFile(fixture)
+	if err != nil {
+		return err
+	}
+	cfg := bytes.ReplaceAll(raw, []byte(adminKey), []byte(line))
+	root, err := os.MkdirTemp("", "fleetpush-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(root)
+	hub, err := broker.Start(ctx, broker.Options{Name: "hub", Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Logger: log})
+	if err != nil {
+		return err
+	}
+	defer hub.Shutdown()
+	t0 := time.Now()
+	var stops []func()
+	defer func() {
+		for _, s := range stops {
+			s()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("dev-%04d", i)
+		dir := filepath.Join(root, id)
+		sim := simulate.New(simulate.Options{Home: filepath.Join(dir, "home")})
+		prov := provision.New(provision.Options{State: state.Dir{Root: filepath.Join(dir, "state")}, Backend: sim.Backend(),
+			Quadlet: quadlet.Dirs{Rootful: filepath.Join(dir, "q"), Rootless: filepath.Join(dir, "home", "q")}, Logger: log})
+		switch mode {
+		case "leaf":
+			nd, err := node.Start(ctx, node.Options{Device: id, Fleet: "bench", Prov: prov, HeartbeatInterval: time.Hour, Logger: log,
+				Broker: broker.Options{Hub: []string{hub.LeafURL()}, ReconnectInterval: 2 * time.Second}})
+			if err != nil {
+				return err
+			}
+			stops = append(stops, func() { nd.Shutdown(ctx) })
+		case "direct":
+			nc, err := nats.Connect(hub.ClientURL())
+			if err != nil {
+				return err
+			}
+			jm, _ := jobs.New(jobs.Options{Dir: filepath.Join(dir, "state", "jobs")})
+			svc := device.New(device.Options{Conn: nc, Fleet: "bench", Device: id, Prov: prov, Jobs: jm,
+				Trust:  &auth.Trust{State: prov.State()},
+				Replay: &auth.ReplayGuard{Dir: filepath.Join(dir, "state", "replay")}, HeartbeatInterval: time.Hour, Logger: log})
+			if err := svc.Start(ctx); err != nil {
+				return err
+			}
+			stops = append(stops, func() { svc.Stop(); nc.Close() })
+		default:
+			return fmt.Errorf("unknown mode %q", mode)
+		}
+	}
+	startup := time.Since(t0)
+	nc, err := nats.Connect(hub.ClientURL())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	c, _ := fleet.New(nc, "bench", fleet.WithSigner(signer))
+	t1 := time.Now()
+	var found int
+	for time.Since(t1) < 180*time.Second {
+		ds, _ := c.Discover(ctx, fleet.Target{All: true}, 500*time.Millisecond, 10*time.Second)
+		fmt.Fprintf(os.Stderr, "discovered %d (hub leafnodes %d)\n", len(ds), hub.LeafNodes())
+		if found = len(ds); found == n {
+			break
+		}
+	}
+	discovery := time.Since(t1)
+	if found != n {
+		return fmt.Errorf("discovered %d of %d devices", found, n)
+	}
+	t2 := time.Now()
+	sum, err := c.Push(ctx, fleet.PushOptions{Target: fleet.Target{All: true}, Batch: fleet.Count{N: batch}, Payload: fleet.Payload{Data: cfg, ContentType: envelope.TypeTOML},
+		Discovery: 10 * time.Second, ReplyTimeout: 60 * time.Second}, nil)
+	push := time.Since(t2)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("mode=%s devices=%d startup=%s discovery=%s push=%s devices/s=%.1f ok=%v counts=%v peakRSS=%s goroutines=%d\n",
+		mode, n, startup.Round(time.Millisecond), discovery.Round(time.Millisecond), push.Round(time.Millisecond),
+		float64(n)/push.Seconds(), sum.OK(), sum.Counts, peakRSS(), runtime.NumGoroutine())
+	return nil
+}
+
+func peakRSS() string {
+	b, _ := os.ReadFile("/proc/self/status")
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			return strings.Join(strings.Fields(l)[1:], " ")
+		}
+	}
+	return "?"
+}

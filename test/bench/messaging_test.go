@@ -1,0 +1,123 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fleetprov/fleetprov/core/auth"
+	"github.com/fleetprov/fleetprov/core/config/configtest"
+	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
+	"github.com/fleetprov/fleetprov/messaging/broker"
+	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/fleet"
+	"github.com/fleetprov/fleetprov/messaging/node"
+	"github.com/fleetprov/fleetprov/messaging/subjects"
+)
+
+// signedFixture returns an envelope-sized message, its armored signature and the
+// allowed_signers text.
+func signedFixture(b *testing.B) ([]byte, []byte, []byte) {
+	signer, line := configtest.NewKey(b)
+	env := &envelope.Envelope{V: 1, ID: "x", Op: "apply", Fleet: "f", Target: "all", IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Minute),
+		PayloadSHA256: envelope.Digest(nil), ContentType: envelope.TypeTOML, Payload: configtest.Fixture(b, "vm-full.config.toml")}
+	msg, _ := env.Encode()
+	sig, err := auth.Sign(msg, signer, auth.NamespaceEnvelope)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return msg, sig, []byte("admin " + line + "\n")
+}
+
+// BenchmarkVerifyInProcess verifies an envelope signature with core/auth.
+func BenchmarkVerifyInProcess(b *testing.B) {
+	msg, sig, allowed := signedFixture(b)
+	signers, _ := auth.ParseAllowedSigners(allowed)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := signers.Verify(msg, sig, auth.NamespaceEnvelope, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkVerifySSHKeygen verifies the same signature with an `ssh-keygen -Y verify`
+// subprocess per signature: the obvious alternative.
+func BenchmarkVerifySSHKeygen(b *testing.B) {
+	bin, err := exec.LookPath("ssh-keygen")
+	if err != nil {
+		b.Skip("ssh-keygen not found")
+	}
+	msg, sig, allowed := signedFixture(b)
+	dir := b.TempDir()
+	os.WriteFile(filepath.Join(dir, "allowed"), allowed, 0o600)
+	os.WriteFile(filepath.Join(dir, "sig"), sig, 0o600)
+	for b.Loop() {
+		cmd := exec.Command(bin, "-Y", "verify", "-f", filepath.Join(dir, "allowed"), "-I", "admin", "-n", auth.NamespaceEnvelope, "-s", filepath.Join(dir, "sig"))
+		cmd.Stdin = bytes.NewReader(msg)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%v: %s", err, out)
+		}
+	}
+}
+
+// validateRig starts one provisioned device node and a client on its TCP listener.
+func validateRig(b *testing.B) (*fleet.Client, *nats.Conn, []byte) {
+	signer, line := configtest.NewKey(b)
+	cfg := bytes.ReplaceAll(configtest.Fixture(b, "vm-full.config.toml"), []byte(configtest.AdminKey), []byte(line))
+	dev := provisiontest.New(b)
+	n, err := node.Start(context.Background(), node.Options{Device: "d1", Fleet: "f", Prov: dev.Prov, Broker: broker.Options{Listen: "127.0.0.1:-1"},
+		HeartbeatInterval: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { n.Shutdown(context.Background()) })
+	nc, err := nats.Connect(n.Broker.ClientURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	c, _ := fleet.New(nc, "f", fleet.WithSigner(signer))
+	if sum, err := c.Push(context.Background(), fleet.PushOptions{Target: fleet.Target{Devices: []string{"d1"}}, Payload: fleet.Payload{Data: cfg, ContentType: envelope.TypeTOML}}, nil); err != nil || !sum.OK() {
+		b.Fatalf("provisioning: %+v %v", sum, err)
+	}
+	return c, nc, cfg
+}
+
+// BenchmarkSignedValidateRoundTrip is a signed validate of vm-full through a device's
+// embedded server: sign, send, verify, replay record, validate + render, reply.
+func BenchmarkSignedValidateRoundTrip(b *testing.B) {
+	c, _, cfg := validateRig(b)
+	subj := subjects.Subject{Fleet: "f", Kind: subjects.Device, Name: "d1", Op: "validate"}.String()
+	b.ReportAllocs()
+	for b.Loop() {
+		env := c.NewEnvelope("validate", "d1", "", fleet.Payload{Data: cfg, ContentType: envelope.TypeTOML})
+		env.Payload = cfg
+		r, err := c.Send(context.Background(), subj, env, 10*time.Second)
+		if err != nil || !r.Accepted {
+			b.Fatalf("%+v %v", r, err)
+		}
+	}
+}
+
+// BenchmarkRawRequestReply sends the same payload as a plain NATS request to an echo
+// responder on the same server: the transport floor the signed round trip compares with.
+func BenchmarkRawRequestReply(b *testing.B) {
+	_, nc, cfg := validateRig(b)
+	sub, _ := nc.Subscribe("bench.echo", func(m *nats.Msg) { m.Respond([]byte(`{"accepted":true}`)) })
+	defer sub.Unsubscribe()
+	nc.Flush()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := nc.Request("bench.echo", cfg, 10*time.Second); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
