@@ -5,10 +5,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
@@ -45,6 +47,8 @@ Standalone demo (no root, no systemd):
 			trust := fs.String("fleet-trust", "/etc/fleetprov/allowed_signers", "fleet trust file baked into the image; when it exists, first-boot applies must be signed by it")
 			heartbeat := fs.Duration("heartbeat", 30*time.Second, "interval between presence heartbeats")
 			shutdown := fs.Duration("shutdown-timeout", 60*time.Second, "how long SIGTERM waits for a running job")
+			httpAddr := fs.String("http", ":8080", "address of the HTTP bridge (API + Boot UI); ignored when systemd passes a socket (LISTEN_FDS); empty disables it")
+			httpHosts := fs.String("http-hosts", "", "comma-separated extra host names the Boot UI answers to (besides localhost, IP literals, *.local)")
 			return func(ctx context.Context, args []string, stdio cli.IO) error {
 				if len(args) != 0 {
 					return cli.Usagef("serve takes no arguments")
@@ -68,7 +72,12 @@ Standalone demo (no root, no systemd):
 				if err != nil {
 					return err
 				}
+				httpL, err := httpListener(*httpAddr)
+				if err != nil {
+					return err
+				}
 				n, err := node.Start(ctx, node.Options{
+					HTTP: httpL, HTTPHosts: splitList(*httpHosts),
 					Device: id, Fleet: *fleetName, Groups: splitList(*groups), Version: Version, Prov: p,
 					Broker:         broker.Options{Listen: *natsListen, Hub: splitList(*hub), HubCreds: *hubCreds, HubCA: *hubCA},
 					FleetTrustFile: *trust, Config: config.Options{AppUser: df.appUser, BridgePort: df.bridgePort},
@@ -77,7 +86,8 @@ Standalone demo (no root, no systemd):
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(stdio.Stdout, "worker %s serving fleet %q as device %q; NATS %s\n", Version, *fleetName, id, orNone(n.Broker.ClientURL()))
+				fmt.Fprintf(stdio.Stdout, "worker %s serving fleet %q as device %q; NATS %s; HTTP %s\n", Version, *fleetName, id,
+					orNone(n.Broker.ClientURL()), httpURL(httpL))
 				daemon.SdNotify(false, daemon.SdNotifyReady)
 				stopWatchdog := watchdog(ctx)
 				<-ctx.Done()
@@ -93,6 +103,34 @@ Standalone demo (no root, no systemd):
 			}
 		},
 	}
+}
+
+// httpListener takes the socket systemd passed (socket activation), or listens on addr.
+func httpListener(addr string) (net.Listener, error) {
+	ls, err := activation.Listeners()
+	if err == nil && len(ls) > 0 && ls[0] != nil {
+		for _, extra := range ls[1:] {
+			if extra != nil {
+				extra.Close()
+			}
+		}
+		return ls[0], nil
+	}
+	if addr == "" {
+		return nil, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("HTTP bridge: %w", err)
+	}
+	return l, nil
+}
+
+func httpURL(l net.Listener) string {
+	if l == nil {
+		return "(disabled)"
+	}
+	return "http://" + l.Addr().String()
 }
 
 // watchdog pings systemd's watchdog at half its interval while the process runs.

@@ -156,7 +156,9 @@ type Options struct {
 	Keep int
 	// Recovered is the recovery action taken at start, recorded on interrupted jobs.
 	Recovered string
-	Logger    *slog.Logger
+	// OnFinish is called with every finished job's record (metrics).
+	OnFinish func(Job)
+	Logger   *slog.Logger
 }
 
 // Manager runs and remembers jobs.
@@ -353,6 +355,9 @@ func (m *Manager) execute(j *Job, spec Spec, done chan struct{}) {
 	delete(m.done, j.ID)
 	m.mu.Unlock()
 	m.persist(snap, true)
+	if m.opts.OnFinish != nil {
+		m.opts.OnFinish(snap)
+	}
 	for _, ch := range subs {
 		close(ch)
 	}

@@ -6,7 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
+	"strings"
 	"time"
 
 	"github.com/fleetprov/fleetprov/core/bundle"
@@ -52,15 +52,25 @@ func (s *Service) run(ctx context.Context, r *Request) (envelope.Reply, error) {
 	return h.Handle(ctx, r)
 }
 
-// Submit starts an apply job for a verified request; both transports use it.
+// Submit starts a mutating job for a verified request.
 func (s *Service) Submit(r *Request, in provision.Input, op, source string) (jobs.Job, error) {
-	j, events, cancel, err := s.o.Jobs.SubmitWatch(jobs.Spec{ID: r.Env.ID, Op: op, Source: source, Signer: r.Decision.Principal, Mutating: true,
+	return s.SubmitJob(r.Env.ID, op, source, r.Decision.Principal, in, r.Close)
+}
+
+// SubmitJob starts a mutating pipeline job whatever transport it came by, and publishes its
+// events and final record on NATS. release runs when the job no longer needs its input.
+// Busy is an *envelope.Error with code busy.
+func (s *Service) SubmitJob(id, op, source, signer string, in provision.Input, release func()) (jobs.Job, error) {
+	if release == nil {
+		release = func() {}
+	}
+	j, events, cancel, err := s.o.Jobs.SubmitWatch(jobs.Spec{ID: id, Op: op, Source: source, Signer: signer, Mutating: true,
 		Run: func(ctx context.Context, run *jobs.Run) (*jobs.Result, error) {
-			defer r.Close()
+			defer release()
 			return provision.JobFunc(s.o.Prov, in)(ctx, run)
 		}})
 	if err != nil {
-		r.Close()
+		release()
 		if errors.Is(err, jobs.ErrBusy) {
 			return jobs.Job{}, envelope.Errorf(envelope.ErrBusy, "%v", err)
 		}
@@ -69,6 +79,10 @@ func (s *Service) Submit(r *Request, in provision.Input, op, source string) (job
 	s.publishEvents(j.ID, events, cancel)
 	return j, nil
 }
+
+// Run dispatches a verified request to its op's handler (the HTTP bridge's
+// POST /api/envelopes uses it, so an envelope behaves the same however it arrived).
+func (s *Service) Run(ctx context.Context, r *Request) (envelope.Reply, error) { return s.run(ctx, r) }
 
 func (s *Service) apply(ctx context.Context, r *Request) (envelope.Reply, error) {
 	in := provision.Input{Reader: r.Payload, Check: r.Decision.CheckPossession()}
@@ -159,6 +173,35 @@ func (s *Service) export(ctx context.Context, r *Request) (envelope.Reply, error
 }
 
 func (s *Service) patch(ctx context.Context, r *Request) (envelope.Reply, error) {
-	defer r.Close()
-	return envelope.Reply{}, envelope.Errorf(envelope.ErrInvalid, "%s", fmt.Sprint("patch over NATS is not available yet"))
+	var p provision.Patch
+	if err := json.NewDecoder(r.Payload).Decode(&p); err != nil {
+		r.Close()
+		return envelope.Reply{}, envelope.Errorf(envelope.ErrInvalid, "patch body: %v", err)
+	}
+	m, err := s.o.Prov.PreparePatch(p)
+	if err != nil {
+		r.Close()
+		return envelope.Reply{}, PatchError(err)
+	}
+	j, err := s.Submit(r, provision.Input{Model: &m}, "patch", "nats")
+	if err != nil {
+		return envelope.Reply{}, err
+	}
+	return envelope.Reply{Accepted: true, JobID: j.ID}, nil
+}
+
+// PatchError maps a PreparePatch error to a wire error, keeping every finding.
+func PatchError(err error) error {
+	var ie *provision.InvalidError
+	switch {
+	case errors.As(err, &ie):
+		var msgs []string
+		for _, e := range ie.Report.Errors() {
+			msgs = append(msgs, e.Error())
+		}
+		return envelope.Errorf(envelope.ErrInvalid, "%s", strings.Join(msgs, "; "))
+	case errors.Is(err, state.ErrNoActive):
+		return envelope.Errorf(envelope.ErrInvalid, "the device is not provisioned: apply a whole config first")
+	}
+	return envelope.Errorf(envelope.ErrInternal, "%v", err)
 }

@@ -1,6 +1,7 @@
 // Package node assembles a running worker: crash recovery and the job history under the
 // state lock, the embedded NATS server (optionally leaf-linked to a hub), the device
-// service on an in-process connection, and the replay guard and trust rules they share.
+// service on an in-process connection, the HTTP bridge, and the replay guard, trust
+// rules and metrics they share.
 // `worker serve` and the fleet tests start devices through it.
 package node
 
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/jobs"
 	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/state"
+	"github.com/fleetprov/fleetprov/messaging/bridge"
 	"github.com/fleetprov/fleetprov/messaging/broker"
 	"github.com/fleetprov/fleetprov/messaging/device"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
@@ -39,7 +42,11 @@ type Options struct {
 	Limits         bundle.Limits
 	// HeartbeatInterval between presence messages (default 30s).
 	HeartbeatInterval time.Duration
-	Logger            *slog.Logger
+	// HTTP, when set, serves the HTTP bridge (API, Boot UI, /metrics) on this listener.
+	HTTP net.Listener
+	// HTTPHosts are extra host names the Boot UI answers to.
+	HTTPHosts []string
+	Logger    *slog.Logger
 }
 
 // Node is a running worker.
@@ -52,7 +59,11 @@ type Node struct {
 	Trust     *auth.Trust
 	Replay    *auth.ReplayGuard
 	Recovered state.Action
+	Bridge    *bridge.Server
+	Metrics   *bridge.Metrics
 	log       *slog.Logger
+	httpDone  chan error
+	cancel    context.CancelFunc
 }
 
 // Start brings a node up, or returns an error with nothing left running.
@@ -60,11 +71,12 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	n = &Node{Prov: o.Prov, log: o.Logger}
+	n = &Node{Prov: o.Prov, log: o.Logger, Metrics: bridge.NewMetrics(nil)}
 	st := o.Prov.State()
 	n.Recovered, err = o.Prov.Recover(ctx, func(act state.Action) error {
 		var err error
-		n.Jobs, err = jobs.New(jobs.Options{Dir: filepath.Join(st.Root, "jobs"), Recovered: string(act), Logger: o.Logger})
+		n.Jobs, err = jobs.New(jobs.Options{Dir: filepath.Join(st.Root, "jobs"), Recovered: string(act), Logger: o.Logger,
+			OnFinish: n.Metrics.JobFinished})
 		return err
 	})
 	if err != nil {
@@ -99,10 +111,19 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		Conn: n.Conn, Fleet: o.Fleet, Device: o.Device, Groups: o.Groups, Prov: o.Prov, Jobs: n.Jobs,
 		Trust: n.Trust, Replay: n.Replay, Version: o.Version, HeartbeatInterval: o.HeartbeatInterval,
 		Limits: o.Limits, SpoolDir: st.Root, HubConnected: hub, Logger: o.Logger,
+		OnReject: func(code string) { n.Metrics.Rejected("nats", code) },
 	})
 	if err := n.Service.Start(ctx); err != nil {
 		n.Conn.Close()
 		return nil, err
+	}
+	if o.HTTP != nil {
+		n.Bridge = bridge.New(bridge.Options{Device: o.Device, Fleet: o.Fleet, Version: o.Version, Prov: o.Prov, Jobs: n.Jobs,
+			Trust: n.Trust, Nonces: &auth.Nonces{}, Service: n.Service, Metrics: n.Metrics, MaxBody: o.Limits.MaxCompressed,
+			Hosts: o.HTTPHosts, Logger: o.Logger})
+		hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		n.cancel, n.httpDone = cancel, make(chan error, 1)
+		go func() { n.httpDone <- n.Bridge.Serve(hctx, o.HTTP) }()
 	}
 	o.Logger.Info("worker started", "device", o.Device, "fleet", o.Fleet, "recovery", string(n.Recovered),
 		"nats", n.Broker.ClientURL(), "hub", len(bo.Hub) > 0)
@@ -112,6 +133,10 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 // Shutdown stops taking requests, lets a running job finish until ctx ends (then it is
 // cancelled and recorded as such), and stops the server.
 func (n *Node) Shutdown(ctx context.Context) error {
+	if n.cancel != nil {
+		n.cancel()
+		<-n.httpDone
+	}
 	jerr := n.Jobs.Shutdown(ctx)
 	n.Service.Stop()
 	n.Conn.Drain()

@@ -1,0 +1,241 @@
+package bridge
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/fleetprov/fleetprov/core/auth"
+	"github.com/fleetprov/fleetprov/core/bundle"
+	"github.com/fleetprov/fleetprov/core/provision"
+	"github.com/fleetprov/fleetprov/messaging/device"
+	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/schemas"
+)
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "provisioned": s.o.Trust.Provisioned(), "device": s.o.Device,
+		"fleet": s.o.Fleet, "version": s.o.Version})
+	return nil
+}
+
+func (s *Server) nonce(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"nonce": s.o.Nonces.Issue(clientAddr(r))})
+	return nil
+}
+
+// accepted answers 202 with the job and its URL.
+func accepted(w http.ResponseWriter, id string) {
+	url := "/api/jobs/" + id
+	w.Header().Set("Location", url)
+	writeJSON(w, http.StatusAccepted, map[string]string{"job_id": id, "state": "submitted", "job_url": url})
+}
+
+// submit starts a mutating job through the device service, so its events also go out on
+// NATS.
+func (s *Server) submit(op, signer string, in provision.Input) (string, error) {
+	j, err := s.o.Service.SubmitJob("", op, "http", signer, in, nil)
+	if err != nil {
+		return "", err
+	}
+	return j.ID, nil
+}
+
+// firstBootUnsigned reports whether an unsigned apply may pass: never provisioned and no
+// fleet trust file.
+func (s *Server) firstBootUnsigned() bool {
+	return !s.o.Trust.Provisioned() && !s.o.Trust.HasFleetTrust()
+}
+
+func (s *Server) postConfig(w http.ResponseWriter, r *http.Request) error {
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	in := provision.Input{Reader: bytes.NewReader(body)}
+	signer := ""
+	if hasSignature(r) || !s.firstBootUnsigned() {
+		dec, err := s.verify(r, body, "apply")
+		if err != nil {
+			return err
+		}
+		in.Check, signer = dec.CheckPossession(), dec.Principal
+	} else {
+		// First boot, operator on the LAN with the device in hand: no signature, but the
+		// job fails if the device gets provisioned meanwhile.
+		in.RequireUnprovisioned = true
+		signer = "first-boot"
+	}
+	id, err := s.submit("apply", signer, in)
+	if err != nil {
+		return err
+	}
+	accepted(w, id)
+	return nil
+}
+
+func (s *Server) validate(w http.ResponseWriter, r *http.Request) error {
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	if _, err := s.verify(r, body, "validate"); err != nil {
+		return err
+	}
+	_, rep, _ := provision.Validate(r.Context(), bytes.NewReader(body), s.o.Prov.ValidateOptions())
+	res := device.NewValidationResult(rep)
+	status := http.StatusOK
+	if !res.OK {
+		status = http.StatusBadRequest
+	}
+	writeJSON(w, status, res)
+	return nil
+}
+
+func (s *Server) current(w http.ResponseWriter, r *http.Request) error {
+	if _, err := s.verify(r, nil, "current"); err != nil {
+		return err
+	}
+	cur, err := s.o.Prov.Current(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, cur)
+	return nil
+}
+
+func (s *Server) export(w http.ResponseWriter, r *http.Request) error {
+	if _, err := s.verify(r, nil, "export"); err != nil {
+		return err
+	}
+	format, ctype, name := bundle.FormatZstd, "application/zstd", "config.tar.zst"
+	switch r.URL.Query().Get("format") {
+	case "", "bundle", "tar.zst":
+	case "toml":
+		format, ctype, name = bundle.FormatTOML, "application/toml", "config.toml"
+	case "tar.gz":
+		format, ctype, name = bundle.FormatGzip, "application/gzip", "config.tar.gz"
+	default:
+		return errf(http.StatusBadRequest, "invalid", "format must be bundle, tar.gz or toml", nil)
+	}
+	var buf bytes.Buffer
+	if err := s.o.Prov.Export(r.Context(), &buf, format); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", ctype)
+	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
+	w.Write(buf.Bytes())
+	return nil
+}
+
+// keyed serves PUT/DELETE of a named user or resource.
+func (s *Server) keyed(kind string) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		op := "put"
+		if r.Method == http.MethodDelete {
+			op = "delete"
+		}
+		return s.patch(w, r, provision.Patch{Kind: kind, Name: r.PathValue("name"), Op: op})
+	}
+}
+
+// merge serves PATCH of network or activation (RFC 7396; null deletes a key).
+func (s *Server) merge(kind string) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		return s.patch(w, r, provision.Patch{Kind: kind, Op: "merge"})
+	}
+}
+
+// patch validates a partial update synchronously (400 with every error) before it
+// becomes a job.
+func (s *Server) patch(w http.ResponseWriter, r *http.Request, p provision.Patch) error {
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	dec, err := s.verify(r, body, "patch")
+	if err != nil {
+		return err
+	}
+	if p.Op != "delete" {
+		if !json.Valid(body) {
+			return errf(http.StatusBadRequest, "invalid", "body must be JSON", nil)
+		}
+		p.Value = body
+	}
+	m, err := s.o.Prov.PreparePatch(p)
+	if err != nil {
+		return err
+	}
+	id, err := s.submit("patch", dec.Principal, provision.Input{Model: &m})
+	if err != nil {
+		return err
+	}
+	accepted(w, id)
+	return nil
+}
+
+// envelope accepts a publisher envelope over HTTP (publisher --via): the envelope's own
+// signature, the same checks and handlers as over NATS.
+func (s *Server) envelope(w http.ResponseWriter, r *http.Request) error {
+	raw, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	env, err := envelope.Decode(raw)
+	if err == nil {
+		err = env.BindDirect(s.o.Fleet, s.o.Device, s.groups())
+	}
+	var req *device.Request
+	if err == nil {
+		req, err = s.o.Service.Verify(r.Context(), env, raw, r.Header.Get(envelope.SignatureHeader))
+	}
+	if err != nil {
+		s.reject(codeOf(err))
+		return err
+	}
+	reply, err := s.o.Service.Run(r.Context(), req)
+	if err != nil {
+		s.reject(codeOf(err))
+		return err
+	}
+	status := http.StatusOK
+	if reply.JobID != "" {
+		status = http.StatusAccepted
+		w.Header().Set("Location", "/api/jobs/"+reply.JobID)
+	}
+	reply.Device = s.o.Device
+	writeJSON(w, status, reply)
+	return nil
+}
+
+func codeOf(err error) string {
+	var e *envelope.Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	if errors.Is(err, auth.ErrForbidden) {
+		return "forbidden"
+	}
+	return "internal"
+}
+
+func (s *Server) job(w http.ResponseWriter, r *http.Request) error {
+	j, err := s.o.Jobs.Get(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, j)
+	return nil
+}
+
+func (s *Server) openapi(w http.ResponseWriter, r *http.Request) error {
+	b, err := schemas.Raw("openapi.json")
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
+	return nil
+}

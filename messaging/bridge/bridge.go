@@ -1,0 +1,147 @@
+// Package bridge is the device's HTTP transport: the same API as the NATS device service
+// (every route ends in the same core/provision, core/jobs and core/auth calls), signed
+// requests with single-use nonces, partial updates, export, SSE job events, the OpenAPI
+// document, Prometheus metrics, and the first-boot Boot UI.
+package bridge
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/fleetprov/fleetprov/core/auth"
+	"github.com/fleetprov/fleetprov/core/bundle"
+	"github.com/fleetprov/fleetprov/core/jobs"
+	"github.com/fleetprov/fleetprov/core/provision"
+	"github.com/fleetprov/fleetprov/messaging/device"
+)
+
+// Options configure the bridge.
+type Options struct {
+	Device  string
+	Fleet   string
+	Version string
+	Prov    *provision.Provisioner
+	Jobs    *jobs.Manager
+	Trust   *auth.Trust
+	Nonces  *auth.Nonces
+	Service *device.Service
+	Metrics *Metrics
+	// MaxBody is the upload limit (default 32 MiB, the bundle limit).
+	MaxBody int64
+	// Hosts are extra names the Boot UI answers to (besides localhost, IP literals and
+	// *.local).
+	Hosts  []string
+	Logger *slog.Logger
+}
+
+// Server serves the bridge.
+type Server struct {
+	o    Options
+	log  *slog.Logger
+	csrf string
+	mux  *http.ServeMux
+}
+
+// New builds the server and its routes.
+func New(o Options) *Server {
+	if o.MaxBody <= 0 {
+		o.MaxBody = bundle.DefaultMaxCompressed
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Nonces == nil {
+		o.Nonces = &auth.Nonces{}
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	s := &Server{o: o, log: o.Logger.With("component", "bridge"), csrf: newToken(), mux: http.NewServeMux()}
+	for _, rt := range s.routes() {
+		s.mux.Handle(rt.pattern, s.wrap(rt.handle))
+	}
+	s.o.Metrics.watchNonces(o.Nonces)
+	return s
+}
+
+// Handler returns the HTTP handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// route is one API route; the OpenAPI document is checked against this list.
+type route struct {
+	pattern string
+	handle  func(w http.ResponseWriter, r *http.Request) error
+}
+
+func (s *Server) routes() []route {
+	return []route{
+		{"GET /api/health", s.health},
+		{"GET /api/nonce", s.nonce},
+		{"POST /api/config", s.postConfig},
+		{"POST /api/validate", s.validate},
+		{"GET /api/config/current", s.current},
+		{"GET /api/config/export", s.export},
+		{"PUT /api/config/users/{name}", s.keyed("users")},
+		{"DELETE /api/config/users/{name}", s.keyed("users")},
+		{"PATCH /api/config/network", s.merge("network")},
+		{"PUT /api/config/containers/{name}", s.keyed("containers")},
+		{"DELETE /api/config/containers/{name}", s.keyed("containers")},
+		{"PUT /api/config/container-networks/{name}", s.keyed("container-networks")},
+		{"DELETE /api/config/container-networks/{name}", s.keyed("container-networks")},
+		{"PUT /api/config/container-volumes/{name}", s.keyed("container-volumes")},
+		{"DELETE /api/config/container-volumes/{name}", s.keyed("container-volumes")},
+		{"PUT /api/config/container-builds/{name}", s.keyed("container-builds")},
+		{"DELETE /api/config/container-builds/{name}", s.keyed("container-builds")},
+		{"PATCH /api/config/activation", s.merge("activation")},
+		{"POST /api/envelopes", s.envelope},
+		{"GET /api/jobs/{id}", s.job},
+		{"GET /api/jobs/{id}/events", s.events},
+		{"GET /api/openapi.json", s.openapi},
+		{"GET /metrics", s.metrics},
+		{"GET /{$}", s.uiIndex},
+		{"POST /apply", s.uiApply},
+	}
+}
+
+// wrap turns a handler that returns an error into an http.Handler, with the one error
+// mapping.
+func (s *Server) wrap(h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			writeError(w, r, s.log, err)
+		}
+	})
+}
+
+func (s *Server) groups() []string {
+	if s.o.Service != nil {
+		return s.o.Service.Groups()
+	}
+	return nil
+}
+
+func (s *Server) reject(code string) { s.o.Metrics.Rejected("http", code) }
+
+// Serve serves on l until ctx ends, then shuts down gracefully (10s).
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		err := srv.Shutdown(sctx)
+		if errors.Is(err, context.DeadlineExceeded) {
+			srv.Close()
+		}
+		<-errc
+		return nil
+	}
+}

@@ -1,0 +1,63 @@
+package bridge
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// events streams a job's events as Server-Sent Events: every event so far, then live ones,
+// then `event: done` with the final record.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	j, ch, cancel, err := s.o.Jobs.Watch(id)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		return errf(http.StatusInternalServerError, "internal", "streaming unsupported", nil)
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	send := func(event string, v any) {
+		b, _ := json.Marshal(v)
+		if event != "" {
+			fmt.Fprintf(w, "event: %s\n", event)
+		}
+		fmt.Fprintf(w, "data: %s\n\n", b)
+		flusher.Flush()
+	}
+	for _, e := range j.Events {
+		send("", e)
+	}
+	if ch != nil {
+		keepalive := time.NewTicker(15 * time.Second)
+		defer keepalive.Stop()
+	loop:
+		for {
+			select {
+			case e, ok := <-ch:
+				if !ok {
+					break loop
+				}
+				send("", e)
+			case <-keepalive.C:
+				fmt.Fprint(w, ": keepalive\n\n")
+				flusher.Flush()
+			case <-r.Context().Done():
+				return nil
+			}
+		}
+	}
+	final, err := s.o.Jobs.Get(id)
+	if err != nil {
+		final = j
+	}
+	send("done", final)
+	return nil
+}
