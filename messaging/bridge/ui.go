@@ -170,4 +170,3 @@ func (s *Server) uiApply(w http.ResponseWriter, r *http.Request) error {
 	// The progress page is the response itself: after the job the UI routes are gone.
 	return s.render(w, http.StatusAccepted, "progress.html", page{JobID: id})
 }
-
