@@ -1,0 +1,174 @@
+// Package browser_test drives the Boot UI in a real headless Chromium (Debian package
+// chromium) with chromedp: upload a config, watch progress to success, see a broken
+// config's errors, and find the UI gone once provisioned. Screenshots are test artifacts
+// (go test -artifacts keeps them).
+package browser_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/fleetprov/fleetprov/core/config/configtest"
+	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
+	"github.com/fleetprov/fleetprov/messaging/broker"
+	"github.com/fleetprov/fleetprov/messaging/node"
+)
+
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("no Chromium found (Debian package chromium)")
+	}
+	t.Skip("no Chromium found")
+	return ""
+}
+
+// device starts a worker node with its HTTP bridge on a random loopback port.
+func device(t *testing.T) (string, *provisiontest.Device) {
+	t.Helper()
+	dev := provisiontest.New(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.Start(context.Background(), node.Options{Device: "gw-browser", Fleet: "test", Version: "test", Prov: dev.Prov,
+		Broker: broker.Options{}, HTTP: l, HeartbeatInterval: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Shutdown(context.Background()) })
+	return "http://" + l.Addr().String(), dev
+}
+
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	// Chromium's helpers may still write to the profile for a moment after it exits, so the
+	// profile is removed best-effort rather than by t.TempDir's strict cleanup.
+	profile, err := os.MkdirTemp("", "fleetprov-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for i := 0; i < 20 && os.RemoveAll(profile) != nil; i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromium(t)),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(profile), chromedp.WindowSize(1100, 900),
+	}
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancel)
+	ctx, cancel2 := chromedp.NewContext(actx)
+	t.Cleanup(cancel2)
+	ctx, cancel3 := context.WithTimeout(ctx, 90*time.Second)
+	t.Cleanup(cancel3)
+	return ctx
+}
+
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	var png []byte
+	if err := chromedp.Run(ctx, chromedp.FullScreenshot(&png, 100)); err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	p := filepath.Join(t.ArtifactDir(), name)
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", p)
+}
+
+func TestBootUIUploadProgressSuccess(t *testing.T) {
+	base, dev := device(t)
+	ctx := browser(t)
+	cfg := filepath.Join(t.TempDir(), "vm-full.config.toml")
+	os.WriteFile(cfg, configtest.Fixture(t, "vm-full.config.toml"), 0o600)
+	var state, title, events string
+	err := chromedp.Run(ctx,
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible("#apply-form"),
+		chromedp.Title(&title),
+		chromedp.SetUploadFiles("#file", []string{cfg}, chromedp.ByID),
+		chromedp.Click("#apply", chromedp.ByID),
+		chromedp.WaitVisible("#result", chromedp.ByID),
+		chromedp.Text("#state", &state, chromedp.ByID),
+		chromedp.Text("#events", &events, chromedp.ByID),
+	)
+	if err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	screenshot(t, ctx, "bootui-success.png")
+	if !strings.Contains(title, "gw-browser") || state != "Provisioned" {
+		t.Errorf("title %q, state %q", title, state)
+	}
+	for _, step := range []string{"validate", "promote", "health-check", "completed"} {
+		if !strings.Contains(events, step) {
+			t.Errorf("progress lacks %q:\n%s", step, events)
+		}
+	}
+	if !dev.Prov.State().HasActive() {
+		t.Error("device not provisioned")
+	}
+	res, err := http.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNotFound {
+		t.Errorf("GET / after provisioning = %d; want 404", res.StatusCode)
+	}
+}
+
+func TestBootUIBrokenConfigShowsErrors(t *testing.T) {
+	base, dev := device(t)
+	ctx := browser(t)
+	broken := string(configtest.Fixture(t, "vm-invalid-dhcp-range-includes-gateway.config.toml"))
+	broken = strings.Replace(broken, "[activation]", "[activation]\ntimeout_seconds = 0", 1)
+	var errs string
+	err := chromedp.Run(ctx,
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible("#text", chromedp.ByID),
+		chromedp.SetValue("#text", broken, chromedp.ByID),
+		chromedp.Click("#apply", chromedp.ByID),
+		chromedp.WaitVisible("#errors", chromedp.ByID),
+		chromedp.Text("#errors", &errs, chromedp.ByID),
+	)
+	if err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	screenshot(t, ctx, "bootui-errors.png")
+	for _, want := range []string{"network.dnsmasq.dhcp_start and network.dnsmasq.dhcp_end must not include the gateway IP", "activation.timeout_seconds", "expected integer in 1..3600"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("errors shown lack %q:\n%s", want, errs)
+		}
+	}
+	if dev.Prov.State().HasActive() {
+		t.Error("a broken config provisioned the device")
+	}
+	var text string
+	chromedp.Run(ctx, chromedp.Value("#text", &text, chromedp.ByID))
+	if !bytes.Contains([]byte(text), []byte("dhcp_start")) {
+		t.Error("the pasted config was not kept in the form")
+	}
+}
