@@ -30,6 +30,7 @@ func (c *connFlags) register(fs *flag.FlagSet, signing bool) {
 	fs.StringVar(&c.creds, "creds", "", "NATS creds file")
 	fs.StringVar(&c.fleetName, "fleet", "default", "fleet name")
 	fs.DurationVar(&c.timeout, "reply-timeout", 10*time.Second, "how long to wait for a device's answer")
+	fs.StringVar(&c.via, "via", "", "reach one device through its HTTP bridge (http://device:8080) instead of NATS")
 	if signing {
 		fs.StringVar(&c.key, "key", "", "OpenSSH private key to sign with (default: the first suitable key in $SSH_AUTH_SOCK)")
 		fs.StringVar(&c.keyID, "key-id", "", "with ssh-agent: pick the key whose fingerprint or comment contains this")
@@ -49,8 +50,9 @@ func (c *connFlags) connect() (*nats.Conn, error) {
 	return nc, nil
 }
 
-// client connects and builds a fleet client, with a signer when sign is true.
-func (c *connFlags) client(stdio cli.IO, sign bool) (*fleet.Client, *nats.Conn, error) {
+// client connects (NATS, or the --via HTTP bridge) and builds a fleet client, with a
+// signer when sign is true. closeFn releases the connection.
+func (c *connFlags) client(stdio cli.IO, sign bool) (cl *fleet.Client, closeFn func(), err error) {
 	var opts []fleet.Option
 	if sign {
 		s, err := c.signer(stdio)
@@ -59,16 +61,23 @@ func (c *connFlags) client(stdio cli.IO, sign bool) (*fleet.Client, *nats.Conn, 
 		}
 		opts = append(opts, fleet.WithSigner(s))
 	}
+	if c.via != "" {
+		cl, err := fleet.NewHTTP(c.via, c.fleetName, opts...)
+		if err != nil {
+			return nil, nil, cli.Usagef("%v", err)
+		}
+		return cl, func() {}, nil
+	}
 	nc, err := c.connect()
 	if err != nil {
 		return nil, nil, err
 	}
-	cl, err := fleet.New(nc, c.fleetName, opts...)
+	cl, err = fleet.New(nc, c.fleetName, opts...)
 	if err != nil {
 		nc.Close()
 		return nil, nil, cli.Usagef("%v", err)
 	}
-	return cl, nc, nil
+	return cl, nc.Close, nil
 }
 
 // signer loads --key (asking for a passphrase on a terminal) or picks an agent key.
@@ -163,7 +172,7 @@ func (t *targetFlags) target(need bool) (fleet.Target, error) {
 		n++
 	}
 	if n > 1 || (need && n == 0) {
-		return fleet.Target{}, cli.Usagef("give exactly one of --device, --group or --all")
+		return fleet.Target{}, cli.Usagef("give exactly one of --device, --group or --all (with --via: --device or nothing)")
 	}
 	return fleet.Target{Devices: t.devices, Group: t.group, All: t.all}, nil
 }

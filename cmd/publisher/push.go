@@ -61,9 +61,12 @@ unauthorized.`,
 				if len(args) != 1 {
 					return cli.Usagef("expected exactly one PATH")
 				}
-				target, err := tf.target(true)
+				target, err := tf.target(cf.via == "")
 				if err != nil {
 					return err
+				}
+				if cf.via != "" && len(target.Devices) == 0 {
+					target.All = true // the one device behind --via
 				}
 				o := fleet.PushOptions{Target: target, BatchSleep: *batchSleep, Canary: *canary, Timeout: *timeout, Detach: *detach,
 					Discovery: *discovery, ReplyTimeout: cf.timeout}
@@ -88,11 +91,11 @@ unauthorized.`,
 					}
 				}
 				o.Payload = fleet.Payload{Data: raw, ContentType: contentType(raw)}
-				cl, nc, err := cf.client(stdio, true)
+				cl, done, err := cf.client(stdio, true)
 				if err != nil {
 					return err
 				}
-				defer nc.Close()
+				defer done()
 				view := newView(stdio.Stdout, *asJSON, *asJSONL)
 				sum, err := cl.Push(ctx, o, view.update)
 				view.finish()

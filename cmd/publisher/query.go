@@ -41,11 +41,11 @@ func lsCommand(name string) *cli.Command {
 				if len(t.Devices) == 0 && t.Group == "" {
 					t.All = true
 				}
-				cl, nc, err := cf.client(stdio, false)
+				cl, done, err := cf.client(stdio, false)
 				if err != nil {
 					return err
 				}
-				defer nc.Close()
+				defer done()
 				var found []device.Presence
 				if len(t.Devices) > 0 {
 					for _, d := range t.Devices {
@@ -107,11 +107,11 @@ func jobCommand() *cli.Command {
 				if len(args) != 1 || *dev == "" {
 					return cli.Usagef("expected a job ID and --device")
 				}
-				cl, nc, err := cf.client(stdio, false)
+				cl, done, err := cf.client(stdio, false)
 				if err != nil {
 					return err
 				}
-				defer nc.Close()
+				defer done()
 				id := args[0]
 				var events <-chan device.EventMsg
 				if *watch {
@@ -195,7 +195,7 @@ func queryErr(err error) error {
 
 // signedQuery sends a signed read-only op to one device and returns the reply data.
 func signedQuery(ctx context.Context, cf *connFlags, stdio cli.IO, dev, op string, body []byte) (*fleet.Client, func(), json.RawMessage, error) {
-	cl, nc, err := cf.client(stdio, true)
+	cl, closeFn, err := cf.client(stdio, true)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -207,7 +207,7 @@ func signedQuery(ctx context.Context, cf *connFlags, stdio cli.IO, dev, op strin
 	env.Payload = body
 	subj, err := subjects.Build(subjects.Subject{Fleet: cf.fleetName, Kind: subjects.Device, Name: dev, Op: op})
 	if err != nil {
-		nc.Close()
+		closeFn()
 		return nil, nil, nil, cli.Usagef("%v", err)
 	}
 	r, err := cl.Send(ctx, subj, env, cf.timeout)
@@ -215,10 +215,10 @@ func signedQuery(ctx context.Context, cf *connFlags, stdio cli.IO, dev, op strin
 		err = r.Err()
 	}
 	if err != nil {
-		nc.Close()
+		closeFn()
 		return nil, nil, nil, queryErr(err)
 	}
-	return cl, func() { nc.Close() }, r.Data, nil
+	return cl, closeFn, r.Data, nil
 }
 
 func currentCommand() *cli.Command {

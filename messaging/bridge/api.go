@@ -183,7 +183,7 @@ func (s *Server) envelope(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	env, err := envelope.Decode(raw)
+	env, err := envelope.DecodeLimit(raw, int(s.o.MaxBody))
 	if err == nil {
 		err = env.BindDirect(s.o.Fleet, s.o.Device, s.groups())
 	}

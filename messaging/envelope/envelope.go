@@ -123,9 +123,13 @@ func DecodeSignature(h string) ([]byte, error) {
 
 // Decode parses envelope bytes strictly: unknown fields, trailing data, a wrong version,
 // bad tokens, an unknown op or target, or a malformed digest are *Error{invalid}.
-func Decode(b []byte) (*Envelope, error) {
-	if len(b) > MaxSize {
-		return nil, Errorf(ErrTooLarge, "envelope is %d bytes (limit %d)", len(b), MaxSize)
+func Decode(b []byte) (*Envelope, error) { return DecodeLimit(b, MaxSize) }
+
+// DecodeLimit is Decode with another size limit (the HTTP bridge's upload limit: over
+// HTTP a large payload travels inline).
+func DecodeLimit(b []byte, max int) (*Envelope, error) {
+	if len(b) > max {
+		return nil, Errorf(ErrTooLarge, "envelope is %d bytes (limit %d)", len(b), max)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()

@@ -40,6 +40,7 @@ type Client struct {
 	lifetime time.Duration
 	now      func() time.Time
 	log      *slog.Logger
+	http     *httpTransport // set by NewHTTP: one device's bridge instead of NATS
 }
 
 // Option configures a Client.
@@ -145,7 +146,7 @@ func (p *Prepared) Close() {
 // Prepare serves a large payload as a blob for the duration of ctx (or until Close).
 func (c *Client) Prepare(ctx context.Context, p Payload) (*Prepared, error) {
 	pr := &Prepared{p: p}
-	if len(p.Data) <= c.inlineLimit() {
+	if c.http != nil || len(p.Data) <= c.inlineLimit() {
 		return pr, nil
 	}
 	var b [12]byte
@@ -174,14 +175,19 @@ func (c *Client) Send(ctx context.Context, subject string, env *envelope.Envelop
 	if err != nil {
 		return envelope.Reply{}, err
 	}
-	msg := nats.NewMsg(subject)
-	msg.Data = raw
+	var sig string
 	if c.signer != nil {
-		h, err := envelope.Sign(raw, c.signer)
-		if err != nil {
+		if sig, err = envelope.Sign(raw, c.signer); err != nil {
 			return envelope.Reply{}, err
 		}
-		msg.Header.Set(envelope.SignatureHeader, h)
+	}
+	if c.http != nil {
+		return c.http.send(ctx, raw, sig, timeout)
+	}
+	msg := nats.NewMsg(subject)
+	msg.Data = raw
+	if sig != "" {
+		msg.Header.Set(envelope.SignatureHeader, sig)
 	}
 	return c.request(ctx, msg, timeout)
 }
@@ -206,6 +212,13 @@ func (c *Client) request(ctx context.Context, msg *nats.Msg, timeout time.Durati
 // Discover pings target and collects presence replies until quiet passes with no new
 // reply, or max elapses.
 func (c *Client) Discover(ctx context.Context, t Target, quiet, max time.Duration) ([]device.Presence, error) {
+	if c.http != nil {
+		p, err := c.http.ping(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return []device.Presence{p}, nil
+	}
 	subj, err := t.pingSubject(c.fleet)
 	if err != nil {
 		return nil, err
@@ -255,6 +268,13 @@ func sortPresence(m map[string]device.Presence) []device.Presence {
 
 // Ping asks one device for its presence.
 func (c *Client) Ping(ctx context.Context, dev string, timeout time.Duration) (device.Presence, error) {
+	if c.http != nil {
+		p, err := c.http.ping(ctx)
+		if err == nil && p.Device != dev {
+			return p, fmt.Errorf("%w: the device at %s is %q, not %q", ErrInvalidOption, c.http.base, p.Device, dev)
+		}
+		return p, err
+	}
 	subj, err := subjects.Build(subjects.Subject{Fleet: c.fleet, Kind: subjects.Device, Name: dev, Op: "ping"})
 	if err != nil {
 		return device.Presence{}, err
@@ -272,6 +292,9 @@ func (c *Client) Ping(ctx context.Context, dev string, timeout time.Duration) (d
 
 // Job reads a job record from a device.
 func (c *Client) Job(ctx context.Context, dev, id string, timeout time.Duration) (jobs.Job, error) {
+	if c.http != nil {
+		return c.http.job(ctx, id)
+	}
 	subj, err := subjects.Build(subjects.Subject{Fleet: c.fleet, Kind: subjects.Device, Name: dev, Op: "job"})
 	if err != nil {
 		return jobs.Job{}, err
@@ -295,6 +318,9 @@ func (c *Client) Job(ctx context.Context, dev, id string, timeout time.Duration)
 // WatchJob subscribes to a job's events; call it before sending so nothing is missed.
 // The channel closes after the final record (Done) or when stop is called.
 func (c *Client) WatchJob(dev, id string) (<-chan device.EventMsg, func(), error) {
+	if c.http != nil {
+		return c.http.watch(dev, id)
+	}
 	ch := make(chan device.EventMsg, 256)
 	var mu sync.Mutex
 	closed := false
