@@ -18,8 +18,8 @@ type deployed struct {
 	rootless bool
 }
 
-// deploy syncs the active state's units into the Quadlet dirs, reloads the managers, stops
-// services whose units disappeared and restarts the rest in order. With no active state it
+// deploy stops the services whose units disappear, syncs the active state's units into the
+// Quadlet dirs, reloads the managers and restarts the units in order. With no active state it
 // removes every managed unit. Restart failures are reported as events, not errors: the
 // health check that follows decides.
 func (p *Provisioner) deploy(ctx context.Context, emit func(Event)) (deployed, error) {
@@ -41,17 +41,40 @@ func (p *Provisioner) deploy(ctx context.Context, emit func(Event)) (deployed, e
 	d.account = acc
 	sysUnits, userUnits := p.opts.Backend.System, p.opts.Backend.User(acc)
 
-	chRootful, err := quadlet.SyncFiles(ctx, p.opts.Quadlet.Rootful, rootful)
+	rdir := p.rootlessDir(acc)
+	syncRootless := d.rootless || dirExists(rdir)
+	// Services whose units disappear are stopped first, while systemd still knows how.
+	goneRootful, err := quadlet.Disappearing(p.opts.Quadlet.Rootful, rootful)
 	if err != nil {
+		return d, err
+	}
+	var goneRootless []quadlet.ManagedFile
+	if syncRootless {
+		if goneRootless, err = quadlet.Disappearing(rdir, rootless); err != nil {
+			return d, err
+		}
+	}
+	for _, gone := range []struct {
+		units system.Units
+		mode  string
+		files []quadlet.ManagedFile
+	}{{sysUnits, config.ModeRootful, goneRootful}, {userUnits, config.ModeRootless, goneRootless}} {
+		for _, f := range gone.files {
+			ev := Event{Step: "service-stop", Service: f.Service, Mode: gone.mode, Status: "stopped"}
+			if err := gone.units.Stop(ctx, f.Service); err != nil {
+				ev.Status, ev.Message = "failed", err.Error()
+			}
+			emit(ev)
+		}
+	}
+	if _, err := quadlet.SyncFiles(ctx, p.opts.Quadlet.Rootful, rootful); err != nil {
 		return d, fmt.Errorf("syncing rootful units: %w", err)
 	}
-	rdir := p.rootlessDir(acc)
-	var chRootless quadlet.Change
-	if d.rootless || dirExists(rdir) {
+	if syncRootless {
 		if err := ensureOwnedDir(rdir, acc.Home, acc); err != nil {
 			return d, err
 		}
-		if chRootless, err = quadlet.SyncFiles(ctx, rdir, rootless); err != nil {
+		if _, err := quadlet.SyncFiles(ctx, rdir, rootless); err != nil {
 			return d, fmt.Errorf("syncing rootless units: %w", err)
 		}
 	}
@@ -59,25 +82,12 @@ func (p *Provisioner) deploy(ctx context.Context, emit func(Event)) (deployed, e
 	if err := sysUnits.Reload(ctx); err != nil {
 		return d, fmt.Errorf("reloading the system manager: %w", err)
 	}
-	if d.rootless || len(chRootless.Removed) > 0 {
+	if d.rootless || len(goneRootless) > 0 {
 		if err := p.opts.Backend.Accounts.EnsureUserManager(ctx, acc); err != nil {
 			return d, err
 		}
 		if err := userUnits.Reload(ctx); err != nil {
 			return d, fmt.Errorf("reloading the user manager: %w", err)
-		}
-	}
-	for _, gone := range []struct {
-		units system.Units
-		mode  string
-		files []quadlet.ManagedFile
-	}{{sysUnits, config.ModeRootful, chRootful.Removed}, {userUnits, config.ModeRootless, chRootless.Removed}} {
-		for _, f := range gone.files {
-			ev := Event{Step: "service-stop", Service: f.Service, Mode: gone.mode, Status: "stopped"}
-			if err := gone.units.Stop(ctx, f.Service); err != nil {
-				ev.Status, ev.Message = "failed", err.Error()
-			}
-			emit(ev)
 		}
 	}
 	for _, u := range quadlet.RestartOrder(d.rendered.Runtime.Units) {

@@ -109,6 +109,28 @@ func readManifest(dir string) (Manifest, error) {
 	return m, nil
 }
 
+// Disappearing returns the managed files of dir's manifest that files no longer contains:
+// the units a sync will remove. Their services are stopped before the sync, while systemd
+// still has their full definition (after a daemon-reload a vanished Quadlet unit keeps
+// running without its ExecStop and is only killed at TimeoutStopSec).
+func Disappearing(dir string, files []File) ([]ManagedFile, error) {
+	old, err := readManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	wanted := map[string]bool{}
+	for _, f := range files {
+		wanted[f.Unit.Filename] = true
+	}
+	var out []ManagedFile
+	for _, mf := range old.Files {
+		if !wanted[mf.Name] {
+			out = append(out, mf)
+		}
+	}
+	return out, nil
+}
+
 // ByMode splits rendered files by manager.
 func ByMode(files []File) (rootful, rootless []File) {
 	for _, f := range files {

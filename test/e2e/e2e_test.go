@@ -1,0 +1,409 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetprov/fleetprov/messaging/broker"
+)
+
+// workload is the config of one device; every port is the device's own, since the
+// machines share the host's network namespace.
+type workload struct {
+	admin             string
+	webPort, appPort  int
+	app, broken, slow bool
+}
+
+func (w workload) toml() string {
+	var b strings.Builder
+	required := []string{`"web"`}
+	if w.app {
+		required = append(required, `"app"`)
+	}
+	if w.broken {
+		required = append(required, `"broken"`)
+	}
+	fmt.Fprintf(&b, "version = 1\n\n[users.admin]\nisAdmin = true\nssh_key = %q\n\n[activation]\nrequired = [%s]\ntimeout_seconds = 30\n", w.admin, strings.Join(required, ", "))
+	if w.slow {
+		b.WriteString("settle_seconds = 10\n")
+	}
+	fmt.Fprintf(&b, `
+[containers.container.web]
+privileged = true
+[containers.container.web.Container]
+Image = "localhost/busybox:latest"
+Pull = "never"
+Exec = ["/bin/httpd", "-f", "-p", "%d"]
+StopTimeout = 1
+`, w.webPort)
+	if w.app {
+		fmt.Fprintf(&b, `
+[containers.container.app]
+privileged = false
+[containers.container.app.Container]
+Image = "localhost/busybox:latest"
+Pull = "never"
+Exec = ["/bin/httpd", "-f", "-p", "8080"]
+StopTimeout = 1
+PublishPort = ["%d:8080"]
+`, w.appPort)
+	}
+	if w.broken {
+		b.WriteString(`
+[containers.container.broken]
+privileged = true
+[containers.container.broken.Container]
+Image = "localhost/missing:latest"
+Pull = "never"
+`)
+	}
+	return b.String()
+}
+
+type env struct {
+	t, root    *testing.T
+	bins, keys string
+	hub        *broker.Broker
+	adminLine  string
+}
+
+// publisher runs the real publisher binary against the hub; it returns the exit code.
+func (e *env) publisher(args ...string) (int, string) {
+	e.t.Helper()
+	args = append(args, "--server", e.hub.ClientURL(), "--fleet", "e2e")
+	if args[0] == "push" || args[0] == "current" || args[0] == "export" {
+		args = append(args, "--key", filepath.Join(e.keys, "id"))
+	}
+	cmd := exec.Command(filepath.Join(e.bins, "publisher"), args...)
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Logf("publisher %s -> %d\n%s", strings.Join(args, " "), code, out)
+	return code, string(out)
+}
+
+func (e *env) writeConfig(name string, w workload) string {
+	p := filepath.Join(e.keys, name)
+	os.WriteFile(p, []byte(w.toml()), 0o644)
+	return p
+}
+
+func httpUp(port int) bool {
+	res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+	if err != nil {
+		return false
+	}
+	res.Body.Close()
+	return true
+}
+
+// prepareWorkloads makes the app user and imports the busybox image, rootful and rootless.
+func (d *device) prepareWorkloads() {
+	d.exec("sh", "-c", "id appsvc >/dev/null 2>&1 || useradd -m -s /bin/sh appsvc")
+	d.exec("sh", "-c", `mkdir -p /tmp/bb/bin && cp /bin/busybox /tmp/bb/bin/ && cd /tmp/bb && for a in sh httpd sleep; do ln -sf busybox bin/$a; done && tar -cf /tmp/bb.tar . && chmod 644 /tmp/bb.tar && podman import /tmp/bb.tar localhost/busybox:latest >/dev/null`)
+	d.exec("sh", "-c", `loginctl enable-linger appsvc && systemctl start user@$(id -u appsvc).service`)
+	if out, err := d.user("podman", "import", "/tmp/bb.tar", "localhost/busybox:latest"); err != nil {
+		d.t.Fatalf("rootless import: %v\n%s", err, out)
+	}
+}
+
+func (d *device) active(unit string) bool {
+	out, _ := d.execOut("systemctl", "is-active", unit)
+	return strings.TrimSpace(out) == "active"
+}
+
+func (d *device) userActive(unit string) bool {
+	out, _ := d.user("systemctl", "--user", "is-active", unit)
+	return strings.TrimSpace(out) == "active"
+}
+
+func (d *device) exists(path string) bool {
+	_, err := d.execOut("test", "-e", path)
+	return err == nil
+}
+
+func (d *device) lastJob(e *env) map[string]any {
+	out := d.exec("sh", "-c", "ls -t /var/lib/fleetprov/jobs/*.json | head -1 | xargs cat")
+	var j map[string]any
+	json.Unmarshal([]byte(out), &j)
+	return j
+}
+
+func TestDevices(t *testing.T) {
+	need(t, os.Geteuid() == 0, "root")
+	for _, bin := range []string{"debootstrap", "systemd-nspawn", "nsenter"} {
+		_, err := exec.LookPath(bin)
+		need(t, err == nil, bin)
+	}
+	start := time.Now()
+	timings := map[string]time.Duration{}
+	mark := func(name string, since time.Time) { timings[name] = time.Since(since).Round(100 * time.Millisecond) }
+	defer func() {
+		t.Logf("e2e wall time %s; steps: %v", time.Since(start).Round(time.Second), timings)
+	}()
+
+	e := &env{t: t, bins: t.TempDir(), keys: t.TempDir()}
+	t0 := time.Now()
+	for _, b := range []string{"worker", "publisher"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(e.bins, b), "../../cmd/"+b)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", b, err, out)
+		}
+	}
+	run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(e.keys, "id"))
+	pub, _ := os.ReadFile(filepath.Join(e.keys, "id.pub"))
+	e.adminLine = strings.TrimSpace(string(pub))
+	mark("build", t0)
+
+	t0 = time.Now()
+	base := rootfs(t)
+	mark("rootfs", t0)
+
+	var err error
+	e.hub, err = broker.Start(context.Background(), broker.Options{Name: "hub", Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.hub.Shutdown()
+
+	t0 = time.Now()
+	d1 := newDevice(t, base, e.bins, "e2e-dev1", 1, e.hub.LeafURL(), `"e2e-grp"`)
+	d2 := newDevice(t, base, e.bins, "e2e-dev2", 2, e.hub.LeafURL(), `"e2e-grp"`)
+	t.Cleanup(d1.stop)
+	t.Cleanup(d2.stop)
+	d1.boot()
+	d2.boot()
+	d1.prepareWorkloads()
+	d2.prepareWorkloads()
+	mark("boot", t0)
+	w1 := workload{admin: e.adminLine, webPort: d1.webPort, appPort: d1.appPort}
+
+	// Device helpers report through the running subtest.
+	use := func(t *testing.T) func() {
+		d1.t, d2.t, e.t = t, t, t
+		return func() { d1.t, d2.t, e.t = e.root, e.root, e.root }
+	}
+	e.root = t
+
+	t.Run("1_first_boot_over_http", func(t *testing.T) {
+		defer use(t)()
+		t0 := time.Now()
+		defer mark("step1", t0)
+		d1.waitFor("the HTTP bridge", 30*time.Second, func() bool { return httpUp(d1.httpPort) })
+		res, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/api/config", d1.httpPort), "application/toml", strings.NewReader(w1.toml()))
+		if err != nil || res.StatusCode != http.StatusAccepted {
+			t.Fatalf("POST /api/config = %v, %v", res, err)
+		}
+		var sub struct {
+			JobID string `json:"job_id"`
+		}
+		json.NewDecoder(res.Body).Decode(&sub)
+		res.Body.Close()
+		var job struct {
+			State  string
+			Events []struct{ Step, Service, Status string }
+		}
+		d1.waitFor("the first job", 120*time.Second, func() bool {
+			r, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/api/jobs/%s", d1.httpPort, sub.JobID))
+			if err != nil {
+				return false
+			}
+			defer r.Body.Close()
+			json.NewDecoder(r.Body).Decode(&job)
+			return job.State == "succeeded" || job.State == "failed"
+		})
+		if job.State != "succeeded" {
+			t.Fatalf("first job = %+v\n%s", job, d1.exec("journalctl", "--no-pager", "-n", "60", "-u", "fleetprov-worker.service"))
+		}
+		if !d1.active("web.service") {
+			t.Errorf("web.service not active")
+		}
+		if !httpUp(d1.webPort) {
+			t.Errorf("the web container's port %d does not answer", d1.webPort)
+		}
+		var steps []string
+		for _, ev := range job.Events {
+			steps = append(steps, ev.Step+":"+ev.Service+":"+ev.Status)
+		}
+		if !strings.Contains(strings.Join(steps, " "), "service-deploy:web.service:restarted") || !strings.Contains(strings.Join(steps, " "), "health-check:web.service:healthy") {
+			t.Errorf("events = %v", steps)
+		}
+	})
+
+	t.Run("2_rootless_over_nats", func(t *testing.T) {
+		defer use(t)()
+		t0 := time.Now()
+		defer mark("step2", t0)
+		w := w1
+		w.app = true
+		code, out := e.publisher("push", e.writeConfig("d1-app.toml", w), "--device", "e2e-dev1", "--timeout", "3m")
+		if code != 0 {
+			t.Fatalf("push = %d\n%s\n%s", code, out, d1.exec("journalctl", "--no-pager", "-n", "80"))
+		}
+		if !d1.active("web.service") || !d1.userActive("app.service") {
+			t.Errorf("web active %v, app (rootless) active %v", d1.active("web.service"), d1.userActive("app.service"))
+		}
+		if !httpUp(d1.appPort) {
+			t.Errorf("the rootless container's published port %d does not answer", d1.appPort)
+		}
+		if !d1.exists("/etc/containers/systemd/web.container") || !d1.exists("/home/appsvc/.config/containers/systemd/app.container") {
+			t.Errorf("Quadlet files are not where the spec says")
+		}
+		if got := d1.exec("cat", "/etc/containers/systemd/README.local"); got != "managed by the image, not by fleetprov\n" {
+			t.Errorf("foreign file changed: %q", got)
+		}
+		if !d1.exists("/etc/containers/systemd/container.d/10-nspawn.conf") {
+			t.Errorf("foreign drop-in removed")
+		}
+		if out := d1.exec("sh", "-c", "stat -c %U /home/appsvc/.config /home/appsvc/.config/containers"); strings.Contains(out, "root") {
+			t.Errorf("the app user's config dirs belong to root:\n%s", out)
+		}
+	})
+
+	t.Run("3_failed_required_container_rolls_back", func(t *testing.T) {
+		defer use(t)()
+		t0 := time.Now()
+		defer mark("step3", t0)
+		before := d1.treeDigest()
+		w := w1
+		w.app, w.broken = true, true
+		code, out := e.publisher("push", e.writeConfig("d1-broken.toml", w), "--device", "e2e-dev1", "--timeout", "3m")
+		if code != 1 || !strings.Contains(out, "rolled-back") || !strings.Contains(out, "rollback completed") {
+			t.Fatalf("push broken = %d\n%s", code, out)
+		}
+		if after := d1.treeDigest(); after != before {
+			t.Errorf("active config differs after rollback")
+		}
+		d1.waitFor("the previous containers", 60*time.Second, func() bool { return d1.active("web.service") && d1.userActive("app.service") })
+		if d1.exists("/etc/containers/systemd/broken.container") {
+			t.Errorf("broken.container left behind")
+		}
+	})
+
+	t.Run("4_removed_container_is_stopped", func(t *testing.T) {
+		defer use(t)()
+		t0 := time.Now()
+		defer mark("step4", t0)
+		code, out := e.publisher("push", e.writeConfig("d1-noapp.toml", w1), "--device", "e2e-dev1", "--timeout", "3m", "--json")
+		if code != 0 {
+			t.Fatalf("push = %d\n%s", code, out)
+		}
+		var sum struct {
+			Devices []struct {
+				JobID string `json:"job_id"`
+			}
+		}
+		json.Unmarshal([]byte(out), &sum)
+		if len(sum.Devices) == 1 {
+			e.publisher("job", sum.Devices[0].JobID, "--device", "e2e-dev1")
+		}
+		if d1.exists("/home/appsvc/.config/containers/systemd/app.container") {
+			t.Errorf("app.container still there")
+		}
+		if d1.userActive("app.service") {
+			t.Errorf("app.service still active")
+		}
+		if httpUp(d1.appPort) {
+			t.Errorf("port %d still answers", d1.appPort)
+		}
+	})
+
+	t.Run("5_kill_worker_mid_apply", func(t *testing.T) {
+		defer use(t)()
+		t0 := time.Now()
+		defer mark("step5", t0)
+		w := w1
+		w.app, w.slow = true, true
+		code, out := e.publisher("push", e.writeConfig("d1-slow.toml", w), "--device", "e2e-dev1", "--detach")
+		if code != 0 {
+			t.Fatalf("push --detach = %d\n%s", code, out)
+		}
+		d1.waitFor("the job to reach settle", 120*time.Second, func() bool {
+			j := d1.lastJob(e)
+			return j["stage"] == "settle"
+		})
+		d1.exec("systemctl", "kill", "--signal=SIGKILL", "fleetprov-worker.service")
+		d1.waitFor("the worker to come back", 60*time.Second, func() bool { return d1.active("fleetprov-worker.service") && httpUp(d1.httpPort) })
+		j := d1.lastJob(e)
+		if j["state"] != "failed" || j["error"] != "interrupted" {
+			t.Errorf("interrupted job reads back as %v / %v", j["state"], j["error"])
+		}
+		// Recovery kept the promoted state (a completed promotion is final) or restored the
+		// old one; either way what runs matches it, and nothing drifted.
+		status := d1.exec("worker", "status")
+		if !strings.Contains(status, "drift:        none") {
+			t.Errorf("status after recovery:\n%s", status)
+		}
+		hasApp := d1.exists("/var/lib/fleetprov/config/quadlet/rootless/app.container")
+		d1.waitFor("units to match the recovered state", 60*time.Second, func() bool {
+			return d1.active("web.service") && d1.userActive("app.service") == hasApp
+		})
+	})
+
+	t.Run("6_group_push_with_a_device_down", func(t *testing.T) {
+		defer use(t)()
+		t0 := time.Now()
+		defer mark("step6", t0)
+		wg := workload{admin: e.adminLine, webPort: 18390} // port unused on d2 yet
+		cfg1 := e.writeConfig("grp-d1.toml", w1)
+		code, out := e.publisher("push", cfg1, "--device", "e2e-dev1", "--timeout", "3m")
+		if code != 0 {
+			t.Fatalf("re-converging d1 = %d\n%s", code, out)
+		}
+		// d2 is unprovisioned: first-boot apply of its own config (proof of possession).
+		w2 := workload{admin: e.adminLine, webPort: d2.webPort, appPort: d2.appPort}
+		code, out = e.publisher("push", e.writeConfig("grp-d2.toml", w2), "--device", "e2e-dev2", "--timeout", "3m")
+		if code != 0 {
+			t.Fatalf("provisioning d2 = %d\n%s", code, out)
+		}
+		_ = wg
+		code, out = e.publisher("ls", "--group", "e2e-grp")
+		if code != 0 || !strings.Contains(out, "e2e-dev1") || !strings.Contains(out, "e2e-dev2") {
+			t.Fatalf("ls --group = %d\n%s", code, out)
+		}
+		// Stop d2 and push to both: d2 is reported as no reply.
+		t0stop := time.Now()
+		d2.stop()
+		t.Logf("d2 powered off in %s", time.Since(t0stop).Round(100*time.Millisecond))
+		code, out = e.publisher("push", cfg1, "--device", "e2e-dev1,e2e-dev2", "--timeout", "2m", "--reply-timeout", "5s")
+		if code == 0 || !strings.Contains(out, "no-reply") {
+			t.Errorf("push with d2 down = %d\n%s", code, out)
+		}
+		// It comes back, rejoins the fleet, and converges when the push is repeated.
+		d2.boot()
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			code, out = e.publisher("ls", "--device", "e2e-dev2")
+			if code == 0 && strings.Contains(out, "true") {
+				break
+			}
+			if time.Now().After(deadline) {
+				j, _ := d2.execOut("journalctl", "-b", "--no-pager", "-n", "40", "-u", "fleetprov-worker.service", "-u", "fleetprov-worker.socket")
+				st, _ := d2.execOut("systemctl", "status", "--no-pager", "fleetprov-worker.service")
+				t.Fatalf("d2 did not rejoin:\n%s\n%s\n%s", out, st, j)
+			}
+			time.Sleep(time.Second)
+		}
+		code, out = e.publisher("push", e.writeConfig("grp-d2b.toml", w2), "--device", "e2e-dev2", "--timeout", "3m")
+		if code != 0 || !d2.active("web.service") {
+			t.Errorf("d2 after return = %d (web active %v)\n%s", code, d2.active("web.service"), out)
+		}
+	})
+}
