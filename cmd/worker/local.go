@@ -155,15 +155,19 @@ func printJob(w io.Writer, j jobs.Job, asJSON bool) error {
 	return nil
 }
 
-func recoverCommand(d deps) *cli.Command {
+// deviceCommand is a local admin command on the device: the common device flags, a
+// logger and the provisioner, then run.
+func deviceCommand(d deps, name, short string, run func(ctx context.Context, p *provision.Provisioner, df *deviceFlags, stdio cli.IO) error) *cli.Command {
 	return &cli.Command{
-		Name:  "recover",
-		Short: "run crash recovery on the state dir (also done at every start and before every apply)",
+		Name:  name,
+		Short: short,
 		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
-			var df deviceFlags
+			df := &deviceFlags{deps: d}
 			df.register(fs, "warn")
-			df.deps = d
 			return func(ctx context.Context, args []string, stdio cli.IO) error {
+				if len(args) != 0 {
+					return cli.Usagef("%s takes no arguments", name)
+				}
 				log, err := df.logger(stdio)
 				if err != nil {
 					return err
@@ -172,77 +176,56 @@ func recoverCommand(d deps) *cli.Command {
 				if err != nil {
 					return err
 				}
-				_, act, err := openJobs(ctx, p, df.jobsDir(), log)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(stdio.Stdout, "recovery: %s\n", act)
-				return nil
+				return run(ctx, p, df, stdio)
 			}
 		},
 	}
+}
+
+// eventPrinter prints pipeline events as they come.
+func eventPrinter(stdio cli.IO) func(provision.Event) {
+	return func(e provision.Event) {
+		printEvent(stdio.Stdout, jobs.Event{Step: e.Step, Service: e.Service, Mode: e.Mode, Status: e.Status, Message: e.Message})
+	}
+}
+
+func recoverCommand(d deps) *cli.Command {
+	return deviceCommand(d, "recover", "run crash recovery on the state dir (also done at every start and before every apply)",
+		func(ctx context.Context, p *provision.Provisioner, df *deviceFlags, stdio cli.IO) error {
+			log, _ := df.logger(stdio)
+			_, act, err := openJobs(ctx, p, df.jobsDir(), log)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdio.Stdout, "recovery: %s\n", act)
+			return nil
+		})
 }
 
 func syncCommand(d deps) *cli.Command {
-	return &cli.Command{
-		Name:  "sync-quadlet",
-		Short: "re-sync the active units into the Quadlet dirs, reload and restart them",
-		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
-			var df deviceFlags
-			df.register(fs, "warn")
-			df.deps = d
-			return func(ctx context.Context, args []string, stdio cli.IO) error {
-				log, err := df.logger(stdio)
-				if err != nil {
-					return err
-				}
-				p, _, err := df.provisioner(log)
-				if err != nil {
-					return err
-				}
-				err = p.SyncQuadlet(ctx, func(e provision.Event) {
-					printEvent(stdio.Stdout, jobs.Event{Step: e.Step, Service: e.Service, Mode: e.Mode, Status: e.Status, Message: e.Message})
-				})
-				if errors.Is(err, state.ErrNoActive) {
-					return fmt.Errorf("nothing to sync: the device is not provisioned")
-				}
-				return err
+	return deviceCommand(d, "sync-quadlet", "re-sync the active units into the Quadlet dirs, reload and restart them",
+		func(ctx context.Context, p *provision.Provisioner, df *deviceFlags, stdio cli.IO) error {
+			err := p.SyncQuadlet(ctx, eventPrinter(stdio))
+			if errors.Is(err, state.ErrNoActive) {
+				return fmt.Errorf("nothing to sync: the device is not provisioned")
 			}
-		},
-	}
+			return err
+		})
 }
 
 func healthCommand(d deps) *cli.Command {
-	return &cli.Command{
-		Name:  "check-health",
-		Short: "run the required-health checks of the active config; exit 1 if unhealthy",
-		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
-			var df deviceFlags
-			df.register(fs, "warn")
-			df.deps = d
-			return func(ctx context.Context, args []string, stdio cli.IO) error {
-				log, err := df.logger(stdio)
-				if err != nil {
-					return err
-				}
-				p, _, err := df.provisioner(log)
-				if err != nil {
-					return err
-				}
-				err = p.CheckHealth(ctx, func(e provision.Event) {
-					printEvent(stdio.Stdout, jobs.Event{Step: e.Step, Service: e.Service, Mode: e.Mode, Status: e.Status, Message: e.Message})
-				})
-				if errors.Is(err, state.ErrNoActive) {
-					return fmt.Errorf("not provisioned: no active config")
-				}
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(stdio.Stdout, "healthy")
-				return nil
+	return deviceCommand(d, "check-health", "run the required-health checks of the active config; exit 1 if unhealthy",
+		func(ctx context.Context, p *provision.Provisioner, df *deviceFlags, stdio cli.IO) error {
+			err := p.CheckHealth(ctx, eventPrinter(stdio))
+			if errors.Is(err, state.ErrNoActive) {
+				return fmt.Errorf("not provisioned: no active config")
 			}
-		},
-	}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(stdio.Stdout, "healthy")
+			return nil
+		})
 }
 
 func statusCommand(d deps) *cli.Command {

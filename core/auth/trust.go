@@ -70,13 +70,9 @@ func (t *Trust) Verify(msg, armored []byte, namespace, op string, target Target,
 		return t.verifyAdmin(msg, armored, namespace, op, target, deviceGroups)
 	}
 	if t.HasFleetTrust() {
-		raw, err := os.ReadFile(t.FleetTrustFile)
+		signers, err := readSigners(t.FleetTrustFile)
 		if err != nil {
-			return Decision{}, fmt.Errorf("%w: %w", ErrSignersUnreadable, err)
-		}
-		signers, err := ParseAllowedSigners(raw)
-		if err != nil {
-			return Decision{}, fmt.Errorf("%w: %w", ErrSignersUnreadable, err)
+			return Decision{}, err
 		}
 		p, err := signers.Verify(msg, armored, namespace, t.now())
 		if err != nil {
@@ -95,14 +91,9 @@ func (t *Trust) Verify(msg, armored []byte, namespace, op string, target Target,
 }
 
 func (t *Trust) verifyAdmin(msg, armored []byte, namespace, op string, target Target, deviceGroups []string) (Decision, error) {
-	active := t.State.Active()
-	raw, err := os.ReadFile(filepath.Join(active, "allowed_signers"))
+	signers, err := readSigners(filepath.Join(t.State.Active(), "allowed_signers"))
 	if err != nil {
-		return Decision{}, fmt.Errorf("%w: %w", ErrSignersUnreadable, err)
-	}
-	signers, err := ParseAllowedSigners(raw)
-	if err != nil {
-		return Decision{}, fmt.Errorf("%w: %w", ErrSignersUnreadable, err)
+		return Decision{}, err
 	}
 	p, err := signers.Verify(msg, armored, namespace, t.now())
 	if err != nil {
@@ -120,6 +111,20 @@ func (t *Trust) verifyAdmin(msg, armored []byte, namespace, op string, target Ta
 		return Decision{}, err
 	}
 	return Decision{Principal: p, Basis: "admin"}, nil
+}
+
+// readSigners loads an allowed_signers file; any failure is ErrSignersUnreadable, so the
+// caller fails closed.
+func readSigners(path string) (AllowedSigners, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSignersUnreadable, err)
+	}
+	signers, err := ParseAllowedSigners(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSignersUnreadable, err)
+	}
+	return signers, nil
 }
 
 // Authorize applies the [fleet.signers] policy: a signer without a policy may do
