@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/fleetprov/fleetprov/core/auth"
@@ -35,7 +36,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetprov_rejected_total",
 			Help: "Refused requests by transport and code."}, []string{"transport", "code"}),
 	}
-	reg.MustRegister(m.jobs, m.duration, m.rollbacks, m.rejected, prometheus.NewGoCollector())
+	reg.MustRegister(m.jobs, m.duration, m.rollbacks, m.rejected, collectors.NewGoCollector())
 	return m
 }
 

@@ -96,13 +96,6 @@ func (r *rig) applyEnv(payload []byte) *envelope.Envelope {
 	return e
 }
 
-func (r *rig) waitJob(id string) {
-	r.t.Helper()
-	j, err := r.node.Jobs.Wait(context.Background(), id)
-	if err != nil || j.State != "succeeded" {
-		r.t.Fatalf("job %s = %+v, %v", id, j, err)
-	}
-}
 
 func newKey(t *testing.T) (ssh.Signer, string) { return configtest.NewKey(t) }
 
