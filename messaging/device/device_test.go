@@ -96,7 +96,6 @@ func (r *rig) applyEnv(payload []byte) *envelope.Envelope {
 	return e
 }
 
-
 func newKey(t *testing.T) (ssh.Signer, string) { return configtest.NewKey(t) }
 
 func TestProvisionOverNATSAndRejections(t *testing.T) {
