@@ -41,6 +41,7 @@ semantic rule, and rendering of the Quadlet units. Exit status 1 when invalid.`,
 			jobCommand(),
 			currentCommand(),
 			exportCommand(),
+			patchCommand(),
 			initCommand(),
 		},
 	}

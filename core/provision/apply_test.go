@@ -325,3 +325,20 @@ func TestExportReapplyIsIdentical(t *testing.T) {
 		t.Errorf("Current().Drift = %v; want the tampered unit", cur.Drift)
 	}
 }
+
+// TestUnsignedFirstBootRace: an unsigned first-boot apply fails if the device was
+// provisioned by the time it holds the lock, and leaves the state as it was.
+func TestUnsignedFirstBootRace(t *testing.T) {
+	d := provisiontest.New(t)
+	if _, _, err := apply(t, d, configtest.Fixture(t, "vm-full.config.toml")); err != nil {
+		t.Fatal(err)
+	}
+	before := provisiontest.Tree(t, d.StateDir)
+	_, err := d.Prov.Apply(context.Background(), provision.Input{Reader: bytes.NewReader(configtest.Fixture(t, "vm-full.config.toml")), RequireUnprovisioned: true}, nil)
+	if !errors.Is(err, provision.ErrProvisioned) {
+		t.Fatalf("Apply(RequireUnprovisioned) on a provisioned device = %v; want ErrProvisioned", err)
+	}
+	if after := provisiontest.Tree(t, d.StateDir); after != before {
+		t.Errorf("state changed")
+	}
+}

@@ -249,3 +249,35 @@ func TestFirstBootPossessionAndLargePayload(t *testing.T) {
 		t.Errorf("active config is %d bytes; want %d", len(b), len(padded))
 	}
 }
+
+func TestPatchOverNATS(t *testing.T) {
+	admin, line := newKey(t)
+	r := start(t, "d1", nil, nil).withAdmin(admin, line)
+	push := func(op string, data []byte, ct string) fleet.Summary {
+		t.Helper()
+		sum, err := r.client.Push(context.Background(), fleet.PushOptions{Op: op, Target: fleet.Target{Devices: []string{"d1"}}, Payload: fleet.Payload{Data: data, ContentType: ct}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sum
+	}
+	if sum := push("apply", r.cfg, envelope.TypeTOML); !sum.OK() {
+		t.Fatalf("apply = %+v", sum)
+	}
+	if sum := push("patch", []byte(`{"kind":"activation","op":"merge","value":{"timeout_seconds":77}}`), envelope.TypeJSON); !sum.OK() {
+		t.Fatalf("patch = %+v", sum)
+	}
+	m, _ := r.dev.Prov.ActiveModel()
+	if m.Activation.TimeoutSeconds != 77 {
+		t.Errorf("timeout = %d; want 77", m.Activation.TimeoutSeconds)
+	}
+	before := provisiontest.Tree(t, r.dev.StateDir+"/config")
+	sum := push("patch", []byte(`{"kind":"activation","op":"merge","value":{"timeout_seconds":0,"required":["ghost"]}}`), envelope.TypeJSON)
+	d := sum.Devices[0]
+	if d.State != fleet.StateRejected || d.Code != "invalid" || !strings.Contains(d.Error, "activation.timeout_seconds") || !strings.Contains(d.Error, "unknown unit: ghost") {
+		t.Errorf("invalid patch = %+v; want every error, synchronously", d)
+	}
+	if after := provisiontest.Tree(t, r.dev.StateDir+"/config"); after != before {
+		t.Errorf("an invalid patch changed the state")
+	}
+}
