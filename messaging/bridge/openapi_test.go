@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"encoding/json"
+	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -51,7 +52,14 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 // schema and the README.
 func TestErrorCodesDocumented(t *testing.T) {
 	raw, _ := schemas.Raw("openapi.json")
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range envelope.Codes {
+		if !strings.Contains(string(readme), "`"+c.Code+"`") {
+			t.Errorf("code %s missing from the README", c.Code)
+		}
 		if !strings.Contains(string(raw), `"`+c.Code+`"`) {
 			t.Errorf("code %s missing from the OpenAPI Error schema", c.Code)
 		}
