@@ -13,8 +13,8 @@ import (
 	"github.com/fleetprov/fleetprov/core/config"
 )
 
-const starter = `#:schema https://raw.githubusercontent.com/fleetprov/fleetprov/main/schemas/config.schema.json
-# A starter fleetprov config (config.toml v1). Validate with: publisher validate %[1]s
+const starter = `# A starter fleetprov config (config.toml v1). Validate with: publisher validate %[1]s
+# Editor completion: schemas/config.schema.json of the fleetprov repository (see its README).
 version = 1
 
 # Admin users' keys sign jobs for this device.
