@@ -353,6 +353,8 @@ func (m *Manager) execute(j *Job, spec Spec, done chan struct{}) {
 	subs := m.subs[j.ID]
 	delete(m.subs, j.ID)
 	delete(m.done, j.ID)
+	// Prune before anyone waiting learns the job finished, so they see the bounded history.
+	m.prune()
 	m.mu.Unlock()
 	m.persist(snap, true)
 	if m.opts.OnFinish != nil {
@@ -362,9 +364,6 @@ func (m *Manager) execute(j *Job, spec Spec, done chan struct{}) {
 		close(ch)
 	}
 	close(done)
-	m.mu.Lock()
-	m.prune()
-	m.mu.Unlock()
 	if err != nil {
 		log.Error("job failed", "err", err, "rollback_status", snap.RollbackStatus)
 	} else {
