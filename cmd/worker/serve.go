@@ -49,6 +49,7 @@ Standalone demo (no root, no systemd):
 			shutdown := fs.Duration("shutdown-timeout", 60*time.Second, "how long SIGTERM waits for a running job")
 			httpAddr := fs.String("http", ":8080", "address of the HTTP bridge (API + Boot UI); ignored when systemd passes a socket (LISTEN_FDS); empty disables it")
 			httpHosts := fs.String("http-hosts", "", "comma-separated extra host names the Boot UI answers to (besides localhost, IP literals, *.local)")
+			followLAN := fs.Bool("http-follow-lan", false, "after an apply, move the HTTP bridge to the config's LAN gateway address (same port); not with a systemd socket")
 			return func(ctx context.Context, args []string, stdio cli.IO) error {
 				if len(args) != 0 {
 					return cli.Usagef("serve takes no arguments")
@@ -72,12 +73,12 @@ Standalone demo (no root, no systemd):
 				if err != nil {
 					return err
 				}
-				httpL, err := httpListener(*httpAddr)
+				httpL, inherited, err := httpListener(*httpAddr)
 				if err != nil {
 					return err
 				}
 				n, err := node.Start(ctx, node.Options{
-					HTTP: httpL, HTTPHosts: splitList(*httpHosts),
+					HTTP: httpL, HTTPHosts: splitList(*httpHosts), HTTPFollowLAN: *followLAN && !inherited,
 					Device: id, Fleet: *fleetName, Groups: splitList(*groups), Version: Version, Prov: p,
 					Broker:         broker.Options{Listen: *natsListen, Hub: splitList(*hub), HubCreds: *hubCreds, HubCA: *hubCA},
 					FleetTrustFile: *trust, Config: config.Options{AppUser: df.appUser, BridgePort: df.bridgePort},
@@ -87,7 +88,7 @@ Standalone demo (no root, no systemd):
 					return err
 				}
 				fmt.Fprintf(stdio.Stdout, "worker %s serving fleet %q as device %q; NATS %s; HTTP %s\n", Version, *fleetName, id,
-					orNone(n.Broker.ClientURL()), httpURL(httpL))
+					orNone(n.Broker.ClientURL()), httpURL(n.HTTPAddr()))
 				daemon.SdNotify(false, daemon.SdNotifyReady)
 				stopWatchdog := watchdog(ctx)
 				<-ctx.Done()
@@ -105,8 +106,9 @@ Standalone demo (no root, no systemd):
 	}
 }
 
-// httpListener takes the socket systemd passed (socket activation), or listens on addr.
-func httpListener(addr string) (net.Listener, error) {
+// httpListener takes the socket systemd passed (socket activation; inherited is true), or
+// listens on addr.
+func httpListener(addr string) (l net.Listener, inherited bool, err error) {
 	ls, err := activation.Listeners()
 	if err == nil && len(ls) > 0 && ls[0] != nil {
 		for _, extra := range ls[1:] {
@@ -114,23 +116,23 @@ func httpListener(addr string) (net.Listener, error) {
 				extra.Close()
 			}
 		}
-		return ls[0], nil
+		return ls[0], true, nil
 	}
 	if addr == "" {
-		return nil, nil
+		return nil, false, nil
 	}
-	l, err := net.Listen("tcp", addr)
+	l, err = net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("HTTP bridge: %w", err)
+		return nil, false, fmt.Errorf("HTTP bridge: %w", err)
 	}
-	return l, nil
+	return l, false, nil
 }
 
-func httpURL(l net.Listener) string {
-	if l == nil {
+func httpURL(addr string) string {
+	if addr == "" {
 		return "(disabled)"
 	}
-	return "http://" + l.Addr().String()
+	return "http://" + addr
 }
 
 // watchdog pings systemd's watchdog at half its interval while the process runs.

@@ -46,6 +46,9 @@ type Options struct {
 	HTTP net.Listener
 	// HTTPHosts are extra host names the Boot UI answers to.
 	HTTPHosts []string
+	// HTTPFollowLAN moves the bridge to the LAN gateway address of the config after each
+	// successful apply (same port); for a bridge that starts on a first-boot address.
+	HTTPFollowLAN bool
 	Logger    *slog.Logger
 }
 
@@ -62,8 +65,7 @@ type Node struct {
 	Bridge    *bridge.Server
 	Metrics   *bridge.Metrics
 	log       *slog.Logger
-	httpDone  chan error
-	cancel    context.CancelFunc
+	http      *httpServer
 }
 
 // Start brings a node up, or returns an error with nothing left running.
@@ -76,7 +78,12 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	n.Recovered, err = o.Prov.Recover(ctx, func(act state.Action) error {
 		var err error
 		n.Jobs, err = jobs.New(jobs.Options{Dir: filepath.Join(st.Root, "jobs"), Recovered: string(act), Logger: o.Logger,
-			OnFinish: n.Metrics.JobFinished})
+			OnFinish: func(j jobs.Job) {
+				n.Metrics.JobFinished(j)
+				if o.HTTPFollowLAN && n.http != nil && j.State == jobs.Succeeded {
+					go n.followLAN()
+				}
+			}})
 		return err
 	})
 	if err != nil {
@@ -113,29 +120,41 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		Limits: o.Limits, SpoolDir: st.Root, HubConnected: hub, Logger: o.Logger,
 		OnReject: func(code string) { n.Metrics.Rejected("nats", code) },
 	})
+	if o.HTTP != nil {
+		// Built before the service starts taking jobs: a finishing job may move it.
+		n.Bridge = bridge.New(bridge.Options{Device: o.Device, Fleet: o.Fleet, Version: o.Version, Prov: o.Prov, Jobs: n.Jobs,
+			Trust: n.Trust, Nonces: &auth.Nonces{}, Service: n.Service, Metrics: n.Metrics, MaxBody: o.Limits.MaxCompressed,
+			Hosts: o.HTTPHosts, Logger: o.Logger})
+		n.http = &httpServer{bridge: n.Bridge, log: o.Logger.With("component", "bridge")}
+	}
 	if err := n.Service.Start(ctx); err != nil {
 		n.Conn.Close()
 		return nil, err
 	}
 	if o.HTTP != nil {
-		n.Bridge = bridge.New(bridge.Options{Device: o.Device, Fleet: o.Fleet, Version: o.Version, Prov: o.Prov, Jobs: n.Jobs,
-			Trust: n.Trust, Nonces: &auth.Nonces{}, Service: n.Service, Metrics: n.Metrics, MaxBody: o.Limits.MaxCompressed,
-			Hosts: o.HTTPHosts, Logger: o.Logger})
-		hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		n.cancel, n.httpDone = cancel, make(chan error, 1)
-		go func() { n.httpDone <- n.Bridge.Serve(hctx, o.HTTP) }()
+		n.http.serve(o.HTTP)
+		if o.HTTPFollowLAN {
+			n.followLAN() // an already provisioned device starts on its LAN address
+		}
 	}
 	o.Logger.Info("worker started", "device", o.Device, "fleet", o.Fleet, "recovery", string(n.Recovered),
 		"nats", n.Broker.ClientURL(), "hub", len(bo.Hub) > 0)
 	return n, nil
 }
 
+// HTTPAddr returns where the bridge listens now ("" without one).
+func (n *Node) HTTPAddr() string {
+	if n.http == nil {
+		return ""
+	}
+	return n.http.addr()
+}
+
 // Shutdown stops taking requests, lets a running job finish until ctx ends (then it is
 // cancelled and recorded as such), and stops the server.
 func (n *Node) Shutdown(ctx context.Context) error {
-	if n.cancel != nil {
-		n.cancel()
-		<-n.httpDone
+	if n.http != nil {
+		n.http.stop()
 	}
 	jerr := n.Jobs.Shutdown(ctx)
 	n.Service.Stop()

@@ -1,0 +1,58 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetprov/fleetprov/core/config/configtest"
+	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
+	"github.com/fleetprov/fleetprov/messaging/broker"
+	"github.com/fleetprov/fleetprov/messaging/node"
+)
+
+// TestBridgeFollowsLAN: after the first apply the bridge moves to the config's LAN gateway
+// address (127.77.0.1 here, a loopback address this host has), keeping its port.
+func TestBridgeFollowsLAN(t *testing.T) {
+	dev := provisiontest.New(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	n, err := node.Start(context.Background(), node.Options{Device: "gw", Fleet: "f", Prov: dev.Prov, Broker: broker.Options{}, HTTP: l,
+		HTTPFollowLAN: true, HeartbeatInterval: time.Hour, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown(context.Background())
+	cfg := bytes.Replace(configtest.Fixture(t, "vm-full.config.toml"), []byte(`gateway_cidr = "10.44.0.1/24"`), []byte(`gateway_cidr = "127.77.0.1/24"`), 1)
+	cfg = bytes.Replace(cfg, []byte(`dhcp_start = "10.44.0.10"`), []byte(`dhcp_start = "127.77.0.10"`), 1)
+	cfg = bytes.Replace(cfg, []byte(`dhcp_end = "10.44.0.200"`), []byte(`dhcp_end = "127.77.0.200"`), 1)
+	res, err := http.Post("http://"+l.Addr().String()+"/api/config", "application/toml", bytes.NewReader(cfg))
+	if err != nil || res.StatusCode != http.StatusAccepted {
+		t.Fatalf("first-boot apply = %v, %v", res, err)
+	}
+	res.Body.Close()
+	want := "127.77.0.1:" + port
+	deadline := time.Now().Add(10 * time.Second)
+	for n.HTTPAddr() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("bridge at %s; want %s", n.HTTPAddr(), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	res, err = http.Get("http://" + want + "/api/health")
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("health on the LAN address = %v, %v", res, err)
+	}
+	res.Body.Close()
+	if _, err := http.Get("http://127.0.0.1:" + port + "/api/health"); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("the first-boot address still answers: %v", err)
+	}
+}
