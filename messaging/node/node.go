@@ -49,7 +49,7 @@ type Options struct {
 	// HTTPFollowLAN moves the bridge to the LAN gateway address of the config after each
 	// successful apply (same port); for a bridge that starts on a first-boot address.
 	HTTPFollowLAN bool
-	Logger    *slog.Logger
+	Logger        *slog.Logger
 }
 
 // Node is a running worker.
