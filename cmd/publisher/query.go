@@ -128,14 +128,13 @@ func jobCommand() *cli.Command {
 				}
 				if !*asJSON {
 					for _, e := range j.Events {
-						printEvent(stdio, e.ElapsedSeconds, e.Step, e.Service, e.Status, e.Message)
+						cli.PrintEvent(stdio.Stdout, e)
 					}
 				}
 				if *watch && !j.State.Finished() {
 					for m := range events {
 						if m.Event != nil && !*asJSON {
-							e := m.Event
-							printEvent(stdio, e.ElapsedSeconds, e.Step, e.Service, e.Status, e.Message)
+							cli.PrintEvent(stdio.Stdout, *m.Event)
 						}
 						if m.Done && m.Job != nil {
 							j = *m.Job
@@ -167,20 +166,6 @@ func jobCommand() *cli.Command {
 			}
 		},
 	}
-}
-
-func printEvent(stdio cli.IO, secs float64, step, service, status, msg string) {
-	line := fmt.Sprintf("  %7.3fs  %-17s", secs, step)
-	if service != "" {
-		line += " " + service
-	}
-	if status != "" {
-		line += " " + status
-	}
-	if msg != "" {
-		line += ": " + msg
-	}
-	fmt.Fprintln(stdio.Stdout, line)
 }
 
 func queryErr(err error) error {

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
@@ -56,75 +57,46 @@ quadlet/<rootful|rootless>/*, quadlet-runtime.json. Nothing else is touched.`,
 }
 
 func importCommand(d deps) *cli.Command {
-	return &cli.Command{
+	var asJSON *bool
+	return deviceCommand(d, cli.Command{
 		Name:  "import",
 		Args:  "PATH",
 		Short: "apply a config.toml or bundle locally, through the same pipeline and lock as a job",
 		Long: `Runs the whole pipeline on this device: recover, unpack, validate, render, promote,
 deploy, activate, and commit or roll back. Prints every event. The job is recorded in the
 job history like any other. Exit status 1 when the job failed.`,
-		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
-			var df deviceFlags
-			df.register(fs, "warn")
-			df.deps = d
-			asJSON := fs.Bool("json", false, "print the final job record as JSON")
-			return func(ctx context.Context, args []string, stdio cli.IO) error {
-				if len(args) != 1 {
-					return cli.Usagef("expected exactly one PATH")
-				}
-				log, err := df.logger(stdio)
-				if err != nil {
-					return err
-				}
-				p, _, err := df.provisioner(log)
-				if err != nil {
-					return err
-				}
-				in, err := os.Open(args[0])
-				if err != nil {
-					return fmt.Errorf("reading input: %w", err)
-				}
-				defer in.Close()
-				m, _, err := openJobs(ctx, p, df.jobsDir(), log)
-				if err != nil {
-					return err
-				}
-				j, events, cancel, err := m.SubmitWatch(jobs.Spec{Op: "apply", Source: "cli", Mutating: true, Run: provision.JobFunc(p, provision.Input{Reader: in})})
-				if err != nil {
-					return err
-				}
-				defer cancel()
-				if !*asJSON {
-					fmt.Fprintf(stdio.Stdout, "job %s\n", j.ID)
-					for ev := range events {
-						printEvent(stdio.Stdout, ev)
-					}
-				}
-				final, err := m.Wait(ctx, j.ID)
-				if err != nil {
-					return err
-				}
-				return printJob(stdio.Stdout, final, *asJSON)
-			}
-		},
-	}
-}
-
-func printEvent(w io.Writer, ev jobs.Event) {
-	line := fmt.Sprintf("  %7.3fs  %-17s", ev.ElapsedSeconds, ev.Step)
-	if ev.Service != "" {
-		line += " " + ev.Service
-		if ev.Mode != "" {
-			line += " (" + ev.Mode + ")"
+	}, func(fs *flag.FlagSet) {
+		asJSON = fs.Bool("json", false, "print the final job record as JSON")
+	}, func(ctx context.Context, args []string, dc deviceCtx) error {
+		if len(args) != 1 {
+			return cli.Usagef("expected exactly one PATH")
 		}
-	}
-	if ev.Status != "" {
-		line += " " + ev.Status
-	}
-	if ev.Message != "" {
-		line += ": " + ev.Message
-	}
-	fmt.Fprintln(w, line)
+		in, err := os.Open(args[0])
+		if err != nil {
+			return fmt.Errorf("reading input: %w", err)
+		}
+		defer in.Close()
+		m, _, err := openJobs(ctx, dc.p, dc.df.jobsDir(), dc.log)
+		if err != nil {
+			return err
+		}
+		j, events, cancel, err := m.SubmitWatch(jobs.Spec{Op: "apply", Source: "cli", Mutating: true, Run: provision.JobFunc(dc.p, provision.Input{Reader: in})})
+		if err != nil {
+			return err
+		}
+		defer cancel()
+		if !*asJSON {
+			fmt.Fprintf(dc.stdio.Stdout, "job %s\n", j.ID)
+			for ev := range events {
+				cli.PrintEvent(dc.stdio.Stdout, ev)
+			}
+		}
+		final, err := m.Wait(ctx, j.ID)
+		if err != nil {
+			return err
+		}
+		return printJob(dc.stdio.Stdout, final, *asJSON)
+	})
 }
 
 func printJob(w io.Writer, j jobs.Job, asJSON bool) error {
@@ -155,131 +127,131 @@ func printJob(w io.Writer, j jobs.Job, asJSON bool) error {
 	return nil
 }
 
-// deviceCommand is a local admin command on the device: the common device flags, a
-// logger and the provisioner, then run.
-func deviceCommand(d deps, name, short string, run func(ctx context.Context, p *provision.Provisioner, df *deviceFlags, stdio cli.IO) error) *cli.Command {
-	return &cli.Command{
-		Name:  name,
-		Short: short,
-		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
-			df := &deviceFlags{deps: d}
-			df.register(fs, "warn")
-			return func(ctx context.Context, args []string, stdio cli.IO) error {
-				if len(args) != 0 {
-					return cli.Usagef("%s takes no arguments", name)
-				}
-				log, err := df.logger(stdio)
-				if err != nil {
-					return err
-				}
-				p, _, err := df.provisioner(log)
-				if err != nil {
-					return err
-				}
-				return run(ctx, p, df, stdio)
+// deviceCtx is what a local admin command runs with.
+type deviceCtx struct {
+	p     *provision.Provisioner
+	df    *deviceFlags
+	log   *slog.Logger
+	stdio cli.IO
+}
+
+// deviceCommand is a local admin command on the device: c's names and help, the common
+// device flags plus the command's own (flags may be nil), a logger and the provisioner,
+// then run.
+func deviceCommand(d deps, c cli.Command, flags func(*flag.FlagSet), run func(ctx context.Context, args []string, dc deviceCtx) error) *cli.Command {
+	c.Setup = func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
+		df := &deviceFlags{deps: d}
+		df.register(fs, "warn")
+		if flags != nil {
+			flags(fs)
+		}
+		return func(ctx context.Context, args []string, stdio cli.IO) error {
+			log, err := df.logger(stdio)
+			if err != nil {
+				return err
 			}
-		},
+			p, _, err := df.provisioner(log)
+			if err != nil {
+				return err
+			}
+			return run(ctx, args, deviceCtx{p: p, df: df, log: log, stdio: stdio})
+		}
+	}
+	return &c
+}
+
+// noArgs wraps a command body that takes no positional arguments.
+func noArgs(name string, run func(ctx context.Context, dc deviceCtx) error) func(context.Context, []string, deviceCtx) error {
+	return func(ctx context.Context, args []string, dc deviceCtx) error {
+		if len(args) != 0 {
+			return cli.Usagef("%s takes no arguments", name)
+		}
+		return run(ctx, dc)
 	}
 }
 
 // eventPrinter prints pipeline events as they come.
 func eventPrinter(stdio cli.IO) func(provision.Event) {
 	return func(e provision.Event) {
-		printEvent(stdio.Stdout, jobs.Event{Step: e.Step, Service: e.Service, Mode: e.Mode, Status: e.Status, Message: e.Message})
+		cli.PrintEvent(stdio.Stdout, jobs.Event{Step: e.Step, Service: e.Service, Mode: e.Mode, Status: e.Status, Message: e.Message})
 	}
 }
 
 func recoverCommand(d deps) *cli.Command {
-	return deviceCommand(d, "recover", "run crash recovery on the state dir (also done at every start and before every apply)",
-		func(ctx context.Context, p *provision.Provisioner, df *deviceFlags, stdio cli.IO) error {
-			log, _ := df.logger(stdio)
-			_, act, err := openJobs(ctx, p, df.jobsDir(), log)
+	return deviceCommand(d, cli.Command{Name: "recover", Short: "run crash recovery on the state dir (also done at every start and before every apply)"}, nil,
+		noArgs("recover", func(ctx context.Context, dc deviceCtx) error {
+			_, act, err := openJobs(ctx, dc.p, dc.df.jobsDir(), dc.log)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(stdio.Stdout, "recovery: %s\n", act)
+			fmt.Fprintf(dc.stdio.Stdout, "recovery: %s\n", act)
 			return nil
-		})
+		}))
 }
 
 func syncCommand(d deps) *cli.Command {
-	return deviceCommand(d, "sync-quadlet", "re-sync the active units into the Quadlet dirs, reload and restart them",
-		func(ctx context.Context, p *provision.Provisioner, df *deviceFlags, stdio cli.IO) error {
-			err := p.SyncQuadlet(ctx, eventPrinter(stdio))
+	return deviceCommand(d, cli.Command{Name: "sync-quadlet", Short: "re-sync the active units into the Quadlet dirs, reload and restart them"}, nil,
+		noArgs("sync-quadlet", func(ctx context.Context, dc deviceCtx) error {
+			err := dc.p.SyncQuadlet(ctx, eventPrinter(dc.stdio))
 			if errors.Is(err, state.ErrNoActive) {
 				return fmt.Errorf("nothing to sync: the device is not provisioned")
 			}
 			return err
-		})
+		}))
 }
 
 func healthCommand(d deps) *cli.Command {
-	return deviceCommand(d, "check-health", "run the required-health checks of the active config; exit 1 if unhealthy",
-		func(ctx context.Context, p *provision.Provisioner, df *deviceFlags, stdio cli.IO) error {
-			err := p.CheckHealth(ctx, eventPrinter(stdio))
+	return deviceCommand(d, cli.Command{Name: "check-health", Short: "run the required-health checks of the active config; exit 1 if unhealthy"}, nil,
+		noArgs("check-health", func(ctx context.Context, dc deviceCtx) error {
+			err := dc.p.CheckHealth(ctx, eventPrinter(dc.stdio))
 			if errors.Is(err, state.ErrNoActive) {
 				return fmt.Errorf("not provisioned: no active config")
 			}
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(stdio.Stdout, "healthy")
+			fmt.Fprintln(dc.stdio.Stdout, "healthy")
 			return nil
-		})
+		}))
 }
 
 func statusCommand(d deps) *cli.Command {
-	return &cli.Command{
-		Name:  "status",
-		Short: "provisioned?, config digest, drift, last jobs",
-		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
-			var df deviceFlags
-			df.register(fs, "warn")
-			df.deps = d
-			asJSON := fs.Bool("json", false, "print as JSON")
-			return func(ctx context.Context, args []string, stdio cli.IO) error {
-				log, err := df.logger(stdio)
-				if err != nil {
-					return err
-				}
-				p, _, err := df.provisioner(log)
-				if err != nil {
-					return err
-				}
-				cur, err := p.Current(ctx)
-				if err != nil {
-					return err
-				}
-				recs, err := jobs.ReadRecords(df.jobsDir())
-				if err != nil {
-					return err
-				}
-				if len(recs) > 5 {
-					recs = recs[:5]
-				}
-				if *asJSON {
-					cur.Config = nil
-					b, _ := json.MarshalIndent(map[string]any{"state": cur, "last_jobs": recs}, "", "  ")
-					stdio.Stdout.Write(append(b, '\n'))
-					return nil
-				}
-				var b bytes.Buffer
-				fmt.Fprintf(&b, "state dir:    %s\nprovisioned:  %v\n", df.stateDir, cur.Provisioned)
-				if cur.Provisioned {
-					fmt.Fprintf(&b, "config:       sha256 %s\n", cur.Digest)
-					if len(cur.Drift) == 0 {
-						fmt.Fprintf(&b, "drift:        none\n")
-					}
-					for _, f := range cur.Drift {
-						fmt.Fprintf(&b, "drift:        %s\n", f)
-					}
-				}
-				for _, j := range recs {
-					fmt.Fprintf(&b, "job:          %s %-6s %-9s %s %s\n", j.SubmittedAt.Format("2006-01-02T15:04:05Z"), j.Op, j.State, j.ID, j.Error)
-				}
-				stdio.Stdout.Write(b.Bytes())
+	var asJSON *bool
+	return deviceCommand(d, cli.Command{Name: "status", Short: "provisioned?, config digest, drift, last jobs"},
+		func(fs *flag.FlagSet) { asJSON = fs.Bool("json", false, "print as JSON") },
+		noArgs("status", func(ctx context.Context, dc deviceCtx) error {
+			cur, err := dc.p.Current(ctx)
+			if err != nil {
+				return err
+			}
+			recs, err := jobs.ReadRecords(dc.df.jobsDir())
+			if err != nil {
+				return err
+			}
+			if len(recs) > 5 {
+				recs = recs[:5]
+			}
+			if *asJSON {
+				cur.Config = nil
+				b, _ := json.MarshalIndent(map[string]any{"state": cur, "last_jobs": recs}, "", "  ")
+				dc.stdio.Stdout.Write(append(b, '\n'))
 				return nil
 			}
-		},
-	}
+			var b bytes.Buffer
+			fmt.Fprintf(&b, "state dir:    %s\nprovisioned:  %v\n", dc.df.stateDir, cur.Provisioned)
+			if cur.Provisioned {
+				fmt.Fprintf(&b, "config:       sha256 %s\n", cur.Digest)
+				if len(cur.Drift) == 0 {
+					fmt.Fprintf(&b, "drift:        none\n")
+				}
+				for _, f := range cur.Drift {
+					fmt.Fprintf(&b, "drift:        %s\n", f)
+				}
+			}
+			for _, j := range recs {
+				fmt.Fprintf(&b, "job:          %s %-6s %-9s %s %s\n", j.SubmittedAt.Format("2006-01-02T15:04:05Z"), j.Op, j.State, j.ID, j.Error)
+			}
+			dc.stdio.Stdout.Write(b.Bytes())
+			return nil
+		}))
 }

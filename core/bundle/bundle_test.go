@@ -164,9 +164,12 @@ func TestUnpackHostile(t *testing.T) {
 	}
 	for _, f := range []Format{FormatGzip, FormatZstd} {
 		for _, tc := range tests {
+			if tc.name == "bomb_default_limits_zstd" && f != FormatZstd {
+				continue // 260 MiB of zeros: once is enough
+			}
 			t.Run(f.String()+"/"+tc.name, func(t *testing.T) {
-				if tc.name == "bomb_default_limits_zstd" && (testing.Short() || f != FormatZstd) {
-					t.Skip("260 MiB of zeros: run once, for zstd, and not with -short")
+				if tc.name == "bomb_default_limits_zstd" && testing.Short() {
+					t.Skip("260 MiB of zeros; skipped with -short")
 				}
 				parent := t.TempDir()
 				os.WriteFile(filepath.Join(parent, "outside"), []byte("keep"), 0o600)

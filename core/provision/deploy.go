@@ -117,6 +117,12 @@ func (p *Provisioner) activate(ctx context.Context, m config.Model, d deployed, 
 		HookEnv: []string{"FLEETPROV_CONFIG_DIR=" + p.opts.State.Active()},
 		AppUser: d.account,
 	}
+	return p.runActivation(ctx, spec, emit)
+}
+
+// runActivation runs an activation spec on this device's backend, reporting its events as
+// pipeline events.
+func (p *Provisioner) runActivation(ctx context.Context, spec activation.Spec, emit func(Event)) error {
 	return activation.Activate(ctx, spec, activation.Options{Backend: p.opts.Backend, PollInterval: p.opts.PollInterval},
 		func(e activation.Event) {
 			emit(Event{Step: e.Step, Service: e.Service, Mode: e.Mode, Status: e.Status, Message: e.Message})
@@ -153,11 +159,7 @@ func (p *Provisioner) CheckHealth(ctx context.Context, emit func(Event)) error {
 	policy := m.Activation
 	policy.Restart = nil
 	policy.SettleSeconds = 0
-	spec := activation.Spec{Policy: policy, Units: r.Runtime.Units, AppUser: acc}
-	return activation.Activate(ctx, spec, activation.Options{Backend: p.opts.Backend, PollInterval: p.opts.PollInterval},
-		func(e activation.Event) {
-			emit(Event{Step: e.Step, Service: e.Service, Mode: e.Mode, Status: e.Status, Message: e.Message})
-		})
+	return p.runActivation(ctx, activation.Spec{Policy: policy, Units: r.Runtime.Units, AppUser: acc}, emit)
 }
 
 // SyncQuadlet re-syncs the active units into the Quadlet dirs and restarts them.

@@ -31,69 +31,77 @@ type ValidateOptions struct {
 // touches the device: unpack (into a temp dir that is removed), parse, validate, render.
 // Render failures are added to the report. The error is nil only for a valid input.
 func Validate(ctx context.Context, r io.Reader, opts ValidateOptions) (config.Model, config.Report, error) {
+	v, err := validate(ctx, r, opts)
+	return v.model, v.report, err
+}
+
+// validated is what one offline validation produced.
+type validated struct {
+	raw      []byte // config.toml as given
+	model    config.Model
+	report   config.Report
+	rendered quadlet.Rendered
+}
+
+func validate(ctx context.Context, r io.Reader, opts ValidateOptions) (validated, error) {
+	var v validated
 	tmp, err := os.MkdirTemp("", "fleetprov-validate-")
 	if err != nil {
-		return config.Model{}, config.Report{}, fmt.Errorf("creating temp dir: %w", err)
+		return v, fmt.Errorf("creating temp dir: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 	root, err := os.OpenRoot(tmp)
 	if err != nil {
-		return config.Model{}, config.Report{}, fmt.Errorf("opening temp dir: %w", err)
+		return v, fmt.Errorf("opening temp dir: %w", err)
 	}
 	defer root.Close()
 	c, err := bundle.Unpack(ctx, r, root, bundle.Options{Limits: opts.Limits})
 	if err != nil {
-		var rep config.Report
-		rep.Errorf(nil, "%s", err.Error())
-		return config.Model{}, rep, fmt.Errorf("reading input: %w", err)
+		v.report.Errorf(nil, "%s", err.Error())
+		return v, fmt.Errorf("reading input: %w", err)
 	}
-	m, rep, err := config.Parse(c.Config, opts.Config)
-	if err != nil {
-		return m, rep, err
+	v.raw = c.Config
+	if v.model, v.report, err = config.Parse(c.Config, opts.Config); err != nil {
+		return v, err
 	}
 	if opts.ConfigDir == "" {
 		opts.ConfigDir = DefaultConfigDir
 	}
-	if _, err := quadlet.Render(m, quadlet.Options{ConfigDir: opts.ConfigDir, AppUser: opts.Config.AppUser}); err != nil {
-		rep.Errorf(config.Path{"containers"}, "%s", err.Error())
-		return config.Model{}, rep, fmt.Errorf("%w: %w", config.ErrInvalid, err)
+	if v.rendered, err = quadlet.Render(v.model, quadlet.Options{ConfigDir: opts.ConfigDir, AppUser: opts.Config.AppUser}); err != nil {
+		v.report.Errorf(config.Path{"containers"}, "%s", err.Error())
+		v.model = config.Model{}
+		return v, fmt.Errorf("%w: %w", config.ErrInvalid, err)
 	}
-	return m, rep, nil
+	return v, nil
 }
 
-// RenderTo writes what an apply of the input would install (derived files, quadlet/
-// units, quadlet-runtime.json) into out, touching nothing else: a dry-run plan.
+// RenderTo writes what an apply of the input would install (config.toml as given, derived
+// files, quadlet/ units, quadlet-runtime.json) into out, touching nothing else: a dry-run
+// plan.
 func RenderTo(ctx context.Context, r io.Reader, out string, opts ValidateOptions) (config.Report, error) {
-	m, rep, err := Validate(ctx, r, opts)
+	v, err := validate(ctx, r, opts)
 	if err != nil {
-		return rep, err
+		return v.report, err
 	}
-	if opts.ConfigDir == "" {
-		opts.ConfigDir = DefaultConfigDir
-	}
-	rendered, err := quadlet.Render(m, quadlet.Options{ConfigDir: opts.ConfigDir, AppUser: opts.Config.AppUser})
+	files, err := derivedFiles(v.model)
 	if err != nil {
-		return rep, err
+		return v.report, err
 	}
-	files, err := derivedFiles(m)
-	if err != nil {
-		return rep, err
-	}
-	files["config.toml"] = config.Encode(m)
-	files["quadlet-runtime.json"] = rendered.RuntimeJSON()
-	for _, f := range rendered.Files {
+	files["config.toml"] = v.raw
+	files["quadlet-runtime.json"] = v.rendered.RuntimeJSON()
+	for _, f := range v.rendered.Files {
 		files[filepath.Join("quadlet", f.Unit.Mode, f.Unit.Filename)] = f.Content
 	}
 	for name, b := range files {
 		p := filepath.Join(out, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return rep, fmt.Errorf("creating %s: %w", filepath.Dir(p), err)
+			return v.report, fmt.Errorf("creating %s: %w", filepath.Dir(p), err)
 		}
 		if err := os.WriteFile(p, b, 0o644); err != nil {
-			return rep, fmt.Errorf("writing %s: %w", name, err)
+			return v.report, fmt.Errorf("writing %s: %w", name, err)
 		}
 	}
-	return rep, nil
+	return v.report, nil
 }
 
 // Current is the device's desired state as the API reports it.

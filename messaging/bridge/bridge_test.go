@@ -47,7 +47,7 @@ func newRig(t *testing.T, maxBody int64) *rig {
 	t.Helper()
 	admin, line := configtest.NewKey(t)
 	r := &rig{t: t, dev: provisiontest.New(t), admin: admin, line: line, now: time.Now()}
-	r.cfg = bytes.ReplaceAll(configtest.Fixture(t, "vm-full.config.toml"), []byte(configtest.AdminKey), []byte(line))
+	r.cfg = configtest.FixtureWithAdmin(t, "vm-full.config.toml", line)
 	var err error
 	metrics := bridge.NewMetrics(nil)
 	r.jobs, err = jobs.New(jobs.Options{Dir: filepath.Join(r.dev.StateDir, "jobs"), OnFinish: metrics.JobFinished})
@@ -342,7 +342,7 @@ func TestSSHKeygenSignedRequest(t *testing.T) {
 		t.Fatalf("%v %s", err, out)
 	}
 	pub, _ := os.ReadFile(key + ".pub")
-	cfg := bytes.ReplaceAll(configtest.Fixture(t, "vm-full.config.toml"), []byte(configtest.AdminKey), bytes.TrimSpace(pub))
+	cfg := configtest.FixtureWithAdmin(t, "vm-full.config.toml", strings.TrimSpace(string(pub)))
 	r.cfg = cfg
 	r.provision()
 	nonce := r.nonce()

@@ -60,6 +60,8 @@ type Service struct {
 	wg   sync.WaitGroup
 	stop chan struct{}
 
+	handlers map[string]Handler
+
 	mu     sync.Mutex
 	subs   map[string]*nats.Subscription
 	groups []string
@@ -76,8 +78,10 @@ func New(o Options) *Service {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{o: o, log: o.Logger.With("device", o.Device, "fleet", o.Fleet), sem: make(chan struct{}, 8),
+	s := &Service{o: o, log: o.Logger.With("device", o.Device, "fleet", o.Fleet), sem: make(chan struct{}, 8),
 		stop: make(chan struct{}), subs: map[string]*nats.Subscription{}}
+	s.handlers = s.newHandlers()
+	return s
 }
 
 // Start subscribes to the request subjects, announces presence and starts the heartbeat.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -15,10 +14,10 @@ import (
 
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
-	"github.com/fleetprov/fleetprov/messaging/broker"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
 	"github.com/fleetprov/fleetprov/messaging/node"
+	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
 )
 
@@ -39,13 +38,7 @@ func start(t *testing.T, id string, groups []string, dev *provisiontest.Device) 
 	if dev == nil {
 		dev = provisiontest.New(t)
 	}
-	n, err := node.Start(context.Background(), node.Options{Device: id, Fleet: "test", Groups: groups, Version: "test", Prov: dev.Prov,
-		Broker: broker.Options{Listen: "127.0.0.1:-1"}, HeartbeatInterval: time.Hour,
-		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Shutdown(context.Background()) })
+	n := nodetest.StartDevice(t, dev, id, func(o *node.Options) { o.Groups = groups })
 	nc, err := nats.Connect(n.Broker.ClientURL())
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +49,7 @@ func start(t *testing.T, id string, groups []string, dev *provisiontest.Device) 
 
 func (r *rig) withAdmin(s ssh.Signer, line string) *rig {
 	r.admin = s
-	r.cfg = bytes.ReplaceAll(configtest.Fixture(r.t, "vm-full.config.toml"), []byte(configtest.AdminKey), []byte(line))
+	r.cfg = configtest.FixtureWithAdmin(r.t, "vm-full.config.toml", line)
 	c, err := fleet.New(r.nc, "test", fleet.WithSigner(s))
 	if err != nil {
 		r.t.Fatal(err)

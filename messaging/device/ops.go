@@ -32,8 +32,8 @@ func (f HandlerFunc) Handle(ctx context.Context, r *Request) (envelope.Reply, er
 	return f(ctx, r)
 }
 
-// handlers maps each signed op to its handler; built in code, not registered from init.
-func (s *Service) handlers() map[string]Handler {
+// newHandlers maps each signed op to its handler; built in code, not registered from init.
+func (s *Service) newHandlers() map[string]Handler {
 	return map[string]Handler{
 		"apply":    HandlerFunc(s.apply),
 		"validate": HandlerFunc(s.validate),
@@ -44,7 +44,7 @@ func (s *Service) handlers() map[string]Handler {
 }
 
 func (s *Service) run(ctx context.Context, r *Request) (envelope.Reply, error) {
-	h, ok := s.handlers()[r.Env.Op]
+	h, ok := s.handlers[r.Env.Op]
 	if !ok {
 		r.Close()
 		return envelope.Reply{}, envelope.Errorf(envelope.ErrInvalid, "unknown op %q", r.Env.Op)

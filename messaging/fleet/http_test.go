@@ -1,34 +1,25 @@
 package fleet_test
 
 import (
-	"bytes"
 	"context"
-	"log/slog"
 	"net"
 	"testing"
-	"time"
 
 	"github.com/fleetprov/fleetprov/core/config/configtest"
-	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/messaging/broker"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
 	"github.com/fleetprov/fleetprov/messaging/node"
+	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
 )
 
 // TestPushViaHTTP pushes through a device's HTTP bridge with no broker reachable: the
 // same envelope, the same checks, events over SSE.
 func TestPushViaHTTP(t *testing.T) {
-	dev := provisiontest.New(t)
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	n, err := node.Start(context.Background(), node.Options{Device: "gw1", Fleet: "f", Prov: dev.Prov, Broker: broker.Options{}, HTTP: l,
-		HeartbeatInterval: time.Hour, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Shutdown(context.Background())
+	nodetest.Start(t, "gw1", func(o *node.Options) { o.Fleet, o.Broker, o.HTTP = "f", broker.Options{}, l })
 	admin, line := configtest.NewKey(t)
-	cfg := bytes.ReplaceAll(configtest.Fixture(t, "vm-full.config.toml"), []byte(configtest.AdminKey), []byte(line))
+	cfg := configtest.FixtureWithAdmin(t, "vm-full.config.toml", line)
 	c, err := fleet.NewHTTP("http://"+l.Addr().String(), "f", fleet.WithSigner(admin))
 	if err != nil {
 		t.Fatal(err)

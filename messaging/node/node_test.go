@@ -2,8 +2,6 @@ package node_test
 
 import (
 	"bytes"
-	"context"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -14,6 +12,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/messaging/broker"
 	"github.com/fleetprov/fleetprov/messaging/node"
+	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
 )
 
 // TestBridgeFollowsLAN: after the first apply the bridge moves to the config's LAN gateway
@@ -25,12 +24,7 @@ func TestBridgeFollowsLAN(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, port, _ := net.SplitHostPort(l.Addr().String())
-	n, err := node.Start(context.Background(), node.Options{Device: "gw", Fleet: "f", Prov: dev.Prov, Broker: broker.Options{}, HTTP: l,
-		HTTPFollowLAN: true, HeartbeatInterval: time.Hour, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Shutdown(context.Background())
+	n := nodetest.StartDevice(t, dev, "gw", func(o *node.Options) { o.Broker, o.HTTP, o.HTTPFollowLAN = broker.Options{}, l, true })
 	cfg := bytes.Replace(configtest.Fixture(t, "vm-full.config.toml"), []byte(`gateway_cidr = "10.44.0.1/24"`), []byte(`gateway_cidr = "127.77.0.1/24"`), 1)
 	cfg = bytes.Replace(cfg, []byte(`dhcp_start = "10.44.0.10"`), []byte(`dhcp_start = "127.77.0.10"`), 1)
 	cfg = bytes.Replace(cfg, []byte(`dhcp_end = "10.44.0.200"`), []byte(`dhcp_end = "127.77.0.200"`), 1)

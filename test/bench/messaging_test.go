@@ -14,11 +14,10 @@ import (
 
 	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/config/configtest"
-	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
-	"github.com/fleetprov/fleetprov/messaging/broker"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
 	"github.com/fleetprov/fleetprov/messaging/node"
+	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
 )
 
@@ -71,14 +70,8 @@ func BenchmarkVerifySSHKeygen(b *testing.B) {
 // validateRig starts one provisioned device node and a client on its TCP listener.
 func validateRig(b *testing.B) (*fleet.Client, *nats.Conn, []byte) {
 	signer, line := configtest.NewKey(b)
-	cfg := bytes.ReplaceAll(configtest.Fixture(b, "vm-full.config.toml"), []byte(configtest.AdminKey), []byte(line))
-	dev := provisiontest.New(b)
-	n, err := node.Start(context.Background(), node.Options{Device: "d1", Fleet: "f", Prov: dev.Prov, Broker: broker.Options{Listen: "127.0.0.1:-1"},
-		HeartbeatInterval: time.Hour, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { n.Shutdown(context.Background()) })
+	cfg := configtest.FixtureWithAdmin(b, "vm-full.config.toml", line)
+	n, _ := nodetest.Start(b, "d1", func(o *node.Options) { o.Fleet, o.Logger = "f", slog.New(slog.DiscardHandler) })
 	nc, err := nats.Connect(n.Broker.ClientURL())
 	if err != nil {
 		b.Fatal(err)

@@ -7,7 +7,6 @@ package browser_test
 import (
 	"bytes"
 	"context"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +22,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/messaging/broker"
 	"github.com/fleetprov/fleetprov/messaging/node"
+	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
 )
 
 func chromium(t *testing.T) string {
@@ -47,13 +47,7 @@ func device(t *testing.T) (string, *provisiontest.Device) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := node.Start(context.Background(), node.Options{Device: "gw-browser", Fleet: "test", Version: "test", Prov: dev.Prov,
-		Broker: broker.Options{}, HTTP: l, HeartbeatInterval: time.Hour,
-		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Shutdown(context.Background()) })
+	nodetest.StartDevice(t, dev, "gw-browser", func(o *node.Options) { o.Broker, o.HTTP = broker.Options{}, l })
 	return "http://" + l.Addr().String(), dev
 }
 

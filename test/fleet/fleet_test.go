@@ -27,6 +27,7 @@ import (
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
 	"github.com/fleetprov/fleetprov/messaging/node"
+	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
 )
 
 type worker struct {
@@ -53,21 +54,17 @@ func logger(t testing.TB) *slog.Logger {
 // startWorker starts one device leaf-linked to hubURL.
 func startWorker(t *testing.T, id string, groups []string, hubURL string) *worker {
 	t.Helper()
-	dev := provisiontest.New(t)
-	n, err := node.Start(context.Background(), node.Options{Device: id, Fleet: "fleet", Groups: groups, Version: "test", Prov: dev.Prov,
-		Broker:            broker.Options{Listen: "127.0.0.1:-1", Hub: []string{hubURL}, ReconnectInterval: 100 * time.Millisecond},
-		HeartbeatInterval: time.Hour, Logger: logger(t)})
-	if err != nil {
-		t.Fatalf("starting %s: %v", id, err)
-	}
-	t.Cleanup(func() { n.Shutdown(context.Background()) })
+	n, dev := nodetest.Start(t, id, func(o *node.Options) {
+		o.Fleet, o.Groups, o.Logger = "fleet", groups, logger(t)
+		o.Broker = broker.Options{Listen: "127.0.0.1:-1", Hub: []string{hubURL}, ReconnectInterval: 100 * time.Millisecond}
+	})
 	return &worker{id: id, dev: dev, node: n}
 }
 
 func newFleet(t *testing.T, hubURL string, n int, groupOf func(i int) string) *fleetRig {
 	t.Helper()
 	admin, line := configtest.NewKey(t)
-	cfg := bytes.ReplaceAll(configtest.Fixture(t, "vm-full.config.toml"), []byte(configtest.AdminKey), []byte(line))
+	cfg := configtest.FixtureWithAdmin(t, "vm-full.config.toml", line)
 	cfg = bytes.Replace(cfg, []byte(`required = ["edgeproxy", "myapp"]`), []byte("required = [\"edgeproxy\", \"myapp\"]\ntimeout_seconds = 1"), 1)
 	cfg2 := bytes.Replace(cfg, []byte(`required = ["edgeproxy", "myapp"]`), []byte(`required = ["edgeproxy", "extra", "myapp"]`), 1)
 	cfg2 = append(cfg2, []byte("\n[containers.container.extra]\nprivileged = true\n[containers.container.extra.Container]\nImage = \"docker.io/library/busybox:latest\"\n")...)

@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/jobs"
 )
 
 // ValidationResult is the --json form of a validation.
@@ -49,4 +50,23 @@ func PrintValidation(w io.Writer, file string, r config.Report, asJSON bool) err
 		return Exit(ExitFailed, ErrReported)
 	}
 	return nil
+}
+
+// PrintEvent writes one job event as a line: elapsed time, step, service (mode), status,
+// message. Both binaries print job progress with it.
+func PrintEvent(w io.Writer, ev jobs.Event) {
+	line := fmt.Sprintf("  %7.3fs  %-17s", ev.ElapsedSeconds, ev.Step)
+	if ev.Service != "" {
+		line += " " + ev.Service
+		if ev.Mode != "" {
+			line += " (" + ev.Mode + ")"
+		}
+	}
+	if ev.Status != "" {
+		line += " " + ev.Status
+	}
+	if ev.Message != "" {
+		line += ": " + ev.Message
+	}
+	fmt.Fprintln(w, line)
 }

@@ -110,3 +110,10 @@ func CaddyWithKey(t testing.TB, key string) []byte {
 	t.Helper()
 	return []byte(strings.ReplaceAll(string(Fixture(t, "caddy-oidc.config.toml")), "<SSH_PUBLIC_KEY>", key))
 }
+
+// FixtureWithAdmin returns a fixture whose admin key is replaced by keyLine (a key the
+// test holds the private half of).
+func FixtureWithAdmin(t testing.TB, name, keyLine string) []byte {
+	t.Helper()
+	return []byte(strings.ReplaceAll(string(Fixture(t, name)), AdminKey, keyLine))
+}
