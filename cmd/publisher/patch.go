@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
-	"github.com/fleetprov/fleetprov/core/provision"
+	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
 )
@@ -48,7 +48,7 @@ Examples:
 				if len(args) != 0 {
 					return cli.Usagef("patch takes no positional arguments")
 				}
-				p := provision.Patch{Kind: *kind, Name: *name, Op: "put"}
+				p := config.Patch{Kind: *kind, Name: *name, Op: "put"}
 				switch *kind {
 				case "network", "activation":
 					p.Op = "merge"

@@ -19,9 +19,10 @@ import (
 
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
 	"github.com/fleetprov/fleetprov/core/bundle"
-	"github.com/fleetprov/fleetprov/core/provision"
+	"github.com/fleetprov/fleetprov/core/check"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
+	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
 func pushCommand() *cli.Command {
@@ -85,7 +86,8 @@ unauthorized.`,
 					return cli.Usagef("reading %s: %v", args[0], err)
 				}
 				if !*noValidate {
-					_, rep, err := provision.Validate(ctx, bytes.NewReader(raw), provision.ValidateOptions{})
+					v, err := check.Input(ctx, bytes.NewReader(raw), check.Options{})
+					rep := v.Report
 					if err != nil {
 						return cli.PrintValidation(stdio.Stderr, args[0], rep, false)
 					}
@@ -263,7 +265,7 @@ func report(w io.Writer, sum fleet.Summary, asJSON, asJSONL bool) error {
 		for _, d := range sum.Devices {
 			detail := d.Error
 			if d.RollbackStatus != "" {
-				detail += " (rollback " + d.RollbackStatus + ")"
+				detail += " (rollback " + string(d.RollbackStatus) + ")"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%s\n", d.Device, d.State, d.JobID, d.Seconds, strings.TrimSpace(detail))
 		}
@@ -281,7 +283,7 @@ func report(w io.Writer, sum fleet.Summary, asJSON, asJSONL bool) error {
 	}
 	unauthorized := true
 	for _, d := range sum.Devices {
-		if d.Code != envelope.ErrUnauthorized.Code {
+		if d.Code != wire.ErrUnauthorized.Code {
 			unauthorized = false
 		}
 	}

@@ -14,10 +14,10 @@ import (
 
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
 	"github.com/fleetprov/fleetprov/messaging/blob"
-	"github.com/fleetprov/fleetprov/messaging/device"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
+	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
 func lsCommand(name string) *cli.Command {
@@ -46,7 +46,7 @@ func lsCommand(name string) *cli.Command {
 					return err
 				}
 				defer done()
-				var found []device.Presence
+				var found []wire.Presence
 				if len(t.Devices) > 0 {
 					for _, d := range t.Devices {
 						p, err := cl.Ping(ctx, d, cf.timeout)
@@ -113,7 +113,7 @@ func jobCommand() *cli.Command {
 				}
 				defer done()
 				id := args[0]
-				var events <-chan device.EventMsg
+				var events <-chan wire.EventMsg
 				if *watch {
 					ch, stop, err := cl.WatchJob(*dev, id)
 					if err != nil {
@@ -172,7 +172,7 @@ func queryErr(err error) error {
 	switch {
 	case errors.Is(err, fleet.ErrNoReply):
 		return cli.Exit(cli.ExitUnreachable, err)
-	case errors.Is(err, envelope.ErrUnauthorized):
+	case errors.Is(err, wire.ErrUnauthorized):
 		return cli.Exit(cli.ExitUnauthorized, err)
 	}
 	return err
@@ -257,7 +257,7 @@ func exportCommand() *cli.Command {
 					return err
 				}
 				defer done()
-				var res device.ExportResult
+				var res wire.ExportResult
 				if err := json.Unmarshal(data, &res); err != nil {
 					return fmt.Errorf("decoding export: %w", err)
 				}

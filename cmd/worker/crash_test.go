@@ -18,6 +18,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/jobs"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
+	"github.com/fleetprov/fleetprov/core/record"
 )
 
 // The test binary doubles as the worker: with FLEETPROV_TEST_WORKER=1 it runs the worker
@@ -224,7 +225,7 @@ func TestCrashConsistency(t *testing.T) {
 				recs, _ := jobs.ReadRecords(filepath.Join(e.state, "jobs"))
 				crashed := len(recs) > len(pre)
 				switch {
-				case !strings.HasPrefix(point, "random-") && (!crashed || recs[0].State != jobs.Failed || recs[0].Error != "interrupted"):
+				case !strings.HasPrefix(point, "random-") && (!crashed || recs[0].State != record.Failed || recs[0].Error != "interrupted"):
 					t.Errorf("the job killed at %s reads back as %+v; want failed/interrupted", point, recs)
 				case crashed && !recs[0].State.Finished():
 					t.Errorf("the killed job reads back as %s; want it finished or interrupted", recs[0].State)

@@ -12,9 +12,11 @@ import (
 	"os"
 
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
+	"github.com/fleetprov/fleetprov/core/check"
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/jobs"
 	"github.com/fleetprov/fleetprov/core/provision"
+	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/core/state"
 )
 
@@ -28,7 +30,7 @@ the active config dir: config.toml, users.json, firewall/network/LAN JSON, allow
 quadlet/<rootful|rootless>/*, quadlet-runtime.json. Nothing else is touched.`,
 		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
 			out := fs.String("out", "", "directory to write into (required)")
-			configDir := fs.String("config-dir", provision.DefaultConfigDir, "runtime path ${CONFIG_DIR} is rendered as")
+			configDir := fs.String("config-dir", check.DefaultConfigDir, "runtime path ${CONFIG_DIR} is rendered as")
 			appUser := fs.String("app-user", config.DefaultAppUser, "the account rootless containers run as")
 			return func(ctx context.Context, args []string, io cli.IO) error {
 				if len(args) != 1 || *out == "" {
@@ -39,7 +41,7 @@ quadlet/<rootful|rootless>/*, quadlet-runtime.json. Nothing else is touched.`,
 					return fmt.Errorf("reading input: %w", err)
 				}
 				defer f.Close()
-				rep, err := provision.RenderTo(ctx, f, *out, provision.ValidateOptions{Config: config.Options{AppUser: *appUser}, ConfigDir: *configDir})
+				rep, err := provision.RenderTo(ctx, f, *out, check.Options{Config: config.Options{AppUser: *appUser}, ConfigDir: *configDir})
 				if err != nil {
 					if errors.Is(err, config.ErrInvalid) || errors.Is(err, config.ErrEmpty) || errors.Is(err, config.ErrUnsupportedVersion) || len(rep.Errors()) > 0 {
 						return cli.PrintValidation(io.Stderr, args[0], rep, false)
@@ -99,7 +101,7 @@ job history like any other. Exit status 1 when the job failed.`,
 	})
 }
 
-func printJob(w io.Writer, j jobs.Job, asJSON bool) error {
+func printJob(w io.Writer, j record.Job, asJSON bool) error {
 	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -121,7 +123,7 @@ func printJob(w io.Writer, j jobs.Job, asJSON bool) error {
 			}
 		}
 	}
-	if j.State != jobs.Succeeded {
+	if j.State != record.Succeeded {
 		return cli.Exit(cli.ExitFailed, cli.ErrReported)
 	}
 	return nil
@@ -171,9 +173,9 @@ func noArgs(name string, run func(ctx context.Context, dc deviceCtx) error) func
 }
 
 // eventPrinter prints pipeline events as they come.
-func eventPrinter(stdio cli.IO) func(provision.Event) {
-	return func(e provision.Event) {
-		cli.PrintEvent(stdio.Stdout, jobs.Event{Step: e.Step, Service: e.Service, Mode: e.Mode, Status: e.Status, Message: e.Message})
+func eventPrinter(stdio cli.IO) func(record.Event) {
+	return func(e record.Event) {
+		cli.PrintEvent(stdio.Stdout, record.Event{Step: e.Step, Service: e.Service, Mode: e.Mode, Status: e.Status, Message: e.Message})
 	}
 }
 

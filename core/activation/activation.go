@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/core/system"
 )
 
@@ -27,15 +28,6 @@ var (
 	// ErrSettleDeadline is returned when settling would pass the deadline.
 	ErrSettleDeadline = errors.New("settle_seconds would pass the activation deadline")
 )
-
-// Event is one step of an activation, reported as it happens.
-type Event struct {
-	Step    string // service-restart, settle, service-status, health-check
-	Service string
-	Mode    string
-	Status  string
-	Message string
-}
 
 // Spec is what to activate.
 type Spec struct {
@@ -53,14 +45,14 @@ type Options struct {
 	Backend system.Backend
 	// PollInterval between required-health checks (default 500ms).
 	PollInterval time.Duration
-	// Now and Sleep default to the real clock; tests may run under testing/synctest.
+	// Now defaults to the real clock (tests run under testing/synctest instead).
 	Now func() time.Time
 }
 
 // Activate runs the activation sequence of pipeline.md section 5. It returns nil when the
 // state is healthy; otherwise one of this package's sentinels, a *system.HookError, or the
 // error of a restart.
-func Activate(ctx context.Context, spec Spec, opts Options, emit func(Event)) error {
+func Activate(ctx context.Context, spec Spec, opts Options, emit func(record.Event)) error {
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = 500 * time.Millisecond
 	}
@@ -68,7 +60,7 @@ func Activate(ctx context.Context, spec Spec, opts Options, emit func(Event)) er
 		opts.Now = time.Now
 	}
 	if emit == nil {
-		emit = func(Event) {}
+		emit = func(record.Event) {}
 	}
 	timeout := time.Duration(spec.Policy.TimeoutSeconds) * time.Second
 	if timeout <= 0 {
@@ -102,7 +94,7 @@ func Activate(ctx context.Context, spec Spec, opts Options, emit func(Event)) er
 			continue
 		}
 		err := manager(u).Restart(ctx, u.Service)
-		ev := Event{Step: "service-restart", Service: u.Service, Mode: u.Mode, Status: "restarted"}
+		ev := record.Event{Step: "service-restart", Service: u.Service, Mode: u.Mode, Status: "restarted"}
 		if err != nil {
 			ev.Status, ev.Message = "failed", err.Error()
 		}
@@ -116,7 +108,7 @@ func Activate(ctx context.Context, spec Spec, opts Options, emit func(Event)) er
 		if opts.Now().Add(d).After(deadline) {
 			return ErrSettleDeadline
 		}
-		emit(Event{Step: "settle", Message: fmt.Sprintf("waiting %ds", s)})
+		emit(record.Event{Step: "settle", Message: fmt.Sprintf("waiting %ds", s)})
 		select {
 		case <-time.After(d):
 		case <-ctx.Done():
@@ -126,7 +118,7 @@ func Activate(ctx context.Context, spec Spec, opts Options, emit func(Event)) er
 	failed := map[string]bool{}
 	for _, u := range spec.Units {
 		st, err := manager(u).State(ctx, u.Service)
-		ev := Event{Step: "service-status", Service: u.Service, Mode: u.Mode, Status: st.Status()}
+		ev := record.Event{Step: "service-status", Service: u.Service, Mode: u.Mode, Status: st.Status()}
 		if err != nil {
 			ev.Status, ev.Message = "unknown", err.Error()
 		}
@@ -154,7 +146,7 @@ func Activate(ctx context.Context, spec Spec, opts Options, emit func(Event)) er
 	return waitRequired(ctx, spec, units, manager, opts, emit)
 }
 
-func waitRequired(ctx context.Context, spec Spec, units map[string]config.Unit, manager func(config.Unit) system.Units, opts Options, emit func(Event)) error {
+func waitRequired(ctx context.Context, spec Spec, units map[string]config.Unit, manager func(config.Unit) system.Units, opts Options, emit func(record.Event)) error {
 	for {
 		// After the deadline, one last look with a short detached context, so the verdict
 		// names the units that are really down, not every unit the expired context failed.
@@ -181,7 +173,7 @@ func waitRequired(ctx context.Context, spec Spec, units map[string]config.Unit, 
 				if !states[name].Active() {
 					status = "unhealthy"
 				}
-				emit(Event{Step: "health-check", Service: u.Service, Mode: u.Mode, Status: status})
+				emit(record.Event{Step: "health-check", Service: u.Service, Mode: u.Mode, Status: status})
 			}
 			if len(down) == 0 {
 				return nil

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/core/system"
 	"github.com/fleetprov/fleetprov/core/system/simulate"
 )
@@ -50,10 +51,10 @@ func TestActivate(t *testing.T) {
 		fail   []string
 		hook   string
 		want   error
-		check  func(t *testing.T, err error, events []Event, sim *simulate.Sim)
+		check  func(t *testing.T, err error, events []record.Event, sim *simulate.Sim)
 	}{
 		{name: "healthy", policy: config.Activation{Required: []string{"web", "app"}, Restart: []string{"side"}, TimeoutSeconds: 5},
-			check: func(t *testing.T, err error, events []Event, sim *simulate.Sim) {
+			check: func(t *testing.T, err error, events []record.Event, sim *simulate.Sim) {
 				if !strings.Contains(sim.Transcript(), "system: restart side.service") {
 					t.Errorf("transcript = %s", sim.Transcript())
 				}
@@ -67,7 +68,7 @@ func TestActivate(t *testing.T) {
 				}
 			}},
 		{name: "required_down_times_out", policy: config.Activation{Required: []string{"app"}, TimeoutSeconds: 1}, fail: []string{"app.service"}, want: ErrHealthTimeout,
-			check: func(t *testing.T, err error, events []Event, sim *simulate.Sim) {
+			check: func(t *testing.T, err error, events []record.Event, sim *simulate.Sim) {
 				if !strings.Contains(err.Error(), "not active: app.service") || strings.Contains(err.Error(), "web.service") {
 					t.Errorf("error = %v; want only app.service named", err)
 				}
@@ -78,14 +79,14 @@ func TestActivate(t *testing.T) {
 		{name: "settle_past_deadline", policy: config.Activation{Required: []string{"web"}, TimeoutSeconds: 2, SettleSeconds: 3}, want: ErrSettleDeadline},
 		{name: "settle_within_deadline", policy: config.Activation{Required: []string{"web"}, TimeoutSeconds: 3, SettleSeconds: 1}},
 		{name: "restart_fails", policy: config.Activation{Required: []string{"web"}, Restart: []string{"side"}, TimeoutSeconds: 5}, fail: []string{"side.service"},
-			check: func(t *testing.T, err error, events []Event, sim *simulate.Sim) {
+			check: func(t *testing.T, err error, events []record.Event, sim *simulate.Sim) {
 				if err == nil || !strings.Contains(err.Error(), "restarting side.service") {
 					t.Errorf("error = %v", err)
 				}
 			}},
 		{name: "hook_ok", policy: config.Activation{Required: []string{"web"}, TimeoutSeconds: 5}, hook: "exit 0"},
 		{name: "hook_fails_with_code_and_stderr", policy: config.Activation{Required: []string{"web"}, TimeoutSeconds: 5}, hook: "echo 'no disk' >&2; exit 3",
-			check: func(t *testing.T, err error, events []Event, sim *simulate.Sim) {
+			check: func(t *testing.T, err error, events []record.Event, sim *simulate.Sim) {
 				var he *system.HookError
 				if !errors.As(err, &he) || he.ExitCode != 3 || he.Stderr != "no disk" {
 					t.Errorf("error = %v; want a HookError with code 3 and stderr", err)
@@ -100,9 +101,9 @@ func TestActivate(t *testing.T) {
 			if tc.hook != "" {
 				spec.Hook = hook(t, tc.hook)
 			}
-			var events []Event
+			var events []record.Event
 			start := time.Now()
-			err := Activate(context.Background(), spec, Options{Backend: sim.Backend(), PollInterval: 20 * time.Millisecond}, func(e Event) { events = append(events, e) })
+			err := Activate(context.Background(), spec, Options{Backend: sim.Backend(), PollInterval: 20 * time.Millisecond}, func(e record.Event) { events = append(events, e) })
 			if tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("Activate() error = %v; want %v", err, tc.want)
 			}

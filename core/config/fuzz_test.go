@@ -13,7 +13,10 @@ import (
 // report and a nil error without one; every valid model survives Encode and Parse
 // unchanged; and a valid model's canonical form is stable.
 func FuzzParse(f *testing.F) {
-	seeds, _ := filepath.Glob(filepath.Join("..", "..", "..", "shared", "fixtures", "atomixos", "*.toml"))
+	seeds, err := filepath.Glob(filepath.Join("..", "..", "test", "testdata", "atomixos", "*.toml"))
+	if err != nil || len(seeds) == 0 {
+		f.Fatalf("FuzzParse: no seed fixtures in test/testdata/atomixos (%v)", err)
+	}
 	for _, p := range seeds {
 		if b, err := os.ReadFile(p); err == nil {
 			f.Add(b)

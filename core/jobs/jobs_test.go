@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fleetprov/fleetprov/core/record"
 )
 
 func TestSingleFlight(t *testing.T) {
@@ -25,11 +27,11 @@ func TestSingleFlight(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := m.Submit(Spec{Op: "apply", Mutating: true, Run: func(ctx context.Context, r *Run) (*Result, error) {
+			_, err := m.Submit(Spec{Op: "apply", Mutating: true, Run: func(ctx context.Context, r *Run) (*record.Result, error) {
 				ran.Add(1)
 				defer ran.Done()
 				<-release
-				return &Result{}, nil
+				return &record.Result{}, nil
 			}})
 			mu.Lock()
 			defer mu.Unlock()
@@ -48,7 +50,7 @@ func TestSingleFlight(t *testing.T) {
 		t.Fatalf("accepted %d, busy %d; want exactly one running", accepted, busy)
 	}
 	// Read-only jobs are not single flight.
-	if _, err := m.Submit(Spec{Op: "validate", Run: func(context.Context, *Run) (*Result, error) { return &Result{}, nil }}); err != nil {
+	if _, err := m.Submit(Spec{Op: "validate", Run: func(context.Context, *Run) (*record.Result, error) { return &record.Result{}, nil }}); err != nil {
 		t.Errorf("non-mutating Submit while busy: %v", err)
 	}
 	close(release)
@@ -62,12 +64,12 @@ func TestHistoryDurableAndBounded(t *testing.T) {
 	m, _ := New(Options{Dir: dir, Keep: 5})
 	var ids []string
 	for i := 0; i < 8; i++ {
-		j, err := m.Submit(Spec{Op: "apply", Mutating: true, Run: func(ctx context.Context, r *Run) (*Result, error) {
-			r.Emit(Event{Step: "prepare"})
+		j, err := m.Submit(Spec{Op: "apply", Mutating: true, Run: func(ctx context.Context, r *Run) (*record.Result, error) {
+			r.Emit(record.Event{Step: "prepare"})
 			if i%2 == 1 {
 				return nil, &CodedError{Code: "invalid", Err: fmt.Errorf("bad %d", i)}
 			}
-			return &Result{Warnings: []string{}}, nil
+			return &record.Result{Warnings: []string{}}, nil
 		}})
 		if err != nil {
 			t.Fatal(err)
@@ -91,11 +93,11 @@ func TestHistoryDurableAndBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	j, err := m2.Get(ids[7])
-	if err != nil || j.State != Failed || j.Code != "invalid" || j.Error != "bad 7" || len(j.Events) != 2 {
+	if err != nil || j.State != record.Failed || j.Code != "invalid" || j.Error != "bad 7" || len(j.Events) != 2 {
 		t.Errorf("after restart Get(last) = %+v, %v", j, err)
 	}
 	j, _ = m2.Get(ids[6])
-	if j.State != Succeeded || j.Events[1].Step != "prepare" {
+	if j.State != record.Succeeded || j.Events[1].Step != "prepare" {
 		t.Errorf("after restart Get(6) = %+v", j)
 	}
 }
@@ -110,7 +112,7 @@ func TestInterruptedAfterCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	j, err := m.Get("0001")
-	if err != nil || j.State != Failed || j.Error != "interrupted" || j.FinishedAt == nil {
+	if err != nil || j.State != record.Failed || j.Error != "interrupted" || j.FinishedAt == nil {
 		t.Fatalf("Get() = %+v, %v; want failed/interrupted", j, err)
 	}
 	last := j.Events[len(j.Events)-1]
@@ -126,11 +128,11 @@ func TestInterruptedAfterCrash(t *testing.T) {
 func TestWatchAndIDs(t *testing.T) {
 	m, _ := New(Options{})
 	gate := make(chan struct{})
-	j, _ := m.Submit(Spec{Op: "apply", Mutating: true, Run: func(ctx context.Context, r *Run) (*Result, error) {
+	j, _ := m.Submit(Spec{Op: "apply", Mutating: true, Run: func(ctx context.Context, r *Run) (*record.Result, error) {
 		<-gate
-		r.Emit(Event{Step: "a"})
-		r.Emit(Event{Step: "b"})
-		return &Result{}, nil
+		r.Emit(record.Event{Step: "a"})
+		r.Emit(record.Event{Step: "b"})
+		return &record.Result{}, nil
 	}})
 	_, ch, cancel, err := m.Watch(j.ID)
 	if err != nil {

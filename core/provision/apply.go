@@ -12,6 +12,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/bundle"
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/quadlet"
+	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/core/state"
 )
 
@@ -33,7 +34,7 @@ type Result struct {
 	Warnings       []string
 	Reapply        bool
 	RolledBack     bool
-	RollbackStatus string // completed | failed | discarded; empty when no rollback was needed
+	RollbackStatus record.RollbackStatus // RollbackNone when no rollback was needed
 }
 
 var (
@@ -67,7 +68,7 @@ func (e *InvalidError) Unwrap() error { return e.Err }
 type applyRun struct {
 	p        *Provisioner
 	in       Input
-	emit     func(Event)
+	emit     func(record.Event)
 	unlock   func()
 	raw      []byte
 	files    bool // the input brought its own files/
@@ -88,9 +89,9 @@ type stage struct {
 // Apply runs the whole pipeline for one input under the state lock: recover, unpack,
 // validate, write the candidate, render, promote, deploy, activate, and commit, or roll
 // back and re-activate. Each stage emits an event when it starts.
-func (p *Provisioner) Apply(ctx context.Context, in Input, emit func(Event)) (Result, error) {
+func (p *Provisioner) Apply(ctx context.Context, in Input, emit func(record.Event)) (Result, error) {
 	if emit == nil {
-		emit = func(Event) {}
+		emit = func(record.Event) {}
 	}
 	a := &applyRun{p: p, in: in, emit: emit}
 	defer func() {
@@ -113,7 +114,7 @@ func (p *Provisioner) Apply(ctx context.Context, in Input, emit func(Event)) (Re
 	}
 	for _, st := range stages {
 		if !st.silent {
-			emit(Event{Step: st.name})
+			emit(record.Event{Step: st.name})
 		}
 		p.log.Debug("stage started", "stage", st.name)
 		if err := st.run(a, ctx); err != nil {
@@ -122,7 +123,7 @@ func (p *Provisioner) Apply(ctx context.Context, in Input, emit func(Event)) (Re
 			return a.res, err
 		}
 	}
-	emit(Event{Step: "completed"})
+	emit(record.Event{Step: "completed"})
 	return a.res, nil
 }
 
@@ -144,7 +145,7 @@ func (a *applyRun) recover(ctx context.Context) error {
 		return err
 	}
 	if act != state.ActionNone {
-		a.emit(Event{Step: "recover", Message: string(act)})
+		a.emit(record.Event{Step: "recover", Message: string(act)})
 	}
 	return nil
 }
@@ -297,8 +298,8 @@ func (a *applyRun) fail(ctx context.Context, cause error) {
 	ctx = context.WithoutCancel(ctx)
 	a.res.RolledBack = true
 	if !a.res.Reapply {
-		a.emit(Event{Step: "rollback", Message: "initial apply failed: discarding the new state"})
-		a.res.RollbackStatus = "discarded"
+		a.emit(record.Event{Step: "rollback", Message: "initial apply failed: discarding the new state"})
+		a.res.RollbackStatus = record.RollbackDiscarded
 		if err := st.Discard(); err != nil {
 			a.p.log.Error("discarding failed initial state", "err", err)
 		}
@@ -307,8 +308,8 @@ func (a *applyRun) fail(ctx context.Context, cause error) {
 		}
 		return
 	}
-	a.emit(Event{Step: "rollback", Message: "restoring the previous state"})
-	a.res.RollbackStatus = "completed"
+	a.emit(record.Event{Step: "rollback", Message: "restoring the previous state"})
+	a.res.RollbackStatus = record.RollbackCompleted
 	err := st.RestoreRollback()
 	var m config.Model
 	if err == nil {
@@ -324,12 +325,12 @@ func (a *applyRun) fail(ctx context.Context, cause error) {
 		err = ferr
 	}
 	if err != nil {
-		a.res.RollbackStatus = "failed"
-		a.emit(Event{Step: "rollback", Status: "failed", Message: err.Error()})
+		a.res.RollbackStatus = record.RollbackFailed
+		a.emit(record.Event{Step: "rollback", Status: string(record.RollbackFailed), Message: err.Error()})
 		a.p.log.Error("rollback failed", "err", err, "cause", cause)
 		return
 	}
-	a.emit(Event{Step: "rollback", Status: "completed", Message: "previous state active and healthy"})
+	a.emit(record.Event{Step: "rollback", Status: string(record.RollbackCompleted), Message: "previous state active and healthy"})
 }
 
 // copyTree copies a directory tree (regular files and dirs, modes and owners kept); a

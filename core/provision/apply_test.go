@@ -19,14 +19,15 @@ import (
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
+	"github.com/fleetprov/fleetprov/core/record"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
-func apply(t *testing.T, d *provisiontest.Device, raw []byte) (provision.Result, []provision.Event, error) {
+func apply(t *testing.T, d *provisiontest.Device, raw []byte) (provision.Result, []record.Event, error) {
 	t.Helper()
-	var events []provision.Event
-	res, err := d.Prov.Apply(context.Background(), provision.Input{Reader: bytes.NewReader(raw)}, func(e provision.Event) { events = append(events, e) })
+	var events []record.Event
+	res, err := d.Prov.Apply(context.Background(), provision.Input{Reader: bytes.NewReader(raw)}, func(e record.Event) { events = append(events, e) })
 	return res, events, err
 }
 

@@ -7,6 +7,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/activation"
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/quadlet"
+	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/core/state"
 	"github.com/fleetprov/fleetprov/core/system"
 )
@@ -22,7 +23,7 @@ type deployed struct {
 // Quadlet dirs, reloads the managers and restarts the units in order. With no active state it
 // removes every managed unit. Restart failures are reported as events, not errors: the
 // health check that follows decides.
-func (p *Provisioner) deploy(ctx context.Context, emit func(Event)) (deployed, error) {
+func (p *Provisioner) deploy(ctx context.Context, emit func(record.Event)) (deployed, error) {
 	var d deployed
 	active := p.opts.State.Active()
 	if p.opts.State.HasActive() {
@@ -60,7 +61,7 @@ func (p *Provisioner) deploy(ctx context.Context, emit func(Event)) (deployed, e
 		files []quadlet.ManagedFile
 	}{{sysUnits, config.ModeRootful, goneRootful}, {userUnits, config.ModeRootless, goneRootless}} {
 		for _, f := range gone.files {
-			ev := Event{Step: "service-stop", Service: f.Service, Mode: gone.mode, Status: "stopped"}
+			ev := record.Event{Step: "service-stop", Service: f.Service, Mode: gone.mode, Status: "stopped"}
 			if err := gone.units.Stop(ctx, f.Service); err != nil {
 				ev.Status, ev.Message = "failed", err.Error()
 			}
@@ -95,7 +96,7 @@ func (p *Provisioner) deploy(ctx context.Context, emit func(Event)) (deployed, e
 		if u.Mode == config.ModeRootless {
 			mgr = userUnits
 		}
-		ev := Event{Step: "service-deploy", Service: u.Service, Mode: u.Mode, Status: "restarted"}
+		ev := record.Event{Step: "service-deploy", Service: u.Service, Mode: u.Mode, Status: "restarted"}
 		if err := mgr.Restart(ctx, u.Service); err != nil {
 			if ctx.Err() != nil {
 				return d, ctx.Err()
@@ -109,7 +110,7 @@ func (p *Provisioner) deploy(ctx context.Context, emit func(Event)) (deployed, e
 }
 
 // activate runs the activation policy of the active state.
-func (p *Provisioner) activate(ctx context.Context, m config.Model, d deployed, emit func(Event)) error {
+func (p *Provisioner) activate(ctx context.Context, m config.Model, d deployed, emit func(record.Event)) error {
 	spec := activation.Spec{
 		Policy:  m.Activation,
 		Units:   d.rendered.Runtime.Units,
@@ -122,10 +123,10 @@ func (p *Provisioner) activate(ctx context.Context, m config.Model, d deployed, 
 
 // runActivation runs an activation spec on this device's backend, reporting its events as
 // pipeline events.
-func (p *Provisioner) runActivation(ctx context.Context, spec activation.Spec, emit func(Event)) error {
+func (p *Provisioner) runActivation(ctx context.Context, spec activation.Spec, emit func(record.Event)) error {
 	return activation.Activate(ctx, spec, activation.Options{Backend: p.opts.Backend, PollInterval: p.opts.PollInterval},
-		func(e activation.Event) {
-			emit(Event{Step: e.Step, Service: e.Service, Mode: e.Mode, Status: e.Status, Message: e.Message})
+		func(e record.Event) {
+			emit(e)
 		})
 }
 
@@ -143,7 +144,7 @@ func (p *Provisioner) activeModel() (config.Model, error) {
 }
 
 // CheckHealth runs the required-health checks of the active config (worker check-health).
-func (p *Provisioner) CheckHealth(ctx context.Context, emit func(Event)) error {
+func (p *Provisioner) CheckHealth(ctx context.Context, emit func(record.Event)) error {
 	m, err := p.activeModel()
 	if err != nil {
 		return err
@@ -163,7 +164,7 @@ func (p *Provisioner) CheckHealth(ctx context.Context, emit func(Event)) error {
 }
 
 // SyncQuadlet re-syncs the active units into the Quadlet dirs and restarts them.
-func (p *Provisioner) SyncQuadlet(ctx context.Context, emit func(Event)) error {
+func (p *Provisioner) SyncQuadlet(ctx context.Context, emit func(record.Event)) error {
 	unlock, err := p.lock(ctx)
 	if err != nil {
 		return err

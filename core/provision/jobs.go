@@ -4,28 +4,28 @@ import (
 	"context"
 	"errors"
 
+	"github.com/fleetprov/fleetprov/core/check"
 	"github.com/fleetprov/fleetprov/core/jobs"
+	"github.com/fleetprov/fleetprov/core/record"
 )
 
 // JobFunc adapts an apply to a job: events go to the job, the rollback status and the
 // result are recorded. Every transport (NATS, HTTP, CLI) submits applies through it.
 func JobFunc(p *Provisioner, in Input) jobs.Func {
-	return func(ctx context.Context, r *jobs.Run) (*jobs.Result, error) {
-		res, err := p.Apply(ctx, in, func(e Event) {
-			r.Emit(jobs.Event{Step: e.Step, Message: e.Message, Service: e.Service, Mode: e.Mode, Status: e.Status})
-		})
+	return func(ctx context.Context, r *jobs.Run) (*record.Result, error) {
+		res, err := p.Apply(ctx, in, r.Emit)
 		r.SetRollbackStatus(res.RollbackStatus)
-		out := &jobs.Result{Warnings: res.Warnings, Reapply: res.Reapply, RolledBack: res.RolledBack}
+		out := &record.Result{Warnings: res.Warnings, Reapply: res.Reapply, RolledBack: res.RolledBack}
 		if out.Warnings == nil {
 			out.Warnings = []string{}
 		}
 		if err != nil {
-			code := "failed"
+			code := record.CodeFailed
 			switch {
 			case isInvalid(err):
-				code = "invalid"
+				code = record.CodeInvalid
 			case res.RolledBack:
-				code = "rolled-back"
+				code = record.CodeRolledBack
 			}
 			return out, &jobs.CodedError{Code: code, Err: err}
 		}
@@ -39,6 +39,6 @@ func isInvalid(err error) bool {
 }
 
 // ValidateOptions returns the validation options of this device.
-func (p *Provisioner) ValidateOptions() ValidateOptions {
-	return ValidateOptions{Config: p.opts.Config, Limits: p.opts.Limits, ConfigDir: p.opts.State.Active()}
+func (p *Provisioner) ValidateOptions() check.Options {
+	return check.Options{Config: p.opts.Config, Limits: p.opts.Limits, ConfigDir: p.opts.State.Active()}
 }

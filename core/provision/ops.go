@@ -11,97 +11,39 @@ import (
 	"sort"
 
 	"github.com/fleetprov/fleetprov/core/bundle"
+	"github.com/fleetprov/fleetprov/core/check"
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/quadlet"
 	"github.com/fleetprov/fleetprov/core/state"
 )
 
-// DefaultConfigDir is where the active config lives on a device with the default state dir.
-const DefaultConfigDir = "/var/lib/fleetprov/config"
-
-// ValidateOptions tune an offline validation.
-type ValidateOptions struct {
-	Config config.Options
-	Limits bundle.Limits
-	// ConfigDir is the runtime config dir units are rendered for (default DefaultConfigDir).
-	ConfigDir string
-}
-
-// Validate checks an input (config.toml or bundle) exactly as an apply would before it
-// touches the device: unpack (into a temp dir that is removed), parse, validate, render.
-// Render failures are added to the report. The error is nil only for a valid input.
-func Validate(ctx context.Context, r io.Reader, opts ValidateOptions) (config.Model, config.Report, error) {
-	v, err := validate(ctx, r, opts)
-	return v.model, v.report, err
-}
-
-// validated is what one offline validation produced.
-type validated struct {
-	raw      []byte // config.toml as given
-	model    config.Model
-	report   config.Report
-	rendered quadlet.Rendered
-}
-
-func validate(ctx context.Context, r io.Reader, opts ValidateOptions) (validated, error) {
-	var v validated
-	tmp, err := os.MkdirTemp("", "fleetprov-validate-")
-	if err != nil {
-		return v, fmt.Errorf("creating temp dir: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	root, err := os.OpenRoot(tmp)
-	if err != nil {
-		return v, fmt.Errorf("opening temp dir: %w", err)
-	}
-	defer root.Close()
-	c, err := bundle.Unpack(ctx, r, root, bundle.Options{Limits: opts.Limits})
-	if err != nil {
-		v.report.Errorf(nil, "%s", err.Error())
-		return v, fmt.Errorf("reading input: %w", err)
-	}
-	v.raw = c.Config
-	if v.model, v.report, err = config.Parse(c.Config, opts.Config); err != nil {
-		return v, err
-	}
-	if opts.ConfigDir == "" {
-		opts.ConfigDir = DefaultConfigDir
-	}
-	if v.rendered, err = quadlet.Render(v.model, quadlet.Options{ConfigDir: opts.ConfigDir, AppUser: opts.Config.AppUser}); err != nil {
-		v.report.Errorf(config.Path{"containers"}, "%s", err.Error())
-		v.model = config.Model{}
-		return v, fmt.Errorf("%w: %w", config.ErrInvalid, err)
-	}
-	return v, nil
-}
-
 // RenderTo writes what an apply of the input would install (config.toml as given, derived
 // files, quadlet/ units, quadlet-runtime.json) into out, touching nothing else: a dry-run
 // plan.
-func RenderTo(ctx context.Context, r io.Reader, out string, opts ValidateOptions) (config.Report, error) {
-	v, err := validate(ctx, r, opts)
+func RenderTo(ctx context.Context, r io.Reader, out string, opts check.Options) (config.Report, error) {
+	v, err := check.Input(ctx, r, opts)
 	if err != nil {
-		return v.report, err
+		return v.Report, err
 	}
-	files, err := derivedFiles(v.model)
+	files, err := derivedFiles(v.Model)
 	if err != nil {
-		return v.report, err
+		return v.Report, err
 	}
-	files["config.toml"] = v.raw
-	files["quadlet-runtime.json"] = v.rendered.RuntimeJSON()
-	for _, f := range v.rendered.Files {
+	files["config.toml"] = v.Raw
+	files["quadlet-runtime.json"] = v.Rendered.RuntimeJSON()
+	for _, f := range v.Rendered.Files {
 		files[filepath.Join("quadlet", f.Unit.Mode, f.Unit.Filename)] = f.Content
 	}
 	for name, b := range files {
 		p := filepath.Join(out, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return v.report, fmt.Errorf("creating %s: %w", filepath.Dir(p), err)
+			return v.Report, fmt.Errorf("creating %s: %w", filepath.Dir(p), err)
 		}
 		if err := os.WriteFile(p, b, 0o644); err != nil {
-			return v.report, fmt.Errorf("writing %s: %w", name, err)
+			return v.Report, fmt.Errorf("writing %s: %w", name, err)
 		}
 	}
-	return v.report, nil
+	return v.Report, nil
 }
 
 // Current is the device's desired state as the API reports it.

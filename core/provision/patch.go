@@ -12,21 +12,6 @@ import (
 	"github.com/fleetprov/fleetprov/core/config"
 )
 
-// Patch is a partial update of the active config. Every kind is applied to the active
-// document, the whole result is validated, and it goes through the normal pipeline; a
-// patch never touches rendered or runtime files directly.
-type Patch struct {
-	// Kind: users, network, containers, container-networks, container-volumes,
-	// container-builds, activation.
-	Kind string `json:"kind"`
-	// Name of the user or resource, for keyed kinds.
-	Name string `json:"name,omitempty"`
-	// Op: put or delete for keyed kinds; merge (RFC 7396, null deletes) for network and
-	// activation.
-	Op    string          `json:"op"`
-	Value json.RawMessage `json:"value,omitempty"`
-}
-
 // patchKinds maps a keyed kind to its path in the document.
 var patchKinds = map[string][]string{
 	"users":              {"users"},
@@ -39,7 +24,7 @@ var patchKinds = map[string][]string{
 // PreparePatch applies p to the active config and validates the result. An error is an
 // *InvalidError (with every finding) when the patch or the result is invalid, or
 // state.ErrNoActive on an unprovisioned device.
-func (p *Provisioner) PreparePatch(patch Patch) (config.Model, error) {
+func (p *Provisioner) PreparePatch(patch config.Patch) (config.Model, error) {
 	m, err := p.activeModel()
 	if err != nil {
 		return config.Model{}, err
@@ -48,7 +33,7 @@ func (p *Provisioner) PreparePatch(patch Patch) (config.Model, error) {
 }
 
 // ApplyPatch applies a patch to a model and returns the validated result.
-func ApplyPatch(m config.Model, patch Patch, opts config.Options) (config.Model, error) {
+func ApplyPatch(m config.Model, patch config.Patch, opts config.Options) (config.Model, error) {
 	invalid := func(format string, args ...any) error {
 		var r config.Report
 		r.Errorf(config.Path{patch.Kind}, format, args...)

@@ -18,59 +18,59 @@ func TestApplyPatch(t *testing.T) {
 	_, bob := configtest.NewKey(t)
 	tests := []struct {
 		name    string
-		patch   provision.Patch
+		patch   config.Patch
 		invalid bool
 		check   func(t *testing.T, m config.Model)
 	}{
-		{name: "put_user", patch: provision.Patch{Kind: "users", Name: "bob", Op: "put", Value: json.RawMessage(`{"isAdmin":true,"ssh_key":"` + bob + `","shell":"bash"}`)},
+		{name: "put_user", patch: config.Patch{Kind: "users", Name: "bob", Op: "put", Value: json.RawMessage(`{"isAdmin":true,"ssh_key":"` + bob + `","shell":"bash"}`)},
 			check: func(t *testing.T, m config.Model) {
 				if u := m.Users["bob"]; !u.IsAdmin || u.Shell != "bash" {
 					t.Errorf("bob = %+v", u)
 				}
 			}},
-		{name: "delete_user", patch: provision.Patch{Kind: "users", Name: "guest", Op: "delete"},
+		{name: "delete_user", patch: config.Patch{Kind: "users", Name: "guest", Op: "delete"},
 			check: func(t *testing.T, m config.Model) {
 				if _, ok := m.Users["guest"]; ok {
 					t.Error("guest still there")
 				}
 			}},
-		{name: "delete_last_admin_invalid", patch: provision.Patch{Kind: "users", Name: "admin", Op: "delete"}, invalid: true},
-		{name: "user_wrong_shape", patch: provision.Patch{Kind: "users", Name: "bob", Op: "put", Value: json.RawMessage(`{"isAdmin":"yes"}`)}, invalid: true},
-		{name: "user_not_object", patch: provision.Patch{Kind: "users", Name: "bob", Op: "put", Value: json.RawMessage(`[1]`)}, invalid: true},
-		{name: "merge_network_null_deletes", patch: provision.Patch{Kind: "network", Op: "merge", Value: json.RawMessage(`{"ntp":null,"dns_servers":["9.9.9.9"],"firewall":{"inbound":{"wan":{"tcp":[443]}}}}`)},
+		{name: "delete_last_admin_invalid", patch: config.Patch{Kind: "users", Name: "admin", Op: "delete"}, invalid: true},
+		{name: "user_wrong_shape", patch: config.Patch{Kind: "users", Name: "bob", Op: "put", Value: json.RawMessage(`{"isAdmin":"yes"}`)}, invalid: true},
+		{name: "user_not_object", patch: config.Patch{Kind: "users", Name: "bob", Op: "put", Value: json.RawMessage(`[1]`)}, invalid: true},
+		{name: "merge_network_null_deletes", patch: config.Patch{Kind: "network", Op: "merge", Value: json.RawMessage(`{"ntp":null,"dns_servers":["9.9.9.9"],"firewall":{"inbound":{"wan":{"tcp":[443]}}}}`)},
 			check: func(t *testing.T, m config.Model) {
 				if m.Network.NTP != nil || m.Network.DNSServers[0] != "9.9.9.9" || len(m.Network.Firewall.Inbound.WAN.TCP) != 1 || m.Network.Dnsmasq == nil {
 					t.Errorf("network = %+v", m.Network)
 				}
 			}},
-		{name: "merge_network_bad_port", patch: provision.Patch{Kind: "network", Op: "merge", Value: json.RawMessage(`{"firewall":{"inbound":{"wan":{"tcp":[8080]}}}}`)}, invalid: true},
-		{name: "merge_activation", patch: provision.Patch{Kind: "activation", Op: "merge", Value: json.RawMessage(`{"timeout_seconds":60,"settle_seconds":2}`)},
+		{name: "merge_network_bad_port", patch: config.Patch{Kind: "network", Op: "merge", Value: json.RawMessage(`{"firewall":{"inbound":{"wan":{"tcp":[8080]}}}}`)}, invalid: true},
+		{name: "merge_activation", patch: config.Patch{Kind: "activation", Op: "merge", Value: json.RawMessage(`{"timeout_seconds":60,"settle_seconds":2}`)},
 			check: func(t *testing.T, m config.Model) {
 				if m.Activation.TimeoutSeconds != 60 || m.Activation.SettleSeconds != 2 {
 					t.Errorf("activation = %+v", m.Activation)
 				}
 			}},
-		{name: "activation_float_rejected", patch: provision.Patch{Kind: "activation", Op: "merge", Value: json.RawMessage(`{"timeout_seconds":1.5}`)}, invalid: true},
-		{name: "delete_container_drops_activation_refs", patch: provision.Patch{Kind: "containers", Name: "myapp", Op: "delete"},
+		{name: "activation_float_rejected", patch: config.Patch{Kind: "activation", Op: "merge", Value: json.RawMessage(`{"timeout_seconds":1.5}`)}, invalid: true},
+		{name: "delete_container_drops_activation_refs", patch: config.Patch{Kind: "containers", Name: "myapp", Op: "delete"},
 			check: func(t *testing.T, m config.Model) {
 				if len(m.Activation.Required) != 1 || m.Activation.Required[0] != "edgeproxy" {
 					t.Errorf("required = %v", m.Activation.Required)
 				}
 			}},
-		{name: "put_container", patch: provision.Patch{Kind: "containers", Name: "extra", Op: "put", Value: json.RawMessage(`{"privileged":false,"Container":{"Image":"busybox","PublishPort":["9000:80"]}}`)},
+		{name: "put_container", patch: config.Patch{Kind: "containers", Name: "extra", Op: "put", Value: json.RawMessage(`{"privileged":false,"Container":{"Image":"busybox","PublishPort":["9000:80"]}}`)},
 			check: func(t *testing.T, m config.Model) {
 				if m.Containers.Container["extra"].Container.Get("Image")[0].Str != "busybox" {
 					t.Errorf("extra = %+v", m.Containers.Container["extra"])
 				}
 			}},
-		{name: "put_volume", patch: provision.Patch{Kind: "container-volumes", Name: "data", Op: "put", Value: json.RawMessage(`{"Volume":{"Driver":"local"}}`)},
+		{name: "put_volume", patch: config.Patch{Kind: "container-volumes", Name: "data", Op: "put", Value: json.RawMessage(`{"Volume":{"Driver":"local"}}`)},
 			check: func(t *testing.T, m config.Model) {
 				if len(m.Containers.Volume["data"]) != 1 {
 					t.Errorf("volumes = %+v", m.Containers.Volume)
 				}
 			}},
-		{name: "delete_missing_network", patch: provision.Patch{Kind: "container-networks", Name: "nope", Op: "delete"}, invalid: true},
-		{name: "unknown_kind", patch: provision.Patch{Kind: "kernel", Op: "merge", Value: json.RawMessage(`{}`)}, invalid: true},
+		{name: "delete_missing_network", patch: config.Patch{Kind: "container-networks", Name: "nope", Op: "delete"}, invalid: true},
+		{name: "unknown_kind", patch: config.Patch{Kind: "kernel", Op: "merge", Value: json.RawMessage(`{}`)}, invalid: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/bundle"
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/quadlet"
+	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/core/state"
 	"github.com/fleetprov/fleetprov/core/system"
 )
@@ -99,7 +100,7 @@ func (p *Provisioner) Recover(ctx context.Context, then func(state.Action) error
 	}
 	switch act {
 	case state.ActionRestoredRollback, state.ActionKeptActive, state.ActionPromotedRollback, state.ActionDiscarded:
-		if _, err := p.deploy(ctx, func(Event) {}); err != nil && !errors.Is(err, state.ErrNoActive) {
+		if _, err := p.deploy(ctx, func(record.Event) {}); err != nil && !errors.Is(err, state.ErrNoActive) {
 			return act, fmt.Errorf("re-deploying after recovery: %w", err)
 		}
 	}
@@ -144,13 +145,4 @@ func ensureOwnedDir(dir, base string, acc system.Account) error {
 		}
 	}
 	return nil
-}
-
-// Event is what a pipeline stage reports; jobs store them.
-type Event struct {
-	Step    string
-	Message string
-	Service string
-	Mode    string
-	Status  string
 }

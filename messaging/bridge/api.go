@@ -3,20 +3,21 @@ package bridge
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"net/http"
 
-	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/bundle"
+	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/messaging/device"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/wire"
 	"github.com/fleetprov/fleetprov/schemas"
 )
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "provisioned": s.o.Trust.Provisioned(), "device": s.o.Device,
-		"fleet": s.o.Fleet, "version": s.o.Version})
+	svc := s.o.Service
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "provisioned": svc.Provisioned(), "device": svc.Device(),
+		"fleet": svc.Fleet(), "version": svc.Version()})
 	return nil
 }
 
@@ -33,19 +34,13 @@ func accepted(w http.ResponseWriter, id string) {
 }
 
 // submit starts a mutating job through the device service, so its events also go out on
-// NATS.
-func (s *Server) submit(op, signer string, in provision.Input) (string, error) {
-	j, err := s.o.Service.SubmitJob("", op, "http", signer, in, nil)
+// every other transport.
+func (s *Server) submit(op, source, signer string, in provision.Input) (string, error) {
+	j, err := s.o.Service.SubmitJob(device.JobSpec{Op: op, Source: source, Signer: signer, Input: in})
 	if err != nil {
 		return "", err
 	}
 	return j.ID, nil
-}
-
-// firstBootUnsigned reports whether an unsigned apply may pass: never provisioned and no
-// fleet trust file.
-func (s *Server) firstBootUnsigned() bool {
-	return !s.o.Trust.Provisioned() && !s.o.Trust.HasFleetTrust()
 }
 
 func (s *Server) postConfig(w http.ResponseWriter, r *http.Request) error {
@@ -55,7 +50,7 @@ func (s *Server) postConfig(w http.ResponseWriter, r *http.Request) error {
 	}
 	in := provision.Input{Reader: bytes.NewReader(body)}
 	signer := ""
-	if hasSignature(r) || !s.firstBootUnsigned() {
+	if hasSignature(r) || !s.o.Service.FirstBootUnsigned() {
 		dec, err := s.verify(r, body, "apply")
 		if err != nil {
 			return err
@@ -67,7 +62,7 @@ func (s *Server) postConfig(w http.ResponseWriter, r *http.Request) error {
 		in.RequireUnprovisioned = true
 		signer = "first-boot"
 	}
-	id, err := s.submit("apply", signer, in)
+	id, err := s.submit("apply", "http", signer, in)
 	if err != nil {
 		return err
 	}
@@ -83,8 +78,7 @@ func (s *Server) validate(w http.ResponseWriter, r *http.Request) error {
 	if _, err := s.verify(r, body, "validate"); err != nil {
 		return err
 	}
-	_, rep, _ := provision.Validate(r.Context(), bytes.NewReader(body), s.o.Prov.ValidateOptions())
-	res := device.NewValidationResult(rep)
+	res := s.o.Service.Validate(r.Context(), body)
 	status := http.StatusOK
 	if !res.OK {
 		status = http.StatusBadRequest
@@ -97,7 +91,7 @@ func (s *Server) current(w http.ResponseWriter, r *http.Request) error {
 	if _, err := s.verify(r, nil, "current"); err != nil {
 		return err
 	}
-	cur, err := s.o.Prov.Current(r.Context())
+	cur, err := s.o.Service.Current(r.Context())
 	if err != nil {
 		return err
 	}
@@ -117,15 +111,15 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) error {
 	case "tar.gz":
 		format, ctype, name = bundle.FormatGzip, "application/gzip", "config.tar.gz"
 	default:
-		return errf(http.StatusBadRequest, "invalid", "format must be bundle, tar.gz or toml", nil)
+		return errf(wire.ErrInvalid, "format must be bundle, tar.gz or toml", nil)
 	}
-	var buf bytes.Buffer
-	if err := s.o.Prov.Export(r.Context(), &buf, format); err != nil {
+	b, err := s.o.Service.Export(r.Context(), format)
+	if err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", ctype)
 	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
-	w.Write(buf.Bytes())
+	w.Write(b)
 	return nil
 }
 
@@ -136,20 +130,20 @@ func (s *Server) keyed(kind string) func(http.ResponseWriter, *http.Request) err
 		if r.Method == http.MethodDelete {
 			op = "delete"
 		}
-		return s.patch(w, r, provision.Patch{Kind: kind, Name: r.PathValue("name"), Op: op})
+		return s.patch(w, r, config.Patch{Kind: kind, Name: r.PathValue("name"), Op: op})
 	}
 }
 
 // merge serves PATCH of network or activation (RFC 7396; null deletes a key).
 func (s *Server) merge(kind string) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		return s.patch(w, r, provision.Patch{Kind: kind, Op: "merge"})
+		return s.patch(w, r, config.Patch{Kind: kind, Op: "merge"})
 	}
 }
 
 // patch validates a partial update synchronously (400 with every error) before it
 // becomes a job.
-func (s *Server) patch(w http.ResponseWriter, r *http.Request, p provision.Patch) error {
+func (s *Server) patch(w http.ResponseWriter, r *http.Request, p config.Patch) error {
 	body, err := s.readBody(w, r)
 	if err != nil {
 		return err
@@ -160,15 +154,15 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, p provision.Patch
 	}
 	if p.Op != "delete" {
 		if !json.Valid(body) {
-			return errf(http.StatusBadRequest, "invalid", "body must be JSON", nil)
+			return errf(wire.ErrInvalid, "body must be JSON", nil)
 		}
 		p.Value = body
 	}
-	m, err := s.o.Prov.PreparePatch(p)
+	in, err := s.o.Service.PreparePatch(p)
 	if err != nil {
 		return err
 	}
-	id, err := s.submit("patch", dec.Principal, provision.Input{Model: &m})
+	id, err := s.submit("patch", "http", dec.Principal, in)
 	if err != nil {
 		return err
 	}
@@ -177,52 +171,29 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, p provision.Patch
 }
 
 // envelope accepts a publisher envelope over HTTP (publisher --via): the envelope's own
-// signature, the same checks and handlers as over NATS.
+// signature, the same checks and handlers as over NATS, the same reply.
 func (s *Server) envelope(w http.ResponseWriter, r *http.Request) error {
 	raw, err := s.readBody(w, r)
 	if err != nil {
 		return err
 	}
-	env, err := envelope.DecodeLimit(raw, int(s.o.MaxBody))
-	if err == nil {
-		err = env.BindDirect(s.o.Fleet, s.o.Device, s.groups())
-	}
-	var req *device.Request
-	if err == nil {
-		req, err = s.o.Service.Verify(r.Context(), env, raw, r.Header.Get(envelope.SignatureHeader))
-	}
-	if err != nil {
-		s.reject(codeOf(err))
-		return err
-	}
-	reply, err := s.o.Service.Run(r.Context(), req)
-	if err != nil {
-		s.reject(codeOf(err))
-		return err
-	}
+	reply := s.o.Service.HandleEnvelope(r.Context(), raw, int(s.o.MaxBody), r.Header.Get(envelope.SignatureHeader), "http",
+		(*envelope.Envelope).BindDirect)
 	status := http.StatusOK
-	if reply.JobID != "" {
+	switch {
+	case !reply.Accepted:
+		s.reject(reply.Code)
+		status = statusOf(reply.Code)
+	case reply.JobID != "":
 		status = http.StatusAccepted
 		w.Header().Set("Location", "/api/jobs/"+reply.JobID)
 	}
-	reply.Device = s.o.Device
 	writeJSON(w, status, reply)
 	return nil
 }
 
-func codeOf(err error) string {
-	var e *envelope.Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	if errors.Is(err, auth.ErrForbidden) {
-		return "forbidden"
-	}
-	return "internal"
-}
-
 func (s *Server) job(w http.ResponseWriter, r *http.Request) error {
-	j, err := s.o.Jobs.Get(r.PathValue("id"))
+	j, err := s.o.Service.Job(r.PathValue("id"))
 	if err != nil {
 		return err
 	}

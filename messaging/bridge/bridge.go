@@ -1,7 +1,9 @@
-// Package bridge is the device's HTTP transport: the same API as the NATS device service
-// (every route ends in the same core/provision, core/jobs and core/auth calls), signed
-// requests with single-use nonces, partial updates, export, SSE job events, the OpenAPI
-// document, Prometheus metrics, and the first-boot Boot UI.
+// Package bridge is the device's HTTP transport, a thin adapter over the transport-neutral
+// device service (messaging/device): signed requests with single-use nonces, partial
+// updates, export, SSE job events, envelopes posted by `publisher --via`, the OpenAPI
+// document, Prometheus metrics, and the first-boot Boot UI. Every route ends in a
+// device.Service call, and every error in device.FromError; it never imports the NATS
+// transport.
 package bridge
 
 import (
@@ -14,21 +16,13 @@ import (
 
 	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/bundle"
-	"github.com/fleetprov/fleetprov/core/jobs"
-	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/messaging/device"
 )
 
 // Options configure the bridge.
 type Options struct {
-	Device  string
-	Fleet   string
-	Version string
-	Prov    *provision.Provisioner
-	Jobs    *jobs.Manager
-	Trust   *auth.Trust
-	Nonces  *auth.Nonces
 	Service *device.Service
+	Nonces  *auth.Nonces
 	Metrics *Metrics
 	// MaxBody is the upload limit (default 32 MiB, the bundle limit).
 	MaxBody int64
@@ -115,13 +109,6 @@ func (s *Server) wrap(h func(http.ResponseWriter, *http.Request) error) http.Han
 			writeError(w, r, s.log, err)
 		}
 	})
-}
-
-func (s *Server) groups() []string {
-	if s.o.Service != nil {
-		return s.o.Service.Groups()
-	}
-	return nil
 }
 
 func (s *Server) reject(code string) { s.o.Metrics.Rejected("http", code) }

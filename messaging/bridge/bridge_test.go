@@ -24,9 +24,11 @@ import (
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/jobs"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
+	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/messaging/bridge"
 	"github.com/fleetprov/fleetprov/messaging/broker/brokertest"
 	"github.com/fleetprov/fleetprov/messaging/device"
+	"github.com/fleetprov/fleetprov/messaging/devicenats"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
 )
@@ -57,15 +59,17 @@ func newRig(t *testing.T, maxBody int64) *rig {
 	_, nc := brokertest.Start(t)
 	trust := &auth.Trust{State: r.dev.Prov.State()}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
-	svc := device.New(device.Options{Conn: nc, Fleet: "f", Device: "d1", Prov: r.dev.Prov, Jobs: r.jobs, Trust: trust,
-		Replay: &auth.ReplayGuard{Dir: filepath.Join(r.dev.StateDir, "replay")}, HeartbeatInterval: time.Hour, Logger: log})
-	if err := svc.Start(context.Background()); err != nil {
+	svc := device.New(device.Options{Fleet: "f", Device: "d1", Version: "test", Prov: r.dev.Prov, Jobs: r.jobs, Trust: trust,
+		Replay: &auth.ReplayGuard{Dir: filepath.Join(r.dev.StateDir, "replay")}, Logger: log,
+		Payloads: devicenats.Blobs{Conn: nc, Fleet: "f"}})
+	t.Cleanup(svc.Close)
+	ad := devicenats.New(devicenats.Options{Conn: nc, Service: svc, HeartbeatInterval: time.Hour, Logger: log})
+	if err := ad.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(svc.Stop)
+	t.Cleanup(ad.Stop)
 	nonces := &auth.Nonces{Now: func() time.Time { return r.now }}
-	s := bridge.New(bridge.Options{Device: "d1", Fleet: "f", Version: "test", Prov: r.dev.Prov, Jobs: r.jobs, Trust: trust,
-		Nonces: nonces, Service: svc, MaxBody: maxBody, Metrics: metrics, Logger: log})
+	s := bridge.New(bridge.Options{Service: svc, Nonces: nonces, MaxBody: maxBody, Metrics: metrics, Logger: log})
 	r.srv = httptest.NewServer(s.Handler())
 	t.Cleanup(r.srv.Close)
 	r.client, _ = fleet.New(nc, "f", fleet.WithSigner(admin))
@@ -119,7 +123,7 @@ func (r *rig) signed(s ssh.Signer, method, path string, body []byte, tamper func
 	return r.do(method, path, body, map[string]string{bridge.NonceHeader: nonce, bridge.SignatureHeader: base64.StdEncoding.EncodeToString(sig)})
 }
 
-func (r *rig) wait(res resp) jobs.Job {
+func (r *rig) wait(res resp) record.Job {
 	r.t.Helper()
 	var sub struct {
 		JobID string `json:"job_id"`
@@ -140,7 +144,7 @@ func (r *rig) provision() {
 	if res.status != http.StatusAccepted || !strings.HasPrefix(res.header.Get("Location"), "/api/jobs/") {
 		r.t.Fatalf("first-boot POST /api/config = %d %s", res.status, res.body)
 	}
-	if j := r.wait(res); j.State != jobs.Succeeded {
+	if j := r.wait(res); j.State != record.Succeeded {
 		r.t.Fatalf("job = %+v", j)
 	}
 }
@@ -160,7 +164,7 @@ func TestFirstBootAndSignedRoutes(t *testing.T) {
 	if res := r.do("POST", "/api/config", r.cfg, nil); res.status != 401 {
 		t.Errorf("unsigned apply after provisioning = %d; want 401", res.status)
 	}
-	if res := r.signed(r.admin, "POST", "/api/config", r.cfg, nil); res.status != 202 || r.wait(res).State != jobs.Succeeded {
+	if res := r.signed(r.admin, "POST", "/api/config", r.cfg, nil); res.status != 202 || r.wait(res).State != record.Succeeded {
 		t.Errorf("signed apply = %d %s", res.status, res.body)
 	}
 	if res := r.signed(r.admin, "POST", "/api/validate", r.cfg, nil); res.status != 200 || !strings.Contains(string(res.body), `"ok": true`) {
@@ -185,7 +189,7 @@ func TestFirstBootAndSignedRoutes(t *testing.T) {
 	}
 	// Export then re-apply: the active state is byte-identical.
 	before := provisiontest.Tree(t, filepath.Join(r.dev.StateDir, "config"))
-	if res := r.signed(r.admin, "POST", "/api/config", exp.body, nil); res.status != 202 || r.wait(res).State != jobs.Succeeded {
+	if res := r.signed(r.admin, "POST", "/api/config", exp.body, nil); res.status != 202 || r.wait(res).State != record.Succeeded {
 		t.Fatalf("re-apply export = %d %s", res.status, res.body)
 	}
 	if after := provisiontest.Tree(t, filepath.Join(r.dev.StateDir, "config")); after != before {
@@ -241,7 +245,7 @@ func TestPartialUpdates(t *testing.T) {
 				t.Fatalf("%s %s = %d %s; want %d", tc.method, tc.path, res.status, res.body, tc.status)
 			}
 			if tc.status == 202 {
-				if j := r.wait(res); j.State != jobs.Succeeded {
+				if j := r.wait(res); j.State != record.Succeeded {
 					t.Fatalf("job = %+v", j)
 				}
 				return
@@ -316,7 +320,7 @@ func TestBusyAndPolicy(t *testing.T) {
 	r.wait(first)
 	// [fleet.signers] narrows the admin: validate only.
 	narrowed := append(append([]byte{}, r.cfg...), []byte("\n[fleet.signers.admin]\nops = [\"validate\"]\n")...)
-	if res := r.signed(r.admin, "POST", "/api/config", narrowed, nil); res.status != 202 || r.wait(res).State != jobs.Succeeded {
+	if res := r.signed(r.admin, "POST", "/api/config", narrowed, nil); res.status != 202 || r.wait(res).State != record.Succeeded {
 		t.Fatalf("apply narrowed = %d %s", res.status, res.body)
 	}
 	if res := r.signed(r.admin, "POST", "/api/config", r.cfg, nil); res.status != 403 {

@@ -6,42 +6,31 @@ import (
 	"log/slog"
 	"net/http"
 
-	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/config"
-	"github.com/fleetprov/fleetprov/core/jobs"
 	"github.com/fleetprov/fleetprov/core/provision"
-	"github.com/fleetprov/fleetprov/core/state"
-	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/device"
+	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
-// httpError is an error with its public face: status, stable code and a safe message.
-// Err is the cause, logged but never sent.
-type httpError struct {
-	Status int
-	Code   string
-	Msg    string
-	Err    error
+// errf makes a wire error for a failure only HTTP has (a bad form, a bad query); the
+// status follows from the code, like every other error.
+func errf(code *wire.Error, msg string, cause error) *wire.Error {
+	return wire.Wrap(code, msg, cause)
 }
 
-func (e *httpError) Error() string {
-	if e.Err != nil {
-		return e.Msg + ": " + e.Err.Error()
+// statuses maps every wire code to its HTTP status; a test checks it covers wire.Codes.
+var statuses = map[string]int{
+	"busy": http.StatusConflict, "unauthorized": http.StatusUnauthorized, "forbidden": http.StatusForbidden,
+	"expired": http.StatusUnauthorized, "replayed": http.StatusUnauthorized, "invalid": http.StatusBadRequest,
+	"wrong-target": http.StatusForbidden, "not-found": http.StatusNotFound,
+	"too-large": http.StatusRequestEntityTooLarge, "internal": http.StatusInternalServerError,
+}
+
+func statusOf(code string) int {
+	if st, ok := statuses[code]; ok {
+		return st
 	}
-	return e.Msg
-}
-
-func (e *httpError) Unwrap() error { return e.Err }
-
-func errf(status int, code, msg string, cause error) *httpError {
-	return &httpError{Status: status, Code: code, Msg: msg, Err: cause}
-}
-
-// statusOf maps wire codes to HTTP statuses.
-var statusOf = map[string]int{
-	"busy": http.StatusConflict, "unauthorized": http.StatusUnauthorized, "expired": http.StatusUnauthorized,
-	"replayed": http.StatusUnauthorized, "invalid": http.StatusBadRequest, "wrong-target": http.StatusForbidden,
-	"not-found": http.StatusNotFound, "too-large": http.StatusRequestEntityTooLarge, "internal": http.StatusInternalServerError,
-	"forbidden": http.StatusForbidden,
+	return http.StatusInternalServerError
 }
 
 // errorBody is every error response.
@@ -51,58 +40,28 @@ type errorBody struct {
 	Errors []config.Entry `json:"errors,omitempty"`
 }
 
-// writeError is the one place errors become responses: it picks the status and a safe
-// message, and logs the cause.
+// writeError is the one place errors become responses: device.FromError picks the code
+// and the public message (the same as over NATS), the code the status; the cause is
+// logged, never sent.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	body := errorBody{Code: "internal", Error: "internal error"}
-	status := http.StatusInternalServerError
-	var he *httpError
-	var ee *envelope.Error
-	var ie *provision.InvalidError
 	var mbe *http.MaxBytesError
-	switch {
-	case errors.As(err, &he):
-		status, body.Code, body.Error = he.Status, he.Code, he.Msg
-	case errors.As(err, &mbe):
-		status, body.Code, body.Error = http.StatusRequestEntityTooLarge, "too-large", "request body over the upload limit"
-	case errors.As(err, &ie):
-		status, body.Code, body.Error = http.StatusBadRequest, "invalid", ie.Error()
-		body.Errors = ie.Report.Errors()
-	case errors.As(err, &ee):
-		status, body.Code, body.Error = statusOf[ee.Code], ee.Code, ee.Error()
-		if status == 0 {
-			status = http.StatusInternalServerError
-		}
-	case errors.Is(err, jobs.ErrBusy):
-		status, body.Code, body.Error = http.StatusConflict, "busy", "another job is running"
-	case errors.Is(err, jobs.ErrNotFound):
-		status, body.Code, body.Error = http.StatusNotFound, "not-found", "job not found"
-	case errors.Is(err, state.ErrNoActive):
-		status, body.Code, body.Error = http.StatusNotFound, "not-found", "the device is not provisioned"
-	case errors.Is(err, auth.ErrNonce), errors.Is(err, auth.ErrMissingSignature), errors.Is(err, auth.ErrBadSignature),
-		errors.Is(err, auth.ErrUnknownSigner), errors.Is(err, auth.ErrNamespace), errors.Is(err, auth.ErrKeyNotValid),
-		errors.Is(err, auth.ErrSignersUnreadable):
-		status, body.Code, body.Error = http.StatusUnauthorized, "unauthorized", "unauthorized: "+safeAuthMessage(err)
-	case errors.Is(err, auth.ErrForbidden):
-		status, body.Code, body.Error = http.StatusForbidden, "forbidden", "signer not allowed for this operation"
+	if errors.As(err, &mbe) {
+		err = wire.Wrap(wire.ErrTooLarge, "request body over the upload limit", err)
 	}
+	werr := device.FromError(err)
+	code, msg := wire.Public(werr)
+	body := errorBody{Code: code, Error: msg}
+	var ie *provision.InvalidError
+	if errors.As(err, &ie) {
+		body.Errors = ie.Report.Errors()
+	}
+	status := statusOf(code)
 	if status >= 500 {
 		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	} else {
-		log.Warn("request refused", "method", r.Method, "path", r.URL.Path, "code", body.Code, "err", err)
+		log.Warn("request refused", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
 	}
 	writeJSON(w, status, body)
-}
-
-// safeAuthMessage names the failed check without echoing request data.
-func safeAuthMessage(err error) string {
-	for _, s := range []error{auth.ErrNonce, auth.ErrMissingSignature, auth.ErrBadSignature, auth.ErrUnknownSigner,
-		auth.ErrNamespace, auth.ErrKeyNotValid, auth.ErrSignersUnreadable} {
-		if errors.Is(err, s) {
-			return s.Error()
-		}
-	}
-	return "signature check failed"
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

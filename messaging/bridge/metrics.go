@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/fleetprov/fleetprov/core/auth"
-	"github.com/fleetprov/fleetprov/core/jobs"
+	"github.com/fleetprov/fleetprov/core/record"
 )
 
 // Metrics are the worker's Prometheus metrics.
@@ -41,13 +41,13 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 }
 
 // JobFinished records a finished job (wire it to jobs.Options.OnFinish).
-func (m *Metrics) JobFinished(j jobs.Job) {
+func (m *Metrics) JobFinished(j record.Job) {
 	m.jobs.WithLabelValues(j.Op, string(j.State)).Inc()
 	if j.StartedAt != nil && j.FinishedAt != nil {
 		m.duration.WithLabelValues(j.Op).Observe(j.FinishedAt.Sub(*j.StartedAt).Seconds())
 	}
 	if j.RollbackStatus != "" {
-		m.rollbacks.WithLabelValues(j.RollbackStatus).Inc()
+		m.rollbacks.WithLabelValues(string(j.RollbackStatus)).Inc()
 	}
 }
 

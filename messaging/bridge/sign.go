@@ -66,8 +66,7 @@ func (s *Server) verify(r *http.Request, body []byte, op string) (auth.Decision,
 		s.reject("unauthorized")
 		return auth.Decision{}, fmt.Errorf("%w: signature header is not base64", auth.ErrBadSignature)
 	}
-	dec, err := s.o.Trust.Verify(SigningMessage(r.Method, r.URL.Path, nonce, body), sig, auth.NamespaceHTTP, op,
-		auth.Target{Kind: "device"}, s.groups())
+	dec, err := s.o.Service.Authorize(SigningMessage(r.Method, r.URL.Path, nonce, body), sig, auth.NamespaceHTTP, op)
 	if err != nil {
 		s.reject("unauthorized")
 		return auth.Decision{}, err

@@ -5,20 +5,22 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
 // events streams a job's events as Server-Sent Events: every event so far, then live ones,
 // then `event: done` with the final record.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
-	j, ch, cancel, err := s.o.Jobs.Watch(id)
+	j, ch, cancel, err := s.o.Service.WatchJob(id)
 	if err != nil {
 		return err
 	}
 	defer cancel()
 	flusher, ok := w.(http.Flusher)
 	if !ok {
-		return errf(http.StatusInternalServerError, "internal", "streaming unsupported", nil)
+		return errf(wire.ErrInternal, "streaming unsupported", nil)
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
@@ -54,7 +56,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 	}
-	final, err := s.o.Jobs.Get(id)
+	final, err := s.o.Service.Job(id)
 	if err != nil {
 		final = j
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/fleetprov/fleetprov/core/provision"
+	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
 //go:embed ui
@@ -33,8 +34,8 @@ func newToken() string {
 // unsigned route), and refuses requests whose Host or Origin could be a DNS rebinding or
 // cross-site attack.
 func (s *Server) uiGuard(r *http.Request) error {
-	if !s.firstBootUnsigned() {
-		return errf(http.StatusNotFound, "not-found", "not found", nil)
+	if !s.o.Service.FirstBootUnsigned() {
+		return errf(wire.ErrNotFound, "not found", nil)
 	}
 	return s.uiHostGuard(r)
 }
@@ -51,7 +52,7 @@ func (s *Server) uiHostGuard(r *http.Request) error {
 		allowed = allowed || strings.EqualFold(host, h)
 	}
 	if !allowed {
-		return errf(http.StatusForbidden, "forbidden", "host not allowed for the Boot UI; use the device's IP address", nil)
+		return errf(wire.ErrForbidden, "host not allowed for the Boot UI; use the device's IP address", nil)
 	}
 	for _, hdr := range []string{"Origin", "Referer"} {
 		v := r.Header.Get(hdr)
@@ -60,7 +61,7 @@ func (s *Server) uiHostGuard(r *http.Request) error {
 		}
 		u, err := url.Parse(v)
 		if err != nil || u.Host != r.Host {
-			return errf(http.StatusForbidden, "forbidden", hdr+" does not match the device's address", nil)
+			return errf(wire.ErrForbidden, hdr+" does not match the device's address", nil)
 		}
 	}
 	return nil
@@ -92,7 +93,7 @@ func mustAsset(name string) string {
 
 // render writes a Boot UI page with fresh nonce and assets.
 func (s *Server) render(w http.ResponseWriter, status int, tmpl string, p page) error {
-	p.Device, p.Fleet, p.Version, p.Nonce = s.o.Device, s.o.Fleet, s.o.Version, newToken()
+	p.Device, p.Fleet, p.Version, p.Nonce = s.o.Service.Device(), s.o.Service.Fleet(), s.o.Service.Version(), newToken()
 	p.CSS, p.JS, p.Logo = template.CSS(uiCSS), template.JS(uiJS), template.URL(uiLogo)
 	var buf bytes.Buffer
 	if err := uiTemplates.ExecuteTemplate(&buf, tmpl, p); err != nil {
@@ -128,12 +129,12 @@ func (s *Server) uiApply(w http.ResponseWriter, r *http.Request) error {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, s.o.MaxBody+1<<20)
 	if err := r.ParseMultipartForm(1 << 20); err != nil {
-		return errf(http.StatusBadRequest, "invalid", "expected a multipart form", err)
+		return errf(wire.ErrInvalid, "expected a multipart form", err)
 	}
 	cookie, err := r.Cookie(csrfCookie)
 	token := r.FormValue("csrf")
 	if err != nil || token == "" || subtle.ConstantTimeCompare([]byte(cookie.Value), []byte(token)) != 1 {
-		return errf(http.StatusForbidden, "forbidden", "form token missing or wrong; reload the page", nil)
+		return errf(wire.ErrForbidden, "form token missing or wrong; reload the page", nil)
 	}
 	var body []byte
 	if f, _, err := r.FormFile("file"); err == nil {
@@ -148,22 +149,19 @@ func (s *Server) uiApply(w http.ResponseWriter, r *http.Request) error {
 		body = []byte(text)
 	}
 	if int64(len(body)) > s.o.MaxBody {
-		return errf(http.StatusRequestEntityTooLarge, "too-large", "upload over the limit", nil)
+		return errf(wire.ErrTooLarge, "upload over the limit", nil)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return s.renderIndex(w, http.StatusBadRequest, page{Errors: []string{"choose a file or paste a config.toml"}})
 	}
-	if _, rep, err := provision.Validate(r.Context(), bytes.NewReader(body), s.o.Prov.ValidateOptions()); err != nil {
+	if v := s.o.Service.Validate(r.Context(), body); !v.OK {
 		var msgs []string
-		for _, e := range rep.Errors() {
+		for _, e := range v.Errors {
 			msgs = append(msgs, e.Error())
-		}
-		if len(msgs) == 0 {
-			msgs = []string{err.Error()}
 		}
 		return s.renderIndex(w, http.StatusBadRequest, page{Errors: msgs, Text: text})
 	}
-	id, err := s.submit("apply", "boot-ui", provision.Input{Reader: bytes.NewReader(body), RequireUnprovisioned: true})
+	id, err := s.submit("apply", "boot-ui", "boot-ui", provision.Input{Reader: bytes.NewReader(body), RequireUnprovisioned: true})
 	if err != nil {
 		return err
 	}

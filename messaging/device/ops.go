@@ -5,30 +5,26 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
-	"strings"
 	"time"
 
 	"github.com/fleetprov/fleetprov/core/bundle"
+	"github.com/fleetprov/fleetprov/core/check"
 	"github.com/fleetprov/fleetprov/core/config"
-	"github.com/fleetprov/fleetprov/core/jobs"
 	"github.com/fleetprov/fleetprov/core/provision"
-	"github.com/fleetprov/fleetprov/core/state"
-	"github.com/fleetprov/fleetprov/messaging/blob"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
-	"github.com/fleetprov/fleetprov/messaging/subjects"
+	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
 // Handler serves one op of a verified request, like net/http's Handler.
 type Handler interface {
-	Handle(ctx context.Context, r *Request) (envelope.Reply, error)
+	Handle(ctx context.Context, r *Request) (wire.Reply, error)
 }
 
 // HandlerFunc adapts a function to Handler.
-type HandlerFunc func(ctx context.Context, r *Request) (envelope.Reply, error)
+type HandlerFunc func(ctx context.Context, r *Request) (wire.Reply, error)
 
 // Handle implements Handler.
-func (f HandlerFunc) Handle(ctx context.Context, r *Request) (envelope.Reply, error) {
+func (f HandlerFunc) Handle(ctx context.Context, r *Request) (wire.Reply, error) {
 	return f(ctx, r)
 }
 
@@ -43,100 +39,67 @@ func (s *Service) newHandlers() map[string]Handler {
 	}
 }
 
-func (s *Service) run(ctx context.Context, r *Request) (envelope.Reply, error) {
+// Handle dispatches a verified request to its op's handler, so an envelope behaves the
+// same however it arrived.
+func (s *Service) Handle(ctx context.Context, r *Request) (wire.Reply, error) {
 	h, ok := s.handlers[r.Env.Op]
 	if !ok {
 		r.Close()
-		return envelope.Reply{}, envelope.Errorf(envelope.ErrInvalid, "unknown op %q", r.Env.Op)
+		return wire.Reply{}, wire.Errorf(wire.ErrInvalid, "unknown op %q", r.Env.Op)
 	}
 	return h.Handle(ctx, r)
 }
 
-// Submit starts a mutating job for a verified request.
-func (s *Service) Submit(r *Request, in provision.Input, op, source string) (jobs.Job, error) {
-	return s.SubmitJob(r.Env.ID, op, source, r.Decision.Principal, in, r.Close)
-}
-
-// SubmitJob starts a mutating pipeline job whatever transport it came by, and publishes its
-// events and final record on NATS. release runs when the job no longer needs its input.
-// Busy is an *envelope.Error with code busy.
-func (s *Service) SubmitJob(id, op, source, signer string, in provision.Input, release func()) (jobs.Job, error) {
-	if release == nil {
-		release = func() {}
-	}
-	j, events, cancel, err := s.o.Jobs.SubmitWatch(jobs.Spec{ID: id, Op: op, Source: source, Signer: signer, Mutating: true,
-		Run: func(ctx context.Context, run *jobs.Run) (*jobs.Result, error) {
-			defer release()
-			return provision.JobFunc(s.o.Prov, in)(ctx, run)
-		}})
+// submit starts the job of a verified request; its id is the envelope's.
+func (s *Service) submit(r *Request, in provision.Input) (wire.Reply, error) {
+	j, err := s.SubmitJob(JobSpec{ID: r.Env.ID, Op: r.Env.Op, Source: r.Source, Signer: r.Decision.Principal,
+		Input: in, Release: r.Close})
 	if err != nil {
-		release()
-		if errors.Is(err, jobs.ErrBusy) {
-			return jobs.Job{}, envelope.Errorf(envelope.ErrBusy, "%v", err)
-		}
-		return jobs.Job{}, envelope.Errorf(envelope.ErrInternal, "%v", err)
+		return wire.Reply{}, err
 	}
-	s.publishEvents(j.ID, events, cancel)
-	return j, nil
+	return wire.Reply{Accepted: true, JobID: j.ID}, nil
 }
 
-// Run dispatches a verified request to its op's handler (the HTTP bridge's
-// POST /api/envelopes uses it, so an envelope behaves the same however it arrived).
-func (s *Service) Run(ctx context.Context, r *Request) (envelope.Reply, error) { return s.run(ctx, r) }
-
-func (s *Service) apply(ctx context.Context, r *Request) (envelope.Reply, error) {
-	in := provision.Input{Reader: r.Payload, Check: r.Decision.CheckPossession()}
-	j, err := s.Submit(r, in, "apply", "nats")
-	if err != nil {
-		return envelope.Reply{}, err
-	}
-	return envelope.Reply{Accepted: true, JobID: j.ID}, nil
+func (s *Service) apply(ctx context.Context, r *Request) (wire.Reply, error) {
+	return s.submit(r, provision.Input{Reader: r.Payload, Check: r.Decision.CheckPossession()})
 }
 
-// ValidationResult is the answer to validate.
-type ValidationResult struct {
-	OK       bool           `json:"ok"`
-	Errors   []config.Entry `json:"errors"`
-	Warnings []config.Entry `json:"warnings"`
+// Validate checks an input offline as this device would (its validation options).
+func (s *Service) Validate(ctx context.Context, raw []byte) wire.ValidationResult {
+	v, _ := check.Input(ctx, bytes.NewReader(raw), s.o.Prov.ValidateOptions())
+	return wire.NewValidationResult(v.Report)
 }
 
-// NewValidationResult folds a report into a result.
-func NewValidationResult(rep config.Report) ValidationResult {
-	v := ValidationResult{OK: !rep.Fatal(), Errors: rep.Errors(), Warnings: rep.Warnings()}
-	if v.Errors == nil {
-		v.Errors = []config.Entry{}
-	}
-	if v.Warnings == nil {
-		v.Warnings = []config.Entry{}
-	}
-	return v
-}
-
-func (s *Service) validate(ctx context.Context, r *Request) (envelope.Reply, error) {
+func (s *Service) validate(ctx context.Context, r *Request) (wire.Reply, error) {
 	defer r.Close()
-	_, rep, _ := provision.Validate(ctx, r.Payload, s.o.Prov.ValidateOptions())
-	return s.ok(NewValidationResult(rep)), nil
+	v, _ := check.Input(ctx, r.Payload, s.o.Prov.ValidateOptions())
+	return wire.OK(wire.NewValidationResult(v.Report)), nil
 }
 
-func (s *Service) current(ctx context.Context, r *Request) (envelope.Reply, error) {
+// Current is the device's desired state and drift.
+func (s *Service) Current(ctx context.Context) (provision.Current, error) {
+	return s.o.Prov.Current(ctx)
+}
+
+func (s *Service) current(ctx context.Context, r *Request) (wire.Reply, error) {
 	defer r.Close()
 	cur, err := s.o.Prov.Current(ctx)
 	if err != nil {
-		return envelope.Reply{}, envelope.Errorf(envelope.ErrInternal, "%v", err)
+		return wire.Reply{}, err
 	}
-	return s.ok(cur), nil
+	return wire.OK(cur), nil
 }
 
-// ExportResult carries an exported bundle inline, or a reference to fetch it from.
-type ExportResult struct {
-	Format  string               `json:"format"`
-	SHA256  string               `json:"sha256"`
-	Size    int64                `json:"size"`
-	Inline  string               `json:"inline,omitempty"` // base64
-	Payload *envelope.PayloadRef `json:"payload_ref,omitempty"`
+// Export writes the active config in format; state.ErrNoActive when unprovisioned.
+func (s *Service) Export(ctx context.Context, format bundle.Format) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := s.o.Prov.Export(ctx, &buf, format); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
-func (s *Service) export(ctx context.Context, r *Request) (envelope.Reply, error) {
+func (s *Service) export(ctx context.Context, r *Request) (wire.Reply, error) {
 	defer r.Close()
 	format := bundle.FormatZstd
 	var q struct {
@@ -148,60 +111,46 @@ func (s *Service) export(ctx context.Context, r *Request) (envelope.Reply, error
 	if q.Format == "toml" {
 		format = bundle.FormatTOML
 	}
-	var buf bytes.Buffer
-	if err := s.o.Prov.Export(ctx, &buf, format); err != nil {
-		if errors.Is(err, state.ErrNoActive) {
-			return envelope.Reply{}, envelope.Errorf(envelope.ErrNotFound, "the device is not provisioned")
-		}
-		return envelope.Reply{}, envelope.Errorf(envelope.ErrInternal, "%v", err)
+	b, err := s.Export(ctx, format)
+	if err != nil {
+		return wire.Reply{}, err
 	}
-	res := ExportResult{Format: format.String(), SHA256: envelope.Digest(buf.Bytes()), Size: int64(buf.Len())}
-	if buf.Len() < int(s.o.Conn.MaxPayload())/2 {
-		res.Inline = base64.StdEncoding.EncodeToString(buf.Bytes())
-		return s.ok(res), nil
+	res := wire.ExportResult{Format: format.String(), SHA256: envelope.Digest(b), Size: int64(len(b))}
+	if s.o.Payloads == nil || len(b) < s.o.Payloads.MaxInline() {
+		res.Inline = base64.StdEncoding.EncodeToString(b)
+		return wire.OK(res), nil
 	}
-	subj := subjects.Subject{Fleet: s.o.Fleet, Kind: subjects.Blob, Name: "exp-" + r.Env.ID}.String()
-	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	stop, err := blob.Serve(sctx, s.o.Conn, subj, buf.Bytes())
+	// Offered for two minutes, or until the service closes.
+	sctx, cancel := context.WithTimeout(s.ctx, 2*time.Minute)
+	ref, err := s.o.Payloads.Serve(sctx, "exp-"+r.Env.ID, b)
 	if err != nil {
 		cancel()
-		return envelope.Reply{}, envelope.Errorf(envelope.ErrInternal, "%v", err)
+		return wire.Reply{}, wire.Wrap(wire.ErrInternal, "offering the export", err)
 	}
-	go func() { <-sctx.Done(); stop(); cancel() }()
-	res.Payload = &envelope.PayloadRef{Subject: subj, Size: res.Size}
-	return s.ok(res), nil
+	context.AfterFunc(sctx, cancel)
+	res.Payload = ref
+	return wire.OK(res), nil
 }
 
-func (s *Service) patch(ctx context.Context, r *Request) (envelope.Reply, error) {
-	var p provision.Patch
-	if err := json.NewDecoder(r.Payload).Decode(&p); err != nil {
-		r.Close()
-		return envelope.Reply{}, envelope.Errorf(envelope.ErrInvalid, "patch body: %v", err)
-	}
+// PreparePatch applies a partial update to the active config and validates the result.
+func (s *Service) PreparePatch(p config.Patch) (provision.Input, error) {
 	m, err := s.o.Prov.PreparePatch(p)
 	if err != nil {
-		r.Close()
-		return envelope.Reply{}, PatchError(err)
+		return provision.Input{}, err
 	}
-	j, err := s.Submit(r, provision.Input{Model: &m}, "patch", "nats")
-	if err != nil {
-		return envelope.Reply{}, err
-	}
-	return envelope.Reply{Accepted: true, JobID: j.ID}, nil
+	return provision.Input{Model: &m}, nil
 }
 
-// PatchError maps a PreparePatch error to a wire error, keeping every finding.
-func PatchError(err error) error {
-	var ie *provision.InvalidError
-	switch {
-	case errors.As(err, &ie):
-		var msgs []string
-		for _, e := range ie.Report.Errors() {
-			msgs = append(msgs, e.Error())
-		}
-		return envelope.Errorf(envelope.ErrInvalid, "%s", strings.Join(msgs, "; "))
-	case errors.Is(err, state.ErrNoActive):
-		return envelope.Errorf(envelope.ErrInvalid, "the device is not provisioned: apply a whole config first")
+func (s *Service) patch(ctx context.Context, r *Request) (wire.Reply, error) {
+	var p config.Patch
+	if err := json.NewDecoder(r.Payload).Decode(&p); err != nil {
+		r.Close()
+		return wire.Reply{}, wire.Errorf(wire.ErrInvalid, "patch body: %w", err)
 	}
-	return envelope.Errorf(envelope.ErrInternal, "%v", err)
+	in, err := s.PreparePatch(p)
+	if err != nil {
+		r.Close()
+		return wire.Reply{}, err
+	}
+	return s.submit(r, in)
 }

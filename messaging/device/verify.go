@@ -4,24 +4,23 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/bundle"
-	"github.com/fleetprov/fleetprov/messaging/blob"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
-	"github.com/fleetprov/fleetprov/messaging/subjects"
+	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
 // Request is a verified, signed request.
 type Request struct {
 	Env      *envelope.Envelope
 	Decision auth.Decision
+	// Source is the transport it came by (nats, http).
+	Source string
 	// Payload is the verified payload; Close releases its spool file.
 	Payload io.ReadSeeker
 	Close   func()
@@ -29,78 +28,101 @@ type Request struct {
 	Size int64
 }
 
-// verify runs every check on a signed request, cheapest first; the replay record is made
-// only once the signature is known good, so forged envelopes cannot burn ids.
-func (s *Service) verify(ctx context.Context, subj subjects.Subject, m *nats.Msg) (*Request, error) {
-	env, err := envelope.Decode(m.Data)
+// Binder checks that a decoded envelope was meant for this device by the way it came
+// (the NATS subject, or a direct HTTP post).
+type Binder func(env *envelope.Envelope, fleet, device string, groups []string) error
+
+// HandleEnvelope is the whole life of a signed envelope on any transport: decode (at
+// most max bytes), bind, verify, dispatch. Refusals come back as a refused reply with
+// the code FromError gives; the cause is logged.
+func (s *Service) HandleEnvelope(ctx context.Context, raw []byte, max int, sigHeader, source string, bind Binder) wire.Reply {
+	reply, err := s.handleEnvelope(ctx, raw, max, sigHeader, source, bind)
 	if err != nil {
-		return nil, err
+		werr := FromError(err)
+		log := s.log.Warn
+		if werr.Code == wire.ErrInternal.Code {
+			log = s.log.Error
+		}
+		log("request refused", "source", source, "code", werr.Code, "err", err)
+		reply = wire.Refuse(s.o.Device, werr)
 	}
-	if err := env.Bind(subj, s.o.Fleet, s.o.Device, s.Groups()); err != nil {
-		return nil, err
-	}
-	return s.Verify(ctx, env, m.Data, m.Header.Get(envelope.SignatureHeader))
+	reply.Device = s.o.Device
+	return reply
 }
 
-// Verify checks an already bound envelope (the HTTP bridge calls it for POST
-// /api/envelopes): time window, signature and policy, replay, payload.
+func (s *Service) handleEnvelope(ctx context.Context, raw []byte, max int, sigHeader, source string, bind Binder) (wire.Reply, error) {
+	env, err := envelope.DecodeLimit(raw, max)
+	if err != nil {
+		return wire.Reply{}, err
+	}
+	if err := bind(env, s.o.Fleet, s.o.Device, s.Groups()); err != nil {
+		return wire.Reply{}, err
+	}
+	req, err := s.Verify(ctx, env, raw, sigHeader)
+	if err != nil {
+		return wire.Reply{}, err
+	}
+	req.Source = source
+	return s.Handle(ctx, req)
+}
+
+// Verify runs every check on a bound envelope, cheapest first: time window, signature
+// and policy, replay, payload. The replay record is made only once the signature is
+// known good, so forged envelopes cannot burn ids.
 func (s *Service) Verify(ctx context.Context, env *envelope.Envelope, raw []byte, sigHeader string) (*Request, error) {
 	if err := env.CheckTime(s.o.Now()); err != nil {
 		return nil, err
 	}
 	sig, err := envelope.DecodeSignature(sigHeader)
 	if err != nil {
-		return nil, envelope.Errorf(envelope.ErrUnauthorized, "%v", err)
+		return nil, wire.Errorf(wire.ErrUnauthorized, "%w", err)
 	}
 	target := auth.Target{Kind: env.Target, Group: env.Group}
 	dec, err := s.o.Trust.Verify(raw, sig, auth.NamespaceEnvelope, env.Op, target, s.Groups())
 	if err != nil {
-		return nil, envelope.Errorf(envelope.ErrUnauthorized, "%v", err)
+		return nil, err
 	}
 	if dec.Basis == "possession" && env.Op != "apply" && env.Op != "validate" {
-		return nil, envelope.Errorf(envelope.ErrUnauthorized, "an unprovisioned device accepts only apply and validate without a fleet trust file")
+		return nil, wire.Errorf(wire.ErrUnauthorized, "an unprovisioned device accepts only apply and validate without a fleet trust file")
 	}
 	if err := s.o.Replay.Accept(env.ID, env.ExpiresAt); err != nil {
 		if errors.Is(err, auth.ErrReplayed) {
-			return nil, envelope.Errorf(envelope.ErrReplayed, "envelope %s was already accepted", env.ID)
+			return nil, wire.Errorf(wire.ErrReplayed, "envelope %s was already accepted", env.ID)
 		}
-		return nil, envelope.Errorf(envelope.ErrInternal, "%v", err)
+		return nil, wire.Wrap(wire.ErrInternal, "recording the envelope id", err)
 	}
 	req := &Request{Env: env, Decision: dec, Close: func() {}}
 	limit := s.limit()
-	switch {
-	case env.PayloadRef != nil:
-		if env.PayloadRef.Size > limit {
-			return nil, envelope.Errorf(envelope.ErrTooLarge, "payload is %d bytes (limit %d)", env.PayloadRef.Size, limit)
-		}
-		f, err := os.CreateTemp(s.o.SpoolDir, "fleetprov-payload-")
-		if err != nil {
-			return nil, envelope.Errorf(envelope.ErrInternal, "spooling payload: %v", err)
-		}
-		release := func() { f.Close(); os.Remove(f.Name()) }
-		if err := blob.Fetch(ctx, s.o.Conn, env.PayloadRef.Subject, env.PayloadRef.Size, limit, 0, f); err != nil {
-			release()
-			return nil, envelope.Errorf(envelope.ErrInvalid, "fetching payload: %v", err)
-		}
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			release()
-			return nil, envelope.Errorf(envelope.ErrInternal, "%v", err)
-		}
-		if err := checkDigest(f, env.PayloadSHA256); err != nil {
-			release()
-			return nil, err
-		}
-		f.Seek(0, io.SeekStart)
-		req.Payload, req.Close, req.Size = f, release, env.PayloadRef.Size
-	default:
+	if env.PayloadRef == nil {
 		if int64(len(env.Payload)) > limit {
-			return nil, envelope.Errorf(envelope.ErrTooLarge, "payload is %d bytes (limit %d)", len(env.Payload), limit)
+			return nil, wire.Errorf(wire.ErrTooLarge, "payload is %d bytes (limit %d)", len(env.Payload), limit)
 		}
 		if err := env.CheckPayload(env.Payload); err != nil {
 			return nil, err
 		}
 		req.Payload, req.Size = bytes.NewReader(env.Payload), int64(len(env.Payload))
+		return req, nil
 	}
+	if env.PayloadRef.Size > limit {
+		return nil, wire.Errorf(wire.ErrTooLarge, "payload is %d bytes (limit %d)", env.PayloadRef.Size, limit)
+	}
+	if s.o.Payloads == nil {
+		return nil, wire.Errorf(wire.ErrInvalid, "payload references need a NATS connection; send the payload inline")
+	}
+	f, err := os.CreateTemp(s.o.SpoolDir, "fleetprov-payload-")
+	if err != nil {
+		return nil, wire.Wrap(wire.ErrInternal, "spooling payload", err)
+	}
+	release := func() { f.Close(); os.Remove(f.Name()) }
+	if err := s.o.Payloads.Fetch(ctx, *env.PayloadRef, limit, f); err != nil {
+		release()
+		return nil, wire.Errorf(wire.ErrInvalid, "fetching payload: %w", err)
+	}
+	if err := checkDigest(f, env.PayloadSHA256); err != nil {
+		release()
+		return nil, err
+	}
+	req.Payload, req.Close, req.Size = f, release, env.PayloadRef.Size
 	return req, nil
 }
 
@@ -111,13 +133,20 @@ func (s *Service) limit() int64 {
 	return bundle.DefaultMaxCompressed
 }
 
-func checkDigest(r io.Reader, want string) error {
-	h := sha256.New()
-	if _, err := io.Copy(h, r); err != nil {
-		return envelope.Errorf(envelope.ErrInternal, "hashing payload: %v", err)
+// checkDigest hashes f from its start and leaves it rewound.
+func checkDigest(f io.ReadSeeker, want string) error {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return wire.Wrap(wire.ErrInternal, "rewinding payload", err)
 	}
-	if fmt.Sprintf("%x", h.Sum(nil)) != want {
-		return envelope.Errorf(envelope.ErrInvalid, "payload sha256 mismatch")
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return wire.Wrap(wire.ErrInternal, "hashing payload", err)
+	}
+	if hex.EncodeToString(h.Sum(nil)) != want {
+		return wire.Errorf(wire.ErrInvalid, "payload sha256 mismatch")
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return wire.Wrap(wire.ErrInternal, "rewinding payload", err)
 	}
 	return nil
 }

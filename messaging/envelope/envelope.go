@@ -1,6 +1,6 @@
 // Package envelope is the signed job envelope v1: its JSON form, strict decoding, the
 // SSHSIG signature over the exact bytes as sent (never re-encoded), subject binding, the
-// time window, the payload digest, and the stable error codes of replies.
+// time window and the payload digest. Its failures are messaging/wire errors.
 package envelope
 
 import (
@@ -9,7 +9,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"regexp"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
+	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
 // Version is the envelope format version.
@@ -58,26 +58,19 @@ const (
 
 // Envelope is envelope v1.
 type Envelope struct {
-	V             int         `json:"v"`
-	ID            string      `json:"id"`
-	Op            string      `json:"op"`
-	Fleet         string      `json:"fleet"`
-	Target        string      `json:"target"`
-	Device        string      `json:"device,omitempty"`
-	Group         string      `json:"group,omitempty"`
-	IssuedAt      time.Time   `json:"issued_at"`
-	ExpiresAt     time.Time   `json:"expires_at"`
-	PayloadSHA256 string      `json:"payload_sha256"`
-	ContentType   string      `json:"content_type"`
-	Payload       []byte      `json:"payload,omitempty"`
-	PayloadRef    *PayloadRef `json:"payload_ref,omitempty"`
-}
-
-// PayloadRef points at a payload too large for one message: the publisher serves it in
-// chunks on Subject (see messaging/blob); Size is its length in bytes.
-type PayloadRef struct {
-	Subject string `json:"subject"`
-	Size    int64  `json:"size"`
+	V             int              `json:"v"`
+	ID            string           `json:"id"`
+	Op            string           `json:"op"`
+	Fleet         string           `json:"fleet"`
+	Target        string           `json:"target"`
+	Device        string           `json:"device,omitempty"`
+	Group         string           `json:"group,omitempty"`
+	IssuedAt      time.Time        `json:"issued_at"`
+	ExpiresAt     time.Time        `json:"expires_at"`
+	PayloadSHA256 string           `json:"payload_sha256"`
+	ContentType   string           `json:"content_type"`
+	Payload       []byte           `json:"payload,omitempty"`
+	PayloadRef    *wire.PayloadRef `json:"payload_ref,omitempty"`
 }
 
 var (
@@ -129,16 +122,16 @@ func Decode(b []byte) (*Envelope, error) { return DecodeLimit(b, MaxSize) }
 // HTTP a large payload travels inline).
 func DecodeLimit(b []byte, max int) (*Envelope, error) {
 	if len(b) > max {
-		return nil, Errorf(ErrTooLarge, "envelope is %d bytes (limit %d)", len(b), max)
+		return nil, wire.Errorf(wire.ErrTooLarge, "envelope is %d bytes (limit %d)", len(b), max)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var e Envelope
 	if err := dec.Decode(&e); err != nil {
-		return nil, Errorf(ErrInvalid, "decoding envelope: %v", err)
+		return nil, wire.Errorf(wire.ErrInvalid, "decoding envelope: %v", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, Errorf(ErrInvalid, "trailing data after the envelope")
+		return nil, wire.Errorf(wire.ErrInvalid, "trailing data after the envelope")
 	}
 	if err := e.check(); err != nil {
 		return nil, err
@@ -149,49 +142,49 @@ func DecodeLimit(b []byte, max int) (*Envelope, error) {
 func (e *Envelope) check() error {
 	switch {
 	case e.V != Version:
-		return Errorf(ErrInvalid, "unsupported envelope version %d (supported: %d)", e.V, Version)
+		return wire.Errorf(wire.ErrInvalid, "unsupported envelope version %d (supported: %d)", e.V, Version)
 	case !idRE.MatchString(e.ID):
-		return Errorf(ErrInvalid, "id must match %s", idRE)
+		return wire.Errorf(wire.ErrInvalid, "id must match %s", idRE)
 	case !subjects.IsOp(e.Op) || e.Op == "ping" || e.Op == "job":
-		return Errorf(ErrInvalid, "op %q cannot be signed (want apply, validate, patch, current or export)", e.Op)
+		return wire.Errorf(wire.ErrInvalid, "op %q cannot be signed (want apply, validate, patch, current or export)", e.Op)
 	case !subjects.ValidToken(e.Fleet):
-		return Errorf(ErrInvalid, "fleet %q is not a valid token", e.Fleet)
+		return wire.Errorf(wire.ErrInvalid, "fleet %q is not a valid token", e.Fleet)
 	case e.IssuedAt.IsZero() || e.ExpiresAt.IsZero():
-		return Errorf(ErrInvalid, "issued_at and expires_at are required")
+		return wire.Errorf(wire.ErrInvalid, "issued_at and expires_at are required")
 	case !e.ExpiresAt.After(e.IssuedAt):
-		return Errorf(ErrInvalid, "expires_at must be after issued_at")
+		return wire.Errorf(wire.ErrInvalid, "expires_at must be after issued_at")
 	case e.ExpiresAt.Sub(e.IssuedAt) > MaxLifetime:
-		return Errorf(ErrInvalid, "lifetime %s exceeds %s", e.ExpiresAt.Sub(e.IssuedAt), MaxLifetime)
+		return wire.Errorf(wire.ErrInvalid, "lifetime %s exceeds %s", e.ExpiresAt.Sub(e.IssuedAt), MaxLifetime)
 	case !sha256RE.MatchString(e.PayloadSHA256):
-		return Errorf(ErrInvalid, "payload_sha256 must be 64 lowercase hex digits")
+		return wire.Errorf(wire.ErrInvalid, "payload_sha256 must be 64 lowercase hex digits")
 	case !slices.Contains([]string{TypeTOML, TypeZstd, TypeGzip, TypeJSON, TypeNone}, e.ContentType):
-		return Errorf(ErrInvalid, "unsupported content_type %q", e.ContentType)
+		return wire.Errorf(wire.ErrInvalid, "unsupported content_type %q", e.ContentType)
 	case e.Payload != nil && e.PayloadRef != nil:
-		return Errorf(ErrInvalid, "payload and payload_ref are exclusive")
+		return wire.Errorf(wire.ErrInvalid, "payload and payload_ref are exclusive")
 	case e.PayloadRef != nil && (e.PayloadRef.Size <= 0 || e.PayloadRef.Size > 1<<30):
-		return Errorf(ErrInvalid, "payload_ref.size out of range")
+		return wire.Errorf(wire.ErrInvalid, "payload_ref.size out of range")
 	}
 	if e.PayloadRef != nil {
 		s, err := subjects.Parse(e.PayloadRef.Subject)
 		if err != nil || s.Kind != subjects.Blob || s.Fleet != e.Fleet {
-			return Errorf(ErrInvalid, "payload_ref.subject must be a blob subject of fleet %s", e.Fleet)
+			return wire.Errorf(wire.ErrInvalid, "payload_ref.subject must be a blob subject of fleet %s", e.Fleet)
 		}
 	}
 	switch e.Target {
 	case targetDev:
 		if !subjects.ValidToken(e.Device) || e.Group != "" {
-			return Errorf(ErrInvalid, "a device target needs a valid device and no group")
+			return wire.Errorf(wire.ErrInvalid, "a device target needs a valid device and no group")
 		}
 	case targetGroup:
 		if !subjects.ValidToken(e.Group) || e.Device != "" {
-			return Errorf(ErrInvalid, "a group target needs a valid group and no device")
+			return wire.Errorf(wire.ErrInvalid, "a group target needs a valid group and no device")
 		}
 	case targetAll:
 		if e.Device != "" || e.Group != "" {
-			return Errorf(ErrInvalid, "an all target names no device or group")
+			return wire.Errorf(wire.ErrInvalid, "an all target names no device or group")
 		}
 	default:
-		return Errorf(ErrInvalid, "target must be device, group or all, got %q", e.Target)
+		return wire.Errorf(wire.ErrInvalid, "target must be device, group or all, got %q", e.Target)
 	}
 	return nil
 }
@@ -199,10 +192,10 @@ func (e *Envelope) check() error {
 // CheckTime rejects an envelope outside its window at now (with the clock skew allowance).
 func (e *Envelope) CheckTime(now time.Time) error {
 	if now.After(e.ExpiresAt.Add(ClockSkew)) {
-		return Errorf(ErrExpired, "envelope expired at %s", e.ExpiresAt.Format(time.RFC3339))
+		return wire.Errorf(wire.ErrExpired, "envelope expired at %s", e.ExpiresAt.Format(time.RFC3339))
 	}
 	if e.IssuedAt.After(now.Add(ClockSkew)) {
-		return Errorf(ErrExpired, "envelope issued in the future (%s); check the clocks", e.IssuedAt.Format(time.RFC3339))
+		return wire.Errorf(wire.ErrExpired, "envelope issued in the future (%s); check the clocks", e.IssuedAt.Format(time.RFC3339))
 	}
 	return nil
 }
@@ -211,26 +204,26 @@ func (e *Envelope) CheckTime(now time.Time) error {
 // (id, groups, fleet).
 func (e *Envelope) Bind(s subjects.Subject, fleet, device string, groups []string) error {
 	if e.Fleet != fleet || s.Fleet != fleet {
-		return Errorf(ErrWrongTarget, "envelope for fleet %s, device is in fleet %s", e.Fleet, fleet)
+		return wire.Errorf(wire.ErrWrongTarget, "envelope for fleet %s, device is in fleet %s", e.Fleet, fleet)
 	}
 	if s.Op != e.Op {
-		return Errorf(ErrWrongTarget, "envelope op %s sent on a %s subject", e.Op, s.Op)
+		return wire.Errorf(wire.ErrWrongTarget, "envelope op %s sent on a %s subject", e.Op, s.Op)
 	}
 	switch s.Kind {
 	case subjects.Device:
 		if e.Target != targetDev || e.Device != s.Name || e.Device != device {
-			return Errorf(ErrWrongTarget, "envelope targets %s %s%s, not this device (%s)", e.Target, e.Device, e.Group, device)
+			return wire.Errorf(wire.ErrWrongTarget, "envelope targets %s %s%s, not this device (%s)", e.Target, e.Device, e.Group, device)
 		}
 	case subjects.Group:
 		if e.Target != targetGroup || e.Group != s.Name || !slices.Contains(groups, e.Group) {
-			return Errorf(ErrWrongTarget, "envelope for group %q; this device's groups are %v", e.Group, groups)
+			return wire.Errorf(wire.ErrWrongTarget, "envelope for group %q; this device's groups are %v", e.Group, groups)
 		}
 	case subjects.All:
 		if e.Target != targetAll {
-			return Errorf(ErrWrongTarget, "envelope targets %s but came on the all subject", e.Target)
+			return wire.Errorf(wire.ErrWrongTarget, "envelope targets %s but came on the all subject", e.Target)
 		}
 	default:
-		return Errorf(ErrWrongTarget, "not a request subject")
+		return wire.Errorf(wire.ErrWrongTarget, "not a request subject")
 	}
 	return nil
 }
@@ -239,14 +232,14 @@ func (e *Envelope) Bind(s subjects.Subject, fleet, device string, groups []strin
 // it must name this device, one of its groups, or all.
 func (e *Envelope) BindDirect(fleet, device string, groups []string) error {
 	if e.Fleet != fleet {
-		return Errorf(ErrWrongTarget, "envelope for fleet %s, device is in fleet %s", e.Fleet, fleet)
+		return wire.Errorf(wire.ErrWrongTarget, "envelope for fleet %s, device is in fleet %s", e.Fleet, fleet)
 	}
 	switch {
 	case e.Target == targetDev && e.Device == device:
 	case e.Target == targetGroup && slices.Contains(groups, e.Group):
 	case e.Target == targetAll:
 	default:
-		return Errorf(ErrWrongTarget, "envelope targets %s %s%s, not this device (%s)", e.Target, e.Device, e.Group, device)
+		return wire.Errorf(wire.ErrWrongTarget, "envelope targets %s %s%s, not this device (%s)", e.Target, e.Device, e.Group, device)
 	}
 	return nil
 }
@@ -254,34 +247,7 @@ func (e *Envelope) BindDirect(fleet, device string, groups []string) error {
 // CheckPayload verifies a payload against the envelope's digest.
 func (e *Envelope) CheckPayload(payload []byte) error {
 	if Digest(payload) != e.PayloadSHA256 {
-		return Errorf(ErrInvalid, "payload sha256 mismatch")
+		return wire.Errorf(wire.ErrInvalid, "payload sha256 mismatch")
 	}
 	return nil
-}
-
-// Reply answers a request: accepted with a job id, or refused with a code.
-type Reply struct {
-	Accepted bool            `json:"accepted"`
-	JobID    string          `json:"job_id,omitempty"`
-	Device   string          `json:"device,omitempty"`
-	Code     string          `json:"code,omitempty"`
-	Error    string          `json:"error,omitempty"`
-	Data     json.RawMessage `json:"data,omitempty"`
-}
-
-// Err returns the reply's error as an *Error (nil when accepted).
-func (r Reply) Err() error {
-	if r.Accepted {
-		return nil
-	}
-	return &Error{Code: r.Code, Msg: r.Error}
-}
-
-// Refuse builds a refusal reply from an error, using its *Error code or internal.
-func Refuse(device string, err error) Reply {
-	var e *Error
-	if !errors.As(err, &e) {
-		e = &Error{Code: ErrInternal.Code, Msg: err.Error()}
-	}
-	return Reply{Accepted: false, Device: device, Code: e.Code, Error: e.Msg}
 }

@@ -15,14 +15,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/fleetprov/fleetprov/core/jobs"
+	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/messaging/blob"
-	"github.com/fleetprov/fleetprov/messaging/device"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
+	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
 var (
@@ -109,7 +110,7 @@ type Payload struct {
 // device is empty and group / all are set).
 func (c *Client) NewEnvelope(op, device, group string, p Payload) *envelope.Envelope {
 	now := c.now().UTC()
-	e := &envelope.Envelope{V: envelope.Version, ID: jobs.NewID(), Op: op, Fleet: c.fleet,
+	e := &envelope.Envelope{V: envelope.Version, ID: uuid.Must(uuid.NewV7()).String(), Op: op, Fleet: c.fleet,
 		IssuedAt: now, ExpiresAt: now.Add(c.lifetime), PayloadSHA256: envelope.Digest(p.Data), ContentType: p.ContentType}
 	switch {
 	case device != "":
@@ -132,7 +133,7 @@ func (c *Client) inlineLimit() int { return int(c.nc.MaxPayload())*3/4 - 8192 }
 // served as a blob until Close.
 type Prepared struct {
 	p     Payload
-	ref   *envelope.PayloadRef
+	ref   *wire.PayloadRef
 	close func()
 }
 
@@ -156,7 +157,7 @@ func (c *Client) Prepare(ctx context.Context, p Payload) (*Prepared, error) {
 	if err != nil {
 		return nil, err
 	}
-	pr.ref, pr.close = &envelope.PayloadRef{Subject: subj, Size: int64(len(p.Data))}, stop
+	pr.ref, pr.close = &wire.PayloadRef{Subject: subj, Size: int64(len(p.Data))}, stop
 	return pr, nil
 }
 
@@ -170,15 +171,15 @@ func (p *Prepared) Attach(e *envelope.Envelope) {
 }
 
 // Send signs env (exact bytes) and requests it on subject, waiting up to timeout.
-func (c *Client) Send(ctx context.Context, subject string, env *envelope.Envelope, timeout time.Duration) (envelope.Reply, error) {
+func (c *Client) Send(ctx context.Context, subject string, env *envelope.Envelope, timeout time.Duration) (wire.Reply, error) {
 	raw, err := env.Encode()
 	if err != nil {
-		return envelope.Reply{}, err
+		return wire.Reply{}, err
 	}
 	var sig string
 	if c.signer != nil {
 		if sig, err = envelope.Sign(raw, c.signer); err != nil {
-			return envelope.Reply{}, err
+			return wire.Reply{}, err
 		}
 	}
 	if c.http != nil {
@@ -192,32 +193,32 @@ func (c *Client) Send(ctx context.Context, subject string, env *envelope.Envelop
 	return c.request(ctx, msg, timeout)
 }
 
-func (c *Client) request(ctx context.Context, msg *nats.Msg, timeout time.Duration) (envelope.Reply, error) {
+func (c *Client) request(ctx context.Context, msg *nats.Msg, timeout time.Duration) (wire.Reply, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	m, err := c.nc.RequestMsgWithContext(ctx, msg)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
-			return envelope.Reply{}, fmt.Errorf("%w: %s: %w", ErrNoReply, msg.Subject, err)
+			return wire.Reply{}, fmt.Errorf("%w: %s: %w", ErrNoReply, msg.Subject, err)
 		}
-		return envelope.Reply{}, fmt.Errorf("requesting %s: %w", msg.Subject, err)
+		return wire.Reply{}, fmt.Errorf("requesting %s: %w", msg.Subject, err)
 	}
-	var r envelope.Reply
+	var r wire.Reply
 	if err := json.Unmarshal(m.Data, &r); err != nil {
-		return envelope.Reply{}, fmt.Errorf("decoding reply: %w", err)
+		return wire.Reply{}, fmt.Errorf("decoding reply: %w", err)
 	}
 	return r, nil
 }
 
 // Discover pings target and collects presence replies until quiet passes with no new
 // reply, or max elapses.
-func (c *Client) Discover(ctx context.Context, t Target, quiet, max time.Duration) ([]device.Presence, error) {
+func (c *Client) Discover(ctx context.Context, t Target, quiet, max time.Duration) ([]wire.Presence, error) {
 	if c.http != nil {
 		p, err := c.http.ping(ctx)
 		if err != nil {
 			return nil, err
 		}
-		return []device.Presence{p}, nil
+		return []wire.Presence{p}, nil
 	}
 	subj, err := t.pingSubject(c.fleet)
 	if err != nil {
@@ -237,12 +238,12 @@ func (c *Client) Discover(ctx context.Context, t Target, quiet, max time.Duratio
 	defer deadline.Stop()
 	idle := time.NewTimer(quiet)
 	defer idle.Stop()
-	seen := map[string]device.Presence{}
+	seen := map[string]wire.Presence{}
 	for {
 		select {
 		case m := <-ch:
-			var r envelope.Reply
-			var p device.Presence
+			var r wire.Reply
+			var p wire.Presence
 			if json.Unmarshal(m.Data, &r) == nil && r.Accepted && json.Unmarshal(r.Data, &p) == nil && p.Device != "" {
 				seen[p.Device] = p
 			}
@@ -257,8 +258,8 @@ func (c *Client) Discover(ctx context.Context, t Target, quiet, max time.Duratio
 	}
 }
 
-func sortPresence(m map[string]device.Presence) []device.Presence {
-	out := make([]device.Presence, 0, len(m))
+func sortPresence(m map[string]wire.Presence) []wire.Presence {
+	out := make([]wire.Presence, 0, len(m))
 	for _, p := range m {
 		out = append(out, p)
 	}
@@ -267,7 +268,7 @@ func sortPresence(m map[string]device.Presence) []device.Presence {
 }
 
 // Ping asks one device for its presence.
-func (c *Client) Ping(ctx context.Context, dev string, timeout time.Duration) (device.Presence, error) {
+func (c *Client) Ping(ctx context.Context, dev string, timeout time.Duration) (wire.Presence, error) {
 	if c.http != nil {
 		p, err := c.http.ping(ctx)
 		if err == nil && p.Device != dev {
@@ -277,13 +278,13 @@ func (c *Client) Ping(ctx context.Context, dev string, timeout time.Duration) (d
 	}
 	subj, err := subjects.Build(subjects.Subject{Fleet: c.fleet, Kind: subjects.Device, Name: dev, Op: "ping"})
 	if err != nil {
-		return device.Presence{}, err
+		return wire.Presence{}, err
 	}
 	r, err := c.request(ctx, nats.NewMsg(subj), timeout)
 	if err != nil {
-		return device.Presence{}, err
+		return wire.Presence{}, err
 	}
-	var p device.Presence
+	var p wire.Presence
 	if err := json.Unmarshal(r.Data, &p); err != nil {
 		return p, fmt.Errorf("decoding presence: %w", err)
 	}
@@ -291,24 +292,24 @@ func (c *Client) Ping(ctx context.Context, dev string, timeout time.Duration) (d
 }
 
 // Job reads a job record from a device.
-func (c *Client) Job(ctx context.Context, dev, id string, timeout time.Duration) (jobs.Job, error) {
+func (c *Client) Job(ctx context.Context, dev, id string, timeout time.Duration) (record.Job, error) {
 	if c.http != nil {
 		return c.http.job(ctx, id)
 	}
 	subj, err := subjects.Build(subjects.Subject{Fleet: c.fleet, Kind: subjects.Device, Name: dev, Op: "job"})
 	if err != nil {
-		return jobs.Job{}, err
+		return record.Job{}, err
 	}
 	msg := nats.NewMsg(subj)
 	msg.Data, _ = json.Marshal(map[string]string{"id": id})
 	r, err := c.request(ctx, msg, timeout)
 	if err != nil {
-		return jobs.Job{}, err
+		return record.Job{}, err
 	}
 	if err := r.Err(); err != nil {
-		return jobs.Job{}, err
+		return record.Job{}, err
 	}
-	var j jobs.Job
+	var j record.Job
 	if err := json.Unmarshal(r.Data, &j); err != nil {
 		return j, fmt.Errorf("decoding job: %w", err)
 	}
@@ -317,11 +318,11 @@ func (c *Client) Job(ctx context.Context, dev, id string, timeout time.Duration)
 
 // WatchJob subscribes to a job's events; call it before sending so nothing is missed.
 // The channel closes after the final record (Done) or when stop is called.
-func (c *Client) WatchJob(dev, id string) (<-chan device.EventMsg, func(), error) {
+func (c *Client) WatchJob(dev, id string) (<-chan wire.EventMsg, func(), error) {
 	if c.http != nil {
 		return c.http.watch(dev, id)
 	}
-	ch := make(chan device.EventMsg, 256)
+	ch := make(chan wire.EventMsg, 256)
 	var mu sync.Mutex
 	closed := false
 	closeCh := func() {
@@ -331,7 +332,7 @@ func (c *Client) WatchJob(dev, id string) (<-chan device.EventMsg, func(), error
 		}
 	}
 	sub, err := c.nc.Subscribe(subjects.Events(c.fleet, dev, id), func(m *nats.Msg) {
-		var ev device.EventMsg
+		var ev wire.EventMsg
 		if json.Unmarshal(m.Data, &ev) != nil {
 			return
 		}

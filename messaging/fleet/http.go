@@ -12,9 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fleetprov/fleetprov/core/jobs"
-	"github.com/fleetprov/fleetprov/messaging/device"
+	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
 // httpTransport talks to one device's HTTP bridge instead of NATS (publisher --via): the
@@ -61,11 +61,11 @@ func replyError(res *http.Response) error {
 	if body.Code == "" {
 		body.Code = "internal"
 	}
-	return &envelope.Error{Code: body.Code, Msg: body.Error}
+	return &wire.Error{Code: body.Code, Msg: body.Error}
 }
 
 // send posts a signed envelope and decodes the reply (refusals too).
-func (t *httpTransport) send(ctx context.Context, raw []byte, sig string, timeout time.Duration) (envelope.Reply, error) {
+func (t *httpTransport) send(ctx context.Context, raw []byte, sig string, timeout time.Duration) (wire.Reply, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, t.base+"/api/envelopes", bytes.NewReader(raw))
@@ -75,20 +75,20 @@ func (t *httpTransport) send(ctx context.Context, raw []byte, sig string, timeou
 	}
 	res, err := t.client.Do(req)
 	if err != nil {
-		return envelope.Reply{}, fmt.Errorf("%w: %w", ErrNoReply, err)
+		return wire.Reply{}, fmt.Errorf("%w: %w", ErrNoReply, err)
 	}
 	defer res.Body.Close()
 	if res.StatusCode == http.StatusOK || res.StatusCode == http.StatusAccepted {
-		var r envelope.Reply
+		var r wire.Reply
 		if err := json.NewDecoder(res.Body).Decode(&r); err != nil {
 			return r, fmt.Errorf("decoding reply: %w", err)
 		}
 		return r, nil
 	}
-	return envelope.Refuse("", replyError(res)), nil
+	return wire.Refuse("", replyError(res)), nil
 }
 
-func (t *httpTransport) ping(ctx context.Context) (device.Presence, error) {
+func (t *httpTransport) ping(ctx context.Context) (wire.Presence, error) {
 	var h struct {
 		Device      string `json:"device"`
 		Fleet       string `json:"fleet"`
@@ -96,22 +96,22 @@ func (t *httpTransport) ping(ctx context.Context) (device.Presence, error) {
 		Provisioned bool   `json:"provisioned"`
 	}
 	if err := t.get(ctx, "/api/health", &h); err != nil {
-		return device.Presence{}, err
+		return wire.Presence{}, err
 	}
-	return device.Presence{Device: h.Device, Fleet: h.Fleet, Version: h.Version, Provisioned: h.Provisioned, Groups: []string{}}, nil
+	return wire.Presence{Device: h.Device, Fleet: h.Fleet, Version: h.Version, Provisioned: h.Provisioned, Groups: []string{}}, nil
 }
 
-func (t *httpTransport) job(ctx context.Context, id string) (jobs.Job, error) {
-	var j jobs.Job
+func (t *httpTransport) job(ctx context.Context, id string) (record.Job, error) {
+	var j record.Job
 	err := t.get(ctx, "/api/jobs/"+url.PathEscape(id), &j)
 	return j, err
 }
 
 // watch follows the SSE stream of a job; it retries until the job exists (the stream is
 // opened before the envelope is sent).
-func (t *httpTransport) watch(dev, id string) (<-chan device.EventMsg, func(), error) {
+func (t *httpTransport) watch(dev, id string) (<-chan wire.EventMsg, func(), error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	ch := make(chan device.EventMsg, 256)
+	ch := make(chan wire.EventMsg, 256)
 	go func() {
 		defer close(ch)
 		for ctx.Err() == nil {
@@ -134,7 +134,7 @@ func (t *httpTransport) watch(dev, id string) (<-chan device.EventMsg, func(), e
 	return ch, cancel, nil
 }
 
-func readSSE(r io.Reader, dev, id string, ch chan<- device.EventMsg) {
+func readSSE(r io.Reader, dev, id string, ch chan<- wire.EventMsg) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	event := ""
@@ -146,15 +146,15 @@ func readSSE(r io.Reader, dev, id string, ch chan<- device.EventMsg) {
 		case strings.HasPrefix(line, "data: "):
 			data := []byte(strings.TrimPrefix(line, "data: "))
 			if event == "done" {
-				var j jobs.Job
+				var j record.Job
 				if json.Unmarshal(data, &j) == nil {
-					ch <- device.EventMsg{JobID: id, Device: dev, Done: true, Job: &j}
+					ch <- wire.EventMsg{JobID: id, Device: dev, Done: true, Job: &j}
 				}
 				return
 			}
-			var e jobs.Event
+			var e record.Event
 			if json.Unmarshal(data, &e) == nil {
-				ch <- device.EventMsg{JobID: id, Device: dev, Event: &e}
+				ch <- wire.EventMsg{JobID: id, Device: dev, Event: &e}
 			}
 			event = ""
 		}

@@ -8,20 +8,22 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fleetprov/fleetprov/core/jobs"
-	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
+	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
-// Device outcomes of a push.
+// Device outcomes of a push. Where a device's job decides the outcome, the word is the
+// job's own (core/record's state or failure code, the wire's busy code); the rest are
+// the rollout's.
 const (
 	StatePending    = "pending"
 	StateSent       = "sent"
-	StateRunning    = "running"
-	StateSucceeded  = "succeeded"
-	StateFailed     = "failed"
-	StateRolledBack = "rolled-back"
-	StateBusy       = "busy"
+	StateRunning    = string(record.Running)
+	StateSucceeded  = string(record.Succeeded)
+	StateFailed     = string(record.Failed)
+	StateRolledBack = record.CodeRolledBack
+	StateBusy       = "busy" // wire.ErrBusy's code
 	StateRejected   = "rejected"
 	StateNoReply    = "no-reply"
 	StateSkipped    = "skipped"
@@ -30,14 +32,14 @@ const (
 
 // DeviceState is one device's progress in a push.
 type DeviceState struct {
-	Device         string  `json:"device"`
-	State          string  `json:"state"`
-	JobID          string  `json:"job_id,omitempty"`
-	Stage          string  `json:"stage,omitempty"`
-	Code           string  `json:"code,omitempty"`
-	Error          string  `json:"error,omitempty"`
-	RollbackStatus string  `json:"rollback_status,omitempty"`
-	Seconds        float64 `json:"seconds,omitempty"`
+	Device         string                `json:"device"`
+	State          string                `json:"state"`
+	JobID          string                `json:"job_id,omitempty"`
+	Stage          string                `json:"stage,omitempty"`
+	Code           string                `json:"code,omitempty"`
+	Error          string                `json:"error,omitempty"`
+	RollbackStatus record.RollbackStatus `json:"rollback_status,omitempty"`
+	Seconds        float64               `json:"seconds,omitempty"`
 }
 
 // Final reports whether the state will not change any more.
@@ -267,7 +269,7 @@ func (c *Client) pushOne(ctx context.Context, o PushOptions, prep *Prepared, dev
 		return
 	case !reply.Accepted:
 		st := StateRejected
-		if reply.Code == envelope.ErrBusy.Code {
+		if reply.Code == wire.ErrBusy.Code {
 			st = StateBusy
 		}
 		done(func(s *DeviceState) { s.State, s.Code, s.Error = st, reply.Code, reply.Error })
@@ -287,7 +289,7 @@ func (c *Client) pushOne(ctx context.Context, o PushOptions, prep *Prepared, dev
 				update(dev, func(s *DeviceState) { s.Stage = ev.Event.Step })
 				continue
 			}
-			var j *jobs.Job
+			var j *record.Job
 			if ok && ev.Done {
 				j = ev.Job
 			}
@@ -316,10 +318,10 @@ func (c *Client) pushOne(ctx context.Context, o PushOptions, prep *Prepared, dev
 	}
 }
 
-func finish(s *DeviceState, j jobs.Job) {
+func finish(s *DeviceState, j record.Job) {
 	s.Stage, s.Code, s.Error, s.RollbackStatus = j.Stage, j.Code, j.Error, j.RollbackStatus
 	switch {
-	case j.State == jobs.Succeeded:
+	case j.State == record.Succeeded:
 		s.State = StateSucceeded
 	case j.Result != nil && j.Result.RolledBack:
 		s.State = StateRolledBack

@@ -15,10 +15,11 @@ type httpServer struct {
 	bridge *bridge.Server
 	log    *slog.Logger
 
-	mu     sync.Mutex
-	l      net.Listener
-	cancel context.CancelFunc
-	done   chan error
+	mu      sync.Mutex
+	l       net.Listener
+	cancel  context.CancelFunc
+	done    chan error
+	stopped bool // after stop, the server never serves or moves again
 }
 
 // serve starts serving l; callers hold mu or have not shared h yet.
@@ -41,7 +42,7 @@ func (h *httpServer) addr() string {
 func (h *httpServer) moveTo(addr string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.l.Addr().String() == addr {
+	if h.stopped || h.l.Addr().String() == addr {
 		return
 	}
 	l, err := net.Listen("tcp", addr)
@@ -59,6 +60,10 @@ func (h *httpServer) moveTo(addr string) {
 func (h *httpServer) stop() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.stopped {
+		return
+	}
+	h.stopped = true
 	h.cancel()
 	<-h.done
 }

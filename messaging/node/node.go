@@ -1,7 +1,7 @@
 // Package node assembles a running worker: crash recovery and the job history under the
-// state lock, the embedded NATS server (optionally leaf-linked to a hub), the device
-// service on an in-process connection, the HTTP bridge, and the replay guard, trust
-// rules and metrics they share.
+// state lock, the embedded NATS server (optionally leaf-linked to a hub), the
+// transport-neutral device service with its two adapters (NATS on an in-process
+// connection, the HTTP bridge), and the replay guard, trust rules and metrics they share.
 // `worker serve` and the fleet tests start devices through it.
 package node
 
@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,10 +22,12 @@ import (
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/jobs"
 	"github.com/fleetprov/fleetprov/core/provision"
+	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/core/state"
 	"github.com/fleetprov/fleetprov/messaging/bridge"
 	"github.com/fleetprov/fleetprov/messaging/broker"
 	"github.com/fleetprov/fleetprov/messaging/device"
+	"github.com/fleetprov/fleetprov/messaging/devicenats"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 )
 
@@ -58,6 +61,7 @@ type Node struct {
 	Conn      *nats.Conn
 	Jobs      *jobs.Manager
 	Service   *device.Service
+	NATS      *devicenats.Adapter
 	Prov      *provision.Provisioner
 	Trust     *auth.Trust
 	Replay    *auth.ReplayGuard
@@ -66,6 +70,7 @@ type Node struct {
 	Metrics   *bridge.Metrics
 	log       *slog.Logger
 	http      *httpServer
+	follow    sync.WaitGroup // followLAN moves in flight
 }
 
 // Start brings a node up, or returns an error with nothing left running.
@@ -78,10 +83,11 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	n.Recovered, err = o.Prov.Recover(ctx, func(act state.Action) error {
 		var err error
 		n.Jobs, err = jobs.New(jobs.Options{Dir: filepath.Join(st.Root, "jobs"), Recovered: string(act), Logger: o.Logger,
-			OnFinish: func(j jobs.Job) {
+			OnFinish: func(j record.Job) {
 				n.Metrics.JobFinished(j)
-				if o.HTTPFollowLAN && n.http != nil && j.State == jobs.Succeeded {
-					go n.followLAN()
+				if o.HTTPFollowLAN && n.http != nil && j.State == record.Succeeded {
+					n.follow.Add(1)
+					go func() { defer n.follow.Done(); n.followLAN() }()
 				}
 			}})
 		return err
@@ -115,19 +121,20 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		hub = nil
 	}
 	n.Service = device.New(device.Options{
-		Conn: n.Conn, Fleet: o.Fleet, Device: o.Device, Groups: o.Groups, Prov: o.Prov, Jobs: n.Jobs,
-		Trust: n.Trust, Replay: n.Replay, Version: o.Version, HeartbeatInterval: o.HeartbeatInterval,
-		Limits: o.Limits, SpoolDir: st.Root, HubConnected: hub, Logger: o.Logger,
-		OnReject: func(code string) { n.Metrics.Rejected("nats", code) },
+		Fleet: o.Fleet, Device: o.Device, Groups: o.Groups, Prov: o.Prov, Jobs: n.Jobs, Trust: n.Trust, Replay: n.Replay,
+		Version: o.Version, Limits: o.Limits, SpoolDir: st.Root, HubConnected: hub, Logger: o.Logger,
+		Payloads: devicenats.Blobs{Conn: n.Conn, Fleet: o.Fleet},
 	})
+	n.NATS = devicenats.New(devicenats.Options{Conn: n.Conn, Service: n.Service, HeartbeatInterval: o.HeartbeatInterval,
+		Logger: o.Logger, OnReject: func(code string) { n.Metrics.Rejected("nats", code) }})
 	if o.HTTP != nil {
 		// Built before the service starts taking jobs: a finishing job may move it.
-		n.Bridge = bridge.New(bridge.Options{Device: o.Device, Fleet: o.Fleet, Version: o.Version, Prov: o.Prov, Jobs: n.Jobs,
-			Trust: n.Trust, Nonces: &auth.Nonces{}, Service: n.Service, Metrics: n.Metrics, MaxBody: o.Limits.MaxCompressed,
-			Hosts: o.HTTPHosts, Logger: o.Logger})
+		n.Bridge = bridge.New(bridge.Options{Service: n.Service, Nonces: &auth.Nonces{}, Metrics: n.Metrics,
+			MaxBody: o.Limits.MaxCompressed, Hosts: o.HTTPHosts, Logger: o.Logger})
 		n.http = &httpServer{bridge: n.Bridge, log: o.Logger.With("component", "bridge")}
 	}
-	if err := n.Service.Start(ctx); err != nil {
+	if err := n.NATS.Start(ctx); err != nil {
+		n.Service.Close()
 		n.Conn.Close()
 		return nil, err
 	}
@@ -151,13 +158,16 @@ func (n *Node) HTTPAddr() string {
 }
 
 // Shutdown stops taking requests, lets a running job finish until ctx ends (then it is
-// cancelled and recorded as such), and stops the server.
+// cancelled and recorded as such), and stops the server. A job that finishes meanwhile
+// may still ask the bridge to follow the LAN; a stopped bridge ignores it.
 func (n *Node) Shutdown(ctx context.Context) error {
 	if n.http != nil {
 		n.http.stop()
 	}
 	jerr := n.Jobs.Shutdown(ctx)
-	n.Service.Stop()
+	n.follow.Wait()
+	n.NATS.Stop()
+	n.Service.Close()
 	n.Conn.Drain()
 	n.Broker.Shutdown()
 	if jerr != nil && !errors.Is(jerr, context.DeadlineExceeded) && !errors.Is(jerr, context.Canceled) {

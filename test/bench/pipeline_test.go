@@ -5,6 +5,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/fleetprov/fleetprov/core/check"
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
@@ -30,7 +31,7 @@ func BenchmarkValidateVMFull(b *testing.B) {
 	raw := configtest.Fixture(b, "vm-full.config.toml")
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, _, err := provision.Validate(context.Background(), bytes.NewReader(raw), provision.ValidateOptions{}); err != nil {
+		if _, err := check.Input(context.Background(), bytes.NewReader(raw), check.Options{}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -6,7 +6,7 @@ import (
 	"io"
 
 	"github.com/fleetprov/fleetprov/core/config"
-	"github.com/fleetprov/fleetprov/core/jobs"
+	"github.com/fleetprov/fleetprov/core/record"
 )
 
 // ValidationResult is the --json form of a validation.
@@ -54,7 +54,7 @@ func PrintValidation(w io.Writer, file string, r config.Report, asJSON bool) err
 
 // PrintEvent writes one job event as a line: elapsed time, step, service (mode), status,
 // message. Both binaries print job progress with it.
-func PrintEvent(w io.Writer, ev jobs.Event) {
+func PrintEvent(w io.Writer, ev record.Event) {
 	line := fmt.Sprintf("  %7.3fs  %-17s", ev.ElapsedSeconds, ev.Step)
 	if ev.Service != "" {
 		line += " " + ev.Service

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/fleetprov/fleetprov/core/check"
 	"github.com/fleetprov/fleetprov/core/config"
-	"github.com/fleetprov/fleetprov/core/provision"
 )
 
 // ValidateSetup is the validate command both binaries share.
@@ -24,7 +24,8 @@ func ValidateSetup(fs *flag.FlagSet) func(context.Context, []string, IO) error {
 			return fmt.Errorf("reading input: %w", err)
 		}
 		defer f.Close()
-		_, r, _ := provision.Validate(ctx, f, provision.ValidateOptions{Config: config.Options{AppUser: *appUser, BridgePort: *bridgePort}})
+		v, _ := check.Input(ctx, f, check.Options{Config: config.Options{AppUser: *appUser, BridgePort: *bridgePort}})
+		r := v.Report
 		return PrintValidation(io.Stdout, args[0], r, *asJSON)
 	}
 }

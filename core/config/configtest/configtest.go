@@ -78,8 +78,12 @@ func (b *Builder) TOML(t testing.TB) []byte {
 	return config.Encode(b.Model(t))
 }
 
-// Fixture reads a file of the shared AtomixOS compatibility fixtures (../shared/fixtures/
-// atomixos beside the repository). A missing fixture fails the test: they are the contract.
+// FixtureDir is where the AtomixOS fixtures live, relative to the repository root.
+const FixtureDir = "test/testdata/atomixos"
+
+// Fixture reads a file of the AtomixOS compatibility fixtures, kept in the repository at
+// test/testdata/atomixos (a copy of shared/fixtures/atomixos; CI checks they are equal).
+// A missing fixture fails the test: they are the contract.
 func Fixture(t testing.TB, name string) []byte {
 	t.Helper()
 	dir, err := os.Getwd()
@@ -96,10 +100,9 @@ func Fixture(t testing.TB, name string) []byte {
 		}
 		dir = parent
 	}
-	p := filepath.Join(dir, "..", "shared", "fixtures", "atomixos", name)
-	b, err := os.ReadFile(p)
+	b, err := os.ReadFile(filepath.Join(dir, FixtureDir, name))
 	if err != nil {
-		t.Fatalf("configtest: reading fixture: %v (the shared/ folder must sit beside the repository)", err)
+		t.Fatalf("configtest: reading fixture: %v", err)
 	}
 	return b
 }

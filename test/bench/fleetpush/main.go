@@ -33,6 +33,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/system/simulate"
 	"github.com/fleetprov/fleetprov/messaging/broker"
 	"github.com/fleetprov/fleetprov/messaging/device"
+	"github.com/fleetprov/fleetprov/messaging/devicenats"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
 	"github.com/fleetprov/fleetprov/messaging/node"
@@ -43,7 +44,7 @@ const adminKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfm/RhPyisFyBAwigDt2AnnOU
 func main() {
 	n := flag.Int("n", 100, "devices")
 	mode := flag.String("mode", "leaf", "leaf: one embedded server per device, leaf-linked; direct: device services on hub connections")
-	fixture := flag.String("config", "../shared/fixtures/atomixos/vm-full.config.toml", "config to push")
+	fixture := flag.String("config", "test/testdata/atomixos/vm-full.config.toml", "config to push")
 	batch := flag.Int("batch", 0, "devices in flight (0: all)")
 	flag.Parse()
 	if err := run(*n, *mode, *fixture, *batch); err != nil {
@@ -100,13 +101,14 @@ func run(n int, mode, fixture string, batch int) error {
 				return err
 			}
 			jm, _ := jobs.New(jobs.Options{Dir: filepath.Join(dir, "state", "jobs")})
-			svc := device.New(device.Options{Conn: nc, Fleet: "bench", Device: id, Prov: prov, Jobs: jm,
-				Trust:  &auth.Trust{State: prov.State()},
-				Replay: &auth.ReplayGuard{Dir: filepath.Join(dir, "state", "replay")}, HeartbeatInterval: time.Hour, Logger: log})
-			if err := svc.Start(ctx); err != nil {
+			svc := device.New(device.Options{Fleet: "bench", Device: id, Prov: prov, Jobs: jm,
+				Trust: &auth.Trust{State: prov.State()}, Payloads: devicenats.Blobs{Conn: nc, Fleet: "bench"},
+				Replay: &auth.ReplayGuard{Dir: filepath.Join(dir, "state", "replay")}, Logger: log})
+			ad := devicenats.New(devicenats.Options{Conn: nc, Service: svc, HeartbeatInterval: time.Hour, Logger: log})
+			if err := ad.Start(ctx); err != nil {
 				return err
 			}
-			stops = append(stops, func() { svc.Stop(); nc.Close() })
+			stops = append(stops, func() { ad.Stop(); svc.Close(); nc.Close() })
 		default:
 			return fmt.Errorf("unknown mode %q", mode)
 		}

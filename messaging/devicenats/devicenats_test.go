@@ -1,4 +1,4 @@
-package device_test
+package devicenats_test
 
 import (
 	"bytes"
@@ -19,6 +19,7 @@ import (
 	"github.com/fleetprov/fleetprov/messaging/node"
 	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
+	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
 type rig struct {
@@ -58,7 +59,7 @@ func (r *rig) withAdmin(s ssh.Signer, line string) *rig {
 	return r
 }
 
-func (r *rig) send(subject string, env *envelope.Envelope, signer ssh.Signer, mutate func(raw []byte, msg *nats.Msg)) envelope.Reply {
+func (r *rig) send(subject string, env *envelope.Envelope, signer ssh.Signer, mutate func(raw []byte, msg *nats.Msg)) wire.Reply {
 	r.t.Helper()
 	raw, _ := env.Encode()
 	msg := nats.NewMsg(subject)
@@ -74,7 +75,7 @@ func (r *rig) send(subject string, env *envelope.Envelope, signer ssh.Signer, mu
 	if err != nil {
 		r.t.Fatalf("request %s: %v", subject, err)
 	}
-	var out envelope.Reply
+	var out wire.Reply
 	json.Unmarshal(reply.Data, &out)
 	return out
 }
@@ -128,16 +129,16 @@ func TestProvisionOverNATSAndRejections(t *testing.T) {
 		env     func() *envelope.Envelope
 		signer  ssh.Signer
 		mutate  func(raw []byte, msg *nats.Msg)
-		want    *envelope.Error
+		want    *wire.Error
 	}{
-		{"unsigned", r.devSubject("apply"), func() *envelope.Envelope { return r.applyEnv(r.cfg) }, nil, nil, envelope.ErrUnauthorized},
-		{"wrong_key", r.devSubject("apply"), func() *envelope.Envelope { return r.applyEnv(r.cfg) }, other, nil, envelope.ErrUnauthorized},
+		{"unsigned", r.devSubject("apply"), func() *envelope.Envelope { return r.applyEnv(r.cfg) }, nil, nil, wire.ErrUnauthorized},
+		{"wrong_key", r.devSubject("apply"), func() *envelope.Envelope { return r.applyEnv(r.cfg) }, other, nil, wire.ErrUnauthorized},
 		{"tampered_payload", r.devSubject("apply"), func() *envelope.Envelope { return r.applyEnv(r.cfg) }, admin, func(raw []byte, msg *nats.Msg) {
 			var e envelope.Envelope
 			json.Unmarshal(raw, &e)
 			e.Payload = []byte("version = 1\n")
 			msg.Data, _ = e.Encode()
-		}, envelope.ErrUnauthorized},
+		}, wire.ErrUnauthorized},
 		{"tampered_field", r.devSubject("apply"), func() *envelope.Envelope { return r.applyEnv(r.cfg) }, admin, func(raw []byte, msg *nats.Msg) {
 			msg.Data = bytes.Replace(raw, []byte(`"expires_at":"`), []byte(`"expires_at":"2`), 1)
 			var e envelope.Envelope
@@ -147,32 +148,32 @@ func TestProvisionOverNATSAndRejections(t *testing.T) {
 				e2.ExpiresAt = e2.ExpiresAt.Add(time.Minute)
 				msg.Data, _ = e2.Encode()
 			}
-		}, envelope.ErrUnauthorized},
+		}, wire.ErrUnauthorized},
 		{"expired", r.devSubject("apply"), func() *envelope.Envelope {
 			e := r.applyEnv(r.cfg)
 			e.IssuedAt, e.ExpiresAt = e.IssuedAt.Add(-20*time.Minute), e.IssuedAt.Add(-15*time.Minute)
 			return e
-		}, admin, nil, envelope.ErrExpired},
+		}, admin, nil, wire.ErrExpired},
 		{"issued_in_future", r.devSubject("apply"), func() *envelope.Envelope {
 			e := r.applyEnv(r.cfg)
 			e.IssuedAt, e.ExpiresAt = e.IssuedAt.Add(5*time.Minute), e.IssuedAt.Add(10*time.Minute)
 			return e
-		}, admin, nil, envelope.ErrExpired},
-		{"replayed", r.devSubject("apply"), func() *envelope.Envelope { e := r.applyEnv(r.cfg); e.ID = env.ID; return e }, admin, nil, envelope.ErrReplayed},
+		}, admin, nil, wire.ErrExpired},
+		{"replayed", r.devSubject("apply"), func() *envelope.Envelope { e := r.applyEnv(r.cfg); e.ID = env.ID; return e }, admin, nil, wire.ErrReplayed},
 		{"other_devices_envelope", r.devSubject("apply"), func() *envelope.Envelope {
 			e := r.applyEnv(r.cfg)
 			e.Device = "d2"
 			return e
-		}, admin, nil, envelope.ErrWrongTarget},
+		}, admin, nil, wire.ErrWrongTarget},
 		{"group_not_joined", subjects.Subject{Fleet: "test", Kind: subjects.Group, Name: "edge", Op: "apply"}.String(), func() *envelope.Envelope {
 			e := r.applyEnv(r.cfg)
 			e.Target, e.Device, e.Group = envelope.TargetGroup, "", "core"
 			return e
-		}, admin, nil, envelope.ErrWrongTarget},
+		}, admin, nil, wire.ErrWrongTarget},
 		{"wrong_namespace", r.devSubject("apply"), func() *envelope.Envelope { return r.applyEnv(r.cfg) }, admin, func(raw []byte, msg *nats.Msg) {
 			sig, _ := signNS(raw, admin, "git")
 			msg.Header.Set(envelope.SignatureHeader, sig)
-		}, envelope.ErrUnauthorized},
+		}, wire.ErrUnauthorized},
 		{"oversize_wrong_digest", r.devSubject("apply"), func() *envelope.Envelope {
 			e := r.applyEnv(nil)
 			e.Payload = nil
@@ -180,8 +181,8 @@ func TestProvisionOverNATSAndRejections(t *testing.T) {
 			prep.Attach(e)
 			e.PayloadSHA256 = envelope.Digest([]byte("something else"))
 			return e
-		}, admin, nil, envelope.ErrInvalid},
-		{"op_on_wrong_subject", r.devSubject("validate"), func() *envelope.Envelope { return r.applyEnv(r.cfg) }, admin, nil, envelope.ErrWrongTarget},
+		}, admin, nil, wire.ErrInvalid},
+		{"op_on_wrong_subject", r.devSubject("validate"), func() *envelope.Envelope { return r.applyEnv(r.cfg) }, admin, nil, wire.ErrWrongTarget},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -200,7 +201,7 @@ func TestProvisionOverNATSAndRejections(t *testing.T) {
 	r2 := start(t, "d1", []string{"edge"}, r.dev).withAdmin(admin, line)
 	again := r.applyEnv(r.cfg)
 	again.ID = env.ID
-	if rep := r2.send(r2.devSubject("apply"), again, admin, nil); !errors.Is(rep.Err(), envelope.ErrReplayed) {
+	if rep := r2.send(r2.devSubject("apply"), again, admin, nil); !errors.Is(rep.Err(), wire.ErrReplayed) {
 		t.Errorf("replay after restart: %+v", rep)
 	}
 	// Read-only queries need no signature; the old job is still there.

@@ -1,4 +1,4 @@
-package device_test
+package devicenats_test
 
 import (
 	"encoding/base64"

@@ -1,0 +1,246 @@
+// Package devicenats is the device service's NATS transport: it subscribes to the
+// device's own, group and fleet-wide request subjects, answers the unsigned ping and job
+// ops, hands every signed envelope to messaging/device (bound to the subject it came
+// on), replies, publishes job events and presence, and serves large payloads as chunked
+// blobs. It holds no provisioning logic and never imports the HTTP bridge.
+package devicenats
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fleetprov/fleetprov/messaging/blob"
+	"github.com/fleetprov/fleetprov/messaging/device"
+	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/subjects"
+	"github.com/fleetprov/fleetprov/messaging/wire"
+)
+
+// Options configure the adapter.
+type Options struct {
+	Conn    *nats.Conn
+	Service *device.Service
+	// HeartbeatInterval between presence messages (default 30s).
+	HeartbeatInterval time.Duration
+	// OnReject is told the code of every refused request (metrics).
+	OnReject func(code string)
+	Logger   *slog.Logger
+}
+
+// Adapter is a running NATS transport.
+type Adapter struct {
+	o    Options
+	svc  *device.Service
+	log  *slog.Logger
+	sem  chan struct{}
+	wg   sync.WaitGroup
+	stop chan struct{}
+
+	mu   sync.Mutex
+	subs map[string]*nats.Subscription
+}
+
+// maxInFlight bounds the requests handled at once: a slow payload fetch must not hold up
+// pings, and a flood must not start a goroutine per message.
+const maxInFlight = 8
+
+// New returns an adapter; Start subscribes.
+func New(o Options) *Adapter {
+	if o.HeartbeatInterval <= 0 {
+		o.HeartbeatInterval = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Adapter{o: o, svc: o.Service, log: o.Logger.With("device", o.Service.Device(), "fleet", o.Service.Fleet()),
+		sem: make(chan struct{}, maxInFlight), stop: make(chan struct{}), subs: map[string]*nats.Subscription{}}
+}
+
+// Start subscribes to the request subjects, announces presence, follows job events and
+// starts the heartbeat.
+func (a *Adapter) Start(ctx context.Context) error {
+	fleet, dev := a.svc.Fleet(), a.svc.Device()
+	if !subjects.ValidToken(fleet) || !subjects.ValidToken(dev) {
+		return fmt.Errorf("fleet %q and device %q must match ^[A-Za-z0-9_-]{1,64}$", fleet, dev)
+	}
+	if err := a.resubscribe(); err != nil {
+		return err
+	}
+	a.svc.Listen(a.publishEvent)
+	a.publishPresence()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		t := time.NewTicker(a.o.HeartbeatInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				a.publishPresence()
+			case <-a.stop:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return nil
+}
+
+// Stop unsubscribes and waits for in-flight handlers.
+func (a *Adapter) Stop() {
+	a.mu.Lock()
+	for _, sub := range a.subs {
+		sub.Unsubscribe()
+	}
+	a.subs = map[string]*nats.Subscription{}
+	select {
+	case <-a.stop:
+	default:
+		close(a.stop)
+	}
+	a.mu.Unlock()
+	a.wg.Wait()
+}
+
+// resubscribe makes the subscriptions match the device id, its groups and the fleet.
+func (a *Adapter) resubscribe() error {
+	fleet := a.svc.Fleet()
+	want := map[string]bool{subjects.DeviceRequests(fleet, a.svc.Device()): true, subjects.AllRequests(fleet): true}
+	for _, g := range a.svc.Groups() {
+		if subjects.ValidToken(g) {
+			want[subjects.GroupRequests(fleet, g)] = true
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	select {
+	case <-a.stop:
+		return nil // stopped: never subscribe again
+	default:
+	}
+	for subj, sub := range a.subs {
+		if !want[subj] {
+			sub.Unsubscribe()
+			delete(a.subs, subj)
+		}
+	}
+	for subj := range want {
+		if _, ok := a.subs[subj]; ok {
+			continue
+		}
+		sub, err := a.o.Conn.Subscribe(subj, a.dispatch)
+		if err != nil {
+			return fmt.Errorf("subscribing to %s: %w", subj, err)
+		}
+		a.subs[subj] = sub
+	}
+	return a.o.Conn.Flush()
+}
+
+// dispatch runs each request in its own goroutine (at most maxInFlight at once).
+func (a *Adapter) dispatch(m *nats.Msg) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.sem <- struct{}{}
+		defer func() { <-a.sem }()
+		reply := a.handle(a.svc.Context(), m)
+		if !reply.Accepted && a.o.OnReject != nil {
+			a.o.OnReject(reply.Code)
+		}
+		if m.Reply == "" {
+			return
+		}
+		reply.Device = a.svc.Device()
+		b, _ := json.Marshal(reply)
+		if err := m.Respond(b); err != nil {
+			a.log.Warn("replying", "subject", m.Subject, "err", err)
+		}
+	}()
+}
+
+func (a *Adapter) handle(ctx context.Context, m *nats.Msg) wire.Reply {
+	subj, err := subjects.Parse(m.Subject)
+	if err != nil {
+		return wire.Refuse(a.svc.Device(), wire.Errorf(wire.ErrInvalid, "%w", err))
+	}
+	switch subj.Op {
+	case "ping":
+		return wire.OK(a.svc.Presence(ctx))
+	case "job":
+		var q struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal(m.Data, &q); err != nil || q.ID == "" {
+			return wire.Refuse(a.svc.Device(), wire.Errorf(wire.ErrInvalid, `expected {"id": "<job id>"}`))
+		}
+		j, err := a.svc.Job(q.ID)
+		if err != nil {
+			return wire.Refuse(a.svc.Device(), device.FromError(err))
+		}
+		return wire.OK(j)
+	}
+	bind := func(env *envelope.Envelope, fleet, dev string, groups []string) error {
+		return env.Bind(subj, fleet, dev, groups)
+	}
+	return a.svc.HandleEnvelope(ctx, m.Data, envelope.MaxSize, m.Header.Get(envelope.SignatureHeader), "nats", bind)
+}
+
+func (a *Adapter) publishPresence() {
+	b, _ := json.Marshal(a.svc.Presence(a.svc.Context()))
+	subj := subjects.Subject{Fleet: a.svc.Fleet(), Kind: subjects.Presence, Name: a.svc.Device()}.String()
+	if err := a.o.Conn.Publish(subj, b); err != nil {
+		a.log.Warn("publishing presence", "err", err)
+	}
+}
+
+// publishEvent sends a job's event on its subject; after the final record it refreshes
+// the subscriptions (the job may have changed the groups) and announces the new presence.
+func (a *Adapter) publishEvent(m wire.EventMsg) {
+	b, _ := json.Marshal(m)
+	if err := a.o.Conn.Publish(subjects.Events(a.svc.Fleet(), a.svc.Device(), m.JobID), b); err != nil {
+		a.log.Warn("publishing job event", "job_id", m.JobID, "err", err)
+	}
+	if !m.Done {
+		return
+	}
+	if err := a.resubscribe(); err != nil {
+		a.log.Warn("refreshing subscriptions", "err", err)
+	}
+	a.publishPresence()
+}
+
+// Blobs moves large payloads as chunked blobs on the fleet's blob subjects
+// (device.Payloads).
+type Blobs struct {
+	Conn  *nats.Conn
+	Fleet string
+}
+
+// Fetch implements device.Payloads.
+func (b Blobs) Fetch(ctx context.Context, ref wire.PayloadRef, limit int64, w io.Writer) error {
+	return blob.Fetch(ctx, b.Conn, ref.Subject, ref.Size, limit, 0, w)
+}
+
+// Serve implements device.Payloads: the blob is offered until ctx ends.
+func (b Blobs) Serve(ctx context.Context, name string, data []byte) (*wire.PayloadRef, error) {
+	subj := subjects.Subject{Fleet: b.Fleet, Kind: subjects.Blob, Name: name}.String()
+	stop, err := blob.Serve(ctx, b.Conn, subj, data)
+	if err != nil {
+		return nil, err
+	}
+	context.AfterFunc(ctx, stop)
+	return &wire.PayloadRef{Subject: subj, Size: int64(len(data))}, nil
+}
+
+// MaxInline implements device.Payloads: half the connection's max payload, leaving room
+// for the reply around it.
+func (b Blobs) MaxInline() int { return int(b.Conn.MaxPayload()) / 2 }

@@ -1,0 +1,111 @@
+package wire
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/record"
+)
+
+// Reply answers a request: accepted (with a job id for a job, or Data), or refused with
+// a code.
+type Reply struct {
+	Accepted bool            `json:"accepted"`
+	JobID    string          `json:"job_id,omitempty"`
+	Device   string          `json:"device,omitempty"`
+	Code     string          `json:"code,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	Data     json.RawMessage `json:"data,omitempty"`
+}
+
+// Err returns the reply's error as an *Error (nil when accepted).
+func (r Reply) Err() error {
+	if r.Accepted {
+		return nil
+	}
+	return &Error{Code: r.Code, Msg: r.Error}
+}
+
+// Refuse builds a refusal reply from an error: its public code and message (internal
+// errors get a generic message; their cause stays in the device's log).
+func Refuse(device string, err error) Reply {
+	code, msg := Public(err)
+	return Reply{Accepted: false, Device: device, Code: code, Error: msg}
+}
+
+// OK builds an accepted reply carrying v as JSON.
+func OK(v any) Reply {
+	b, _ := json.Marshal(v)
+	return Reply{Accepted: true, Data: b}
+}
+
+// Presence is what a device announces and answers to ping.
+type Presence struct {
+	Device       string    `json:"device"`
+	Fleet        string    `json:"fleet"`
+	Groups       []string  `json:"groups"`
+	Version      string    `json:"version"`
+	Provisioned  bool      `json:"provisioned"`
+	ConfigSHA256 string    `json:"config_sha256,omitempty"`
+	LastJob      *JobRef   `json:"last_job,omitempty"`
+	Busy         bool      `json:"busy"`
+	Drift        bool      `json:"drift"`
+	DriftFiles   []string  `json:"drift_files,omitempty"`
+	Hub          *bool     `json:"hub_connected,omitempty"`
+	Time         time.Time `json:"time"`
+}
+
+// JobRef summarizes a job.
+type JobRef struct {
+	ID             string                `json:"id"`
+	Op             string                `json:"op"`
+	State          record.State          `json:"state"`
+	Error          string                `json:"error,omitempty"`
+	RollbackStatus record.RollbackStatus `json:"rollback_status,omitempty"`
+}
+
+// EventMsg is what travels on fleetprov.<fleet>.evt.<device>.<job>: one job event, or the
+// final record when Done.
+type EventMsg struct {
+	JobID  string        `json:"job_id"`
+	Device string        `json:"device"`
+	Event  *record.Event `json:"event,omitempty"`
+	Done   bool          `json:"done,omitempty"`
+	Job    *record.Job   `json:"job,omitempty"`
+}
+
+// ValidationResult is the answer to validate.
+type ValidationResult struct {
+	OK       bool           `json:"ok"`
+	Errors   []config.Entry `json:"errors"`
+	Warnings []config.Entry `json:"warnings"`
+}
+
+// NewValidationResult folds a report into a result.
+func NewValidationResult(rep config.Report) ValidationResult {
+	v := ValidationResult{OK: !rep.Fatal(), Errors: rep.Errors(), Warnings: rep.Warnings()}
+	if v.Errors == nil {
+		v.Errors = []config.Entry{}
+	}
+	if v.Warnings == nil {
+		v.Warnings = []config.Entry{}
+	}
+	return v
+}
+
+// PayloadRef points at a payload too large for one message: its owner serves it in
+// chunks on Subject (see messaging/blob); Size is its length in bytes.
+type PayloadRef struct {
+	Subject string `json:"subject"`
+	Size    int64  `json:"size"`
+}
+
+// ExportResult carries an exported bundle inline, or a reference to fetch it from.
+type ExportResult struct {
+	Format  string      `json:"format"`
+	SHA256  string      `json:"sha256"`
+	Size    int64       `json:"size"`
+	Inline  string      `json:"inline,omitempty"` // base64
+	Payload *PayloadRef `json:"payload_ref,omitempty"`
+}
