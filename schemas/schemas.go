@@ -1,6 +1,8 @@
-// Package schemas embeds fleetprov's JSON Schemas (config, envelope, job, event) and the
-// OpenAPI document, compiles each once, and turns validation failures into short,
-// path-addressed violations that callers put in their own reports.
+// Package schemas embeds fleetprov's JSON Schema for config.toml and the OpenAPI document
+// of the HTTP bridge, compiles the schema once, and turns validation failures into short,
+// path-addressed violations that callers put in their own reports. (Envelopes, job
+// records and events are Go types in messaging/envelope, core/record and messaging/wire,
+// decoded strictly; they have no JSON Schema.)
 //
 // It imports nothing from core/ or messaging/; both use it.
 package schemas

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/fleetprov/fleetprov/core/config"
@@ -45,14 +46,7 @@ func hook(t *testing.T, body string) string {
 }
 
 func TestActivate(t *testing.T) {
-	tests := []struct {
-		name   string
-		policy config.Activation
-		fail   []string
-		hook   string
-		want   error
-		check  func(t *testing.T, err error, events []record.Event, sim *simulate.Sim)
-	}{
+	tests := []activateCase{
 		{name: "healthy", policy: config.Activation{Required: []string{"web", "app"}, Restart: []string{"side"}, TimeoutSeconds: 5},
 			check: func(t *testing.T, err error, events []record.Event, sim *simulate.Sim) {
 				if !strings.Contains(sim.Transcript(), "system: restart side.service") {
@@ -96,26 +90,46 @@ func TestActivate(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			sim := started(t, tc.fail...)
-			spec := Spec{Policy: tc.policy, Units: units(), AppUser: system.Account{Name: "appsvc"}}
 			if tc.hook != "" {
-				spec.Hook = hook(t, tc.hook)
+				// Hooks are real processes, outside any fake clock.
+				run(t, tc)
+				return
 			}
-			var events []record.Event
-			start := time.Now()
-			err := Activate(context.Background(), spec, Options{Backend: sim.Backend(), PollInterval: 20 * time.Millisecond}, func(e record.Event) { events = append(events, e) })
-			if tc.want != nil && !errors.Is(err, tc.want) {
-				t.Fatalf("Activate() error = %v; want %v", err, tc.want)
-			}
-			if tc.want == nil && tc.check == nil && err != nil {
-				t.Fatalf("Activate() error = %v", err)
-			}
-			if tc.check != nil {
-				tc.check(t, err, events, sim)
-			}
-			if time.Since(start) > time.Duration(tc.policy.TimeoutSeconds+2)*time.Second {
-				t.Errorf("took %s, past the deadline", time.Since(start))
-			}
+			// Everything else runs on synctest's fake clock: timeouts and settles take
+			// no real time, and the elapsed time is exact.
+			synctest.Test(t, func(t *testing.T) { run(t, tc) })
 		})
+	}
+}
+
+type activateCase struct {
+	name   string
+	policy config.Activation
+	fail   []string
+	hook   string
+	want   error
+	check  func(t *testing.T, err error, events []record.Event, sim *simulate.Sim)
+}
+
+func run(t *testing.T, tc activateCase) {
+	sim := started(t, tc.fail...)
+	spec := Spec{Policy: tc.policy, Units: units(), AppUser: system.Account{Name: "appsvc"}}
+	if tc.hook != "" {
+		spec.Hook = hook(t, tc.hook)
+	}
+	var events []record.Event
+	start := time.Now()
+	err := Activate(context.Background(), spec, Options{Backend: sim.Backend(), PollInterval: 20 * time.Millisecond}, func(e record.Event) { events = append(events, e) })
+	if tc.want != nil && !errors.Is(err, tc.want) {
+		t.Fatalf("Activate() error = %v; want %v", err, tc.want)
+	}
+	if tc.want == nil && tc.check == nil && err != nil {
+		t.Fatalf("Activate() error = %v", err)
+	}
+	if tc.check != nil {
+		tc.check(t, err, events, sim)
+	}
+	if tc.hook == "" && time.Since(start) > time.Duration(tc.policy.TimeoutSeconds)*time.Second {
+		t.Errorf("took %s of fake time, past the %ds deadline", time.Since(start), tc.policy.TimeoutSeconds)
 	}
 }

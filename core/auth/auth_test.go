@@ -11,19 +11,14 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/fleetprov/fleetprov/internal/fptest"
 )
 
 // sshKeygen returns the ssh-keygen path; under CI=true it must exist.
 func sshKeygen(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("ssh-keygen")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("ssh-keygen not found (Debian package openssh-client)")
-		}
-		t.Skip("ssh-keygen not found")
-	}
-	return p
+	return fptest.RequireTool(t, "openssh-client", "ssh-keygen")
 }
 
 // genKey makes a key with ssh-keygen and returns the private key path, the signer and

@@ -25,6 +25,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/jobs"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/core/record"
+	"github.com/fleetprov/fleetprov/internal/fptest"
 	"github.com/fleetprov/fleetprov/messaging/bridge"
 	"github.com/fleetprov/fleetprov/messaging/broker/brokertest"
 	"github.com/fleetprov/fleetprov/messaging/device"
@@ -332,13 +333,7 @@ func TestBusyAndPolicy(t *testing.T) {
 }
 
 func TestSSHKeygenSignedRequest(t *testing.T) {
-	bin, err := exec.LookPath("ssh-keygen")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("ssh-keygen not found")
-		}
-		t.Skip("ssh-keygen not found")
-	}
+	bin := fptest.RequireTool(t, "openssh-client", "ssh-keygen")
 	r := newRig(t, 0)
 	dir := t.TempDir()
 	key := filepath.Join(dir, "id")

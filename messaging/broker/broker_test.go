@@ -8,19 +8,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/fleetprov/fleetprov/internal/fptest"
 	"github.com/fleetprov/fleetprov/messaging/broker"
 	"github.com/fleetprov/fleetprov/messaging/broker/brokertest"
 )
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	fptest.WaitFor(t, 10*time.Second, what, cond)
 }
 
 func TestLeafnodeToHub(t *testing.T) {

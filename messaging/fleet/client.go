@@ -33,7 +33,8 @@ var (
 	ErrInvalidOption = errors.New("invalid option")
 )
 
-// Client talks to a fleet over one NATS connection.
+// Client talks to a fleet through a NATS connection (New), or to one device through its
+// HTTP bridge (NewHTTP, publisher --via).
 type Client struct {
 	nc       *nats.Conn
 	fleet    string

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
+	"github.com/fleetprov/fleetprov/internal/fptest"
 	"github.com/fleetprov/fleetprov/messaging/broker"
 	"github.com/fleetprov/fleetprov/messaging/node"
 	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
@@ -34,13 +35,7 @@ func TestBridgeFollowsLAN(t *testing.T) {
 	}
 	res.Body.Close()
 	want := "127.77.0.1:" + port
-	deadline := time.Now().Add(10 * time.Second)
-	for n.HTTPAddr() != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("bridge at %s; want %s", n.HTTPAddr(), want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	fptest.WaitFor(t, 10*time.Second, "the bridge to move to "+want, func() bool { return n.HTTPAddr() == want })
 	res, err = http.Get("http://" + want + "/api/health")
 	if err != nil || res.StatusCode != 200 {
 		t.Fatalf("health on the LAN address = %v, %v", res, err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/config/configtest"
+	"github.com/fleetprov/fleetprov/internal/fptest"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
 	"github.com/fleetprov/fleetprov/messaging/node"
@@ -50,10 +51,7 @@ func BenchmarkVerifyInProcess(b *testing.B) {
 // BenchmarkVerifySSHKeygen verifies the same signature with an `ssh-keygen -Y verify`
 // subprocess per signature: the obvious alternative.
 func BenchmarkVerifySSHKeygen(b *testing.B) {
-	bin, err := exec.LookPath("ssh-keygen")
-	if err != nil {
-		b.Skip("ssh-keygen not found")
-	}
+	bin := fptest.RequireTool(b, "openssh-client", "ssh-keygen")
 	msg, sig, allowed := signedFixture(b)
 	dir := b.TempDir()
 	os.WriteFile(filepath.Join(dir, "allowed"), allowed, 0o600)

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
+	"github.com/fleetprov/fleetprov/internal/fptest"
 	"github.com/fleetprov/fleetprov/messaging/broker"
 	"github.com/fleetprov/fleetprov/messaging/node"
 	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
@@ -27,16 +27,7 @@ import (
 
 func chromium(t *testing.T) string {
 	t.Helper()
-	for _, p := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("no Chromium found (Debian package chromium)")
-	}
-	t.Skip("no Chromium found")
-	return ""
+	return fptest.RequireTool(t, "chromium", "chromium", "chromium-browser", "google-chrome")
 }
 
 // device starts a worker node with its HTTP bridge on a random loopback port.
@@ -60,9 +51,7 @@ func browser(t *testing.T) context.Context {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		for i := 0; i < 20 && os.RemoveAll(profile) != nil; i++ {
-			time.Sleep(100 * time.Millisecond)
-		}
+		fptest.Eventually(2*time.Second, func() bool { return os.RemoveAll(profile) == nil })
 	})
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromium(t)),

@@ -7,16 +7,12 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/fleetprov/fleetprov/internal/fptest"
 )
 
 func TestComposeConfig(t *testing.T) {
-	bin, err := exec.LookPath("docker-compose")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("docker-compose not found (Debian package docker-compose)")
-		}
-		t.Skip("docker-compose not found")
-	}
+	bin := fptest.RequireTool(t, "docker-compose", "docker-compose")
 	out, err := exec.Command(bin, "-f", "../../docker-compose.yml", "config").CombinedOutput()
 	if err != nil {
 		t.Fatalf("docker-compose config: %v\n%s", err, out)
@@ -36,13 +32,7 @@ func TestComposeConfig(t *testing.T) {
 // TestHubConf starts the stock nats-server on the compose hub config (ports rewritten to
 // free ones) to prove the file is valid NATS configuration.
 func TestHubConf(t *testing.T) {
-	bin, err := exec.LookPath("nats-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("nats-server not found (Debian package nats-server)")
-		}
-		t.Skip("nats-server not found")
-	}
+	bin := fptest.RequireTool(t, "nats-server", "nats-server")
 	raw, err := os.ReadFile("../../deploy/compose/hub.conf")
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/fleetprov/fleetprov/internal/fptest"
 )
 
 func buildWorker(t *testing.T) string {
@@ -22,13 +24,7 @@ func buildWorker(t *testing.T) string {
 }
 
 func TestUnitsVerify(t *testing.T) {
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("systemd-analyze not found (Debian package systemd)")
-		}
-		t.Skip("systemd-analyze not found")
-	}
+	analyze := fptest.RequireTool(t, "systemd", "systemd-analyze")
 	bin := buildWorker(t)
 	dir := t.TempDir()
 	for _, name := range []string{"fleetprov-worker.service", "fleetprov-worker.socket"} {

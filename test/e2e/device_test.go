@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fleetprov/fleetprov/internal/fptest"
 )
 
 // cacheDir keeps the debootstrapped root filesystem between runs.
@@ -27,13 +29,7 @@ func cacheDir() string {
 // need fails (CI) or skips the test when a prerequisite is missing.
 func need(t *testing.T, ok bool, what string) {
 	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("e2e prerequisite missing: %s", what)
-	}
-	t.Skipf("e2e prerequisite missing: %s", what)
+	fptest.Need(t, ok, "e2e: "+what)
 }
 
 func run(t *testing.T, name string, args ...string) string {
@@ -147,11 +143,7 @@ func (d *device) boot() {
 	if err := d.nspawn.Start(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for d.pid == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: no systemd inside after 60s:\n%s", d.name, log.String())
-		}
+	if !fptest.Eventually(60*time.Second, func() bool {
 		out, _ := exec.Command("ps", "--ppid", strconv.Itoa(d.nspawn.Process.Pid), "-o", "pid=,comm=").Output()
 		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 			f := strings.Fields(line)
@@ -159,19 +151,15 @@ func (d *device) boot() {
 				d.pid, _ = strconv.Atoi(f[0])
 			}
 		}
-		time.Sleep(200 * time.Millisecond)
+		return d.pid != 0
+	}) {
+		t.Fatalf("%s: no systemd inside after 60s:\n%s", d.name, log.String())
 	}
-	for {
+	d.waitFor("the system to be running or degraded", 60*time.Second, func() bool {
 		out, _ := d.execOut("systemctl", "is-system-running")
-		s := strings.TrimSpace(out)
-		if s == "running" || s == "degraded" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: system is %q after 60s", d.name, s)
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
+		state := strings.TrimSpace(out)
+		return state == "running" || state == "degraded"
+	})
 }
 
 // stop powers the machine off (SIGKILL to nspawn if it does not go).
@@ -222,13 +210,7 @@ func (d *device) user(args ...string) (string, error) {
 // waitFor polls cond inside the device.
 func (d *device) waitFor(what string, timeout time.Duration, cond func() bool) {
 	d.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			d.t.Fatalf("%s: timed out waiting for %s", d.name, what)
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
+	fptest.WaitFor(d.t, timeout, d.name+": "+what, cond)
 }
 
 // treeDigest hashes the active config tree inside the device.

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetprov/fleetprov/internal/fptest"
 	"github.com/fleetprov/fleetprov/messaging/broker"
 )
 
@@ -388,18 +389,13 @@ func TestDevices(t *testing.T) {
 		}
 		// It comes back, rejoins the fleet, and converges when the push is repeated.
 		d2.boot()
-		deadline := time.Now().Add(90 * time.Second)
-		for {
+		if !fptest.Eventually(90*time.Second, func() bool {
 			code, out = e.publisher("ls", "--device", "e2e-dev2")
-			if code == 0 && strings.Contains(out, "true") {
-				break
-			}
-			if time.Now().After(deadline) {
-				j, _ := d2.execOut("journalctl", "-b", "--no-pager", "-n", "40", "-u", "fleetprov-worker.service", "-u", "fleetprov-worker.socket")
-				st, _ := d2.execOut("systemctl", "status", "--no-pager", "fleetprov-worker.service")
-				t.Fatalf("d2 did not rejoin:\n%s\n%s\n%s", out, st, j)
-			}
-			time.Sleep(time.Second)
+			return code == 0 && strings.Contains(out, "true")
+		}) {
+			j, _ := d2.execOut("journalctl", "-b", "--no-pager", "-n", "40", "-u", "fleetprov-worker.service", "-u", "fleetprov-worker.socket")
+			st, _ := d2.execOut("systemctl", "status", "--no-pager", "fleetprov-worker.service")
+			t.Fatalf("d2 did not rejoin:\n%s\n%s\n%s", out, st, j)
 		}
 		code, out = e.publisher("push", e.writeConfig("grp-d2b.toml", w2), "--device", "e2e-dev2", "--timeout", "3m")
 		if code != 0 || !d2.active("web.service") {

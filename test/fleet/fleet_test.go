@@ -22,6 +22,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
+	"github.com/fleetprov/fleetprov/internal/fptest"
 	"github.com/fleetprov/fleetprov/messaging/broker"
 	"github.com/fleetprov/fleetprov/messaging/broker/brokertest"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
@@ -89,17 +90,12 @@ func (r *fleetRig) client(nc *nats.Conn) *fleet.Client {
 // waitDiscover polls until discovery on target sees want devices.
 func waitDiscover(t *testing.T, c *fleet.Client, target fleet.Target, want int) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		found, _ := c.Discover(context.Background(), target, 300*time.Millisecond, 3*time.Second)
-		if len(found) == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("discovery sees %d devices; want %d", len(found), want)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	var found int
+	fptest.WaitFor(t, 20*time.Second, fmt.Sprintf("discovery to see %d devices (sees %d)", want, found), func() bool {
+		ds, _ := c.Discover(context.Background(), target, 300*time.Millisecond, 3*time.Second)
+		found = len(ds)
+		return found == want
+	})
 }
 
 func (r *fleetRig) push(c *fleet.Client, o fleet.PushOptions) fleet.Summary {
@@ -205,13 +201,7 @@ type stockHub struct {
 
 func startStockHub(t *testing.T) *stockHub {
 	t.Helper()
-	bin, err := exec.LookPath("nats-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("nats-server binary not found (Debian package nats-server)")
-		}
-		t.Skip("nats-server binary not found")
-	}
+	bin := fptest.RequireTool(t, "nats-server", "nats-server")
 	h := &stockHub{t: t, clientPort: freePort(t), leafPort: freePort(t)}
 	h.conf = filepath.Join(t.TempDir(), "hub.conf")
 	os.WriteFile(h.conf, []byte(fmt.Sprintf("listen: 127.0.0.1:%d\nleafnodes { listen: 127.0.0.1:%d }\n", h.clientPort, h.leafPort)), 0o600)
@@ -226,17 +216,13 @@ func (h *stockHub) start() {
 	if err := h.cmd.Start(); err != nil {
 		h.t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if nc, err := nats.Connect("nats://127.0.0.1:" + strconv.Itoa(h.clientPort)); err == nil {
+	fptest.WaitFor(h.t, 10*time.Second, "the stock nats-server to accept clients", func() bool {
+		nc, err := nats.Connect("nats://127.0.0.1:" + strconv.Itoa(h.clientPort))
+		if err == nil {
 			nc.Close()
-			return
 		}
-		if time.Now().After(deadline) {
-			h.t.Fatal("stock nats-server did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil
+	})
 }
 
 func (h *stockHub) stop() {
