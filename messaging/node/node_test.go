@@ -26,9 +26,7 @@ func TestBridgeFollowsLAN(t *testing.T) {
 	}
 	_, port, _ := net.SplitHostPort(l.Addr().String())
 	n := nodetest.StartDevice(t, dev, "gw", func(o *node.Options) { o.Broker, o.HTTP, o.HTTPFollowLAN = broker.Options{}, l, true })
-	cfg := bytes.Replace(configtest.Fixture(t, "vm-full.config.toml"), []byte(`gateway_cidr = "10.44.0.1/24"`), []byte(`gateway_cidr = "127.77.0.1/24"`), 1)
-	cfg = bytes.Replace(cfg, []byte(`dhcp_start = "10.44.0.10"`), []byte(`dhcp_start = "127.77.0.10"`), 1)
-	cfg = bytes.Replace(cfg, []byte(`dhcp_end = "10.44.0.200"`), []byte(`dhcp_end = "127.77.0.200"`), 1)
+	cfg := lanConfig(t)
 	res, err := http.Post("http://"+l.Addr().String()+"/api/config", "application/toml", bytes.NewReader(cfg))
 	if err != nil || res.StatusCode != http.StatusAccepted {
 		t.Fatalf("first-boot apply = %v, %v", res, err)
@@ -44,4 +42,45 @@ func TestBridgeFollowsLAN(t *testing.T) {
 	if _, err := http.Get("http://127.0.0.1:" + port + "/api/health"); err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Errorf("the first-boot address still answers: %v", err)
 	}
+}
+
+// TestShutdownWhileJobFinishesAndBridgeFollows shuts a node down while its first apply is
+// finishing and the bridge is about to follow the LAN: Shutdown returns, and nothing
+// answers on either address afterwards.
+func TestShutdownWhileJobFinishesAndBridgeFollows(t *testing.T) {
+	for i := range 5 {
+		dev := provisiontest.New(t)
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, port, _ := net.SplitHostPort(l.Addr().String())
+		n, err := node.Start(t.Context(), node.Options{Device: "gw", Fleet: "test", Prov: dev.Prov, HTTP: l, HTTPFollowLAN: true,
+			HeartbeatInterval: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.Post("http://"+l.Addr().String()+"/api/config", "application/toml", bytes.NewReader(lanConfig(t)))
+		if err != nil || res.StatusCode != http.StatusAccepted {
+			t.Fatalf("run %d: first-boot apply = %v, %v", i, res, err)
+		}
+		res.Body.Close()
+		if err := n.Shutdown(t.Context()); err != nil {
+			t.Fatalf("run %d: Shutdown() = %v", i, err)
+		}
+		for _, addr := range []string{l.Addr().String(), "127.77.0.1:" + port} {
+			if c, err := net.Dial("tcp", addr); err == nil {
+				c.Close()
+				t.Errorf("run %d: %s still answers after Shutdown", i, addr)
+			}
+		}
+	}
+}
+
+// lanConfig is vm-full with its LAN gateway on 127.77.0.1, a loopback address this host
+// has, so the bridge can really move there.
+func lanConfig(t *testing.T) []byte {
+	cfg := bytes.Replace(configtest.Fixture(t, "vm-full.config.toml"), []byte(`gateway_cidr = "10.44.0.1/24"`), []byte(`gateway_cidr = "127.77.0.1/24"`), 1)
+	cfg = bytes.Replace(cfg, []byte(`dhcp_start = "10.44.0.10"`), []byte(`dhcp_start = "127.77.0.10"`), 1)
+	return bytes.Replace(cfg, []byte(`dhcp_end = "10.44.0.200"`), []byte(`dhcp_end = "127.77.0.200"`), 1)
 }
