@@ -36,25 +36,28 @@ type Binder func(env *envelope.Envelope, fleet, device string, groups []string) 
 // most max bytes), bind, verify, dispatch. Refusals come back as a refused reply with
 // the code FromError gives; the cause is logged.
 func (s *Service) HandleEnvelope(ctx context.Context, raw []byte, max int, sigHeader, source string, bind Binder) wire.Reply {
-	reply, err := s.handleEnvelope(ctx, raw, max, sigHeader, source, bind)
+	var id, op string
+	reply, err := s.handleEnvelope(ctx, raw, max, sigHeader, source, bind, &id, &op)
 	if err != nil {
 		werr := FromError(err)
 		log := s.log.Warn
 		if werr.Code == wire.ErrInternal.Code {
 			log = s.log.Error
 		}
-		log("request refused", "source", source, "code", werr.Code, "err", err)
+		// The envelope id is the job id of the job it would have started.
+		log("request refused", "source", source, "job_id", id, "op", op, "code", werr.Code, "err", err)
 		reply = wire.Refuse(s.o.Device, werr)
 	}
 	reply.Device = s.o.Device
 	return reply
 }
 
-func (s *Service) handleEnvelope(ctx context.Context, raw []byte, max int, sigHeader, source string, bind Binder) (wire.Reply, error) {
+func (s *Service) handleEnvelope(ctx context.Context, raw []byte, max int, sigHeader, source string, bind Binder, id, op *string) (wire.Reply, error) {
 	env, err := envelope.DecodeLimit(raw, max)
 	if err != nil {
 		return wire.Reply{}, err
 	}
+	*id, *op = env.ID, env.Op
 	if err := bind(env, s.o.Fleet, s.o.Device, s.Groups()); err != nil {
 		return wire.Reply{}, err
 	}
