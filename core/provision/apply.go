@@ -27,6 +27,11 @@ type Input struct {
 	// RequireUnprovisioned fails the apply if the device is provisioned by the time the
 	// lock is held (an unsigned first-boot apply racing a signed one).
 	RequireUnprovisioned bool
+	// Authorize, when set, runs under the state lock before anything is read or written:
+	// the request must still be authorized by the state as it is now (its signer still
+	// trusted, the device still unprovisioned for a first-boot basis, the envelope not
+	// expired). Its error rejects the apply, wrapped in ErrNotAuthorized.
+	Authorize func() error
 }
 
 // Result describes a finished apply.
@@ -41,6 +46,8 @@ var (
 	// ErrProvisioned is returned when RequireUnprovisioned is set and the device is
 	// provisioned.
 	ErrProvisioned = errors.New("device is already provisioned")
+	// ErrNotAuthorized is returned when Input.Authorize refuses the apply at job start.
+	ErrNotAuthorized = errors.New("no longer authorized by the device's current state")
 	// ErrActivation wraps the activation failure that triggered a rollback.
 	ErrActivation = errors.New("activation failed")
 )
@@ -135,6 +142,11 @@ func (a *applyRun) prepare(ctx context.Context) error {
 	a.unlock = unlock
 	if a.in.RequireUnprovisioned && a.p.opts.State.HasActive() {
 		return ErrProvisioned
+	}
+	if a.in.Authorize != nil {
+		if err := a.in.Authorize(); err != nil {
+			return fmt.Errorf("%w: %w", ErrNotAuthorized, err)
+		}
 	}
 	return nil
 }

@@ -24,6 +24,8 @@ func JobFunc(p *Provisioner, in Input) jobs.Func {
 			switch {
 			case isInvalid(err):
 				code = record.CodeInvalid
+			case errors.Is(err, ErrNotAuthorized), errors.Is(err, ErrProvisioned):
+				code = record.CodeUnauthorized
 			case res.RolledBack:
 				code = record.CodeRolledBack
 			}

@@ -55,10 +55,11 @@ const (
 
 // Failure codes of a failed job (Job.Code).
 const (
-	CodeInvalid     = "invalid"     // the input was invalid; nothing changed
-	CodeRolledBack  = "rolled-back" // activation failed and the previous state is back
-	CodeFailed      = "failed"      // any other failure
-	CodeInterrupted = "interrupted" // the worker stopped while the job ran
+	CodeInvalid      = "invalid"      // the input was invalid; nothing changed
+	CodeUnauthorized = "unauthorized" // the signer was not (or no longer) authorized at job start; nothing changed
+	CodeRolledBack   = "rolled-back"  // activation failed and the previous state is back
+	CodeFailed       = "failed"       // any other failure
+	CodeInterrupted  = "interrupted"  // the worker stopped while the job ran
 )
 
 // Result is what a finished job produced.

@@ -55,7 +55,7 @@ func (s *Server) postConfig(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		in.Check, signer = dec.CheckPossession(), dec.Principal
+		in.Check, in.Authorize, signer = dec.CheckPossession(), s.recheck(r, body, "apply"), dec.Principal
 	} else {
 		// First boot, operator on the LAN with the device in hand: no signature, but the
 		// job fails if the device gets provisioned meanwhile.
@@ -162,6 +162,7 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, p config.Patch) e
 	if err != nil {
 		return err
 	}
+	in.Authorize = s.recheck(r, body, "patch")
 	id, err := s.submit("patch", "http", dec.Principal, in)
 	if err != nil {
 		return err

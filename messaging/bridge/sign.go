@@ -66,12 +66,24 @@ func (s *Server) verify(r *http.Request, body []byte, op string) (auth.Decision,
 		s.reject("unauthorized")
 		return auth.Decision{}, fmt.Errorf("%w: signature header is not base64", auth.ErrBadSignature)
 	}
-	dec, err := s.o.Service.Authorize(SigningMessage(r.Method, r.URL.Path, nonce, body), sig, auth.NamespaceHTTP, op)
+	msg := SigningMessage(r.Method, r.URL.Path, nonce, body)
+	dec, err := s.o.Service.Authorize(msg, sig, auth.NamespaceHTTP, op)
 	if err != nil {
 		s.reject("unauthorized")
 		return auth.Decision{}, err
 	}
 	return dec, nil
+}
+
+// recheck is a signed request's authorization again at job start, under the device lock:
+// its signer must still be trusted by the state as it is now.
+func (s *Server) recheck(r *http.Request, body []byte, op string) func() error {
+	msg := SigningMessage(r.Method, r.URL.Path, r.Header.Get(NonceHeader), body)
+	sig, _ := base64.StdEncoding.DecodeString(r.Header.Get(SignatureHeader))
+	return func() error {
+		_, err := s.o.Service.Authorize(msg, sig, auth.NamespaceHTTP, op)
+		return err
+	}
 }
 
 // readBody reads the whole body within the upload limit (413 past it).

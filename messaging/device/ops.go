@@ -50,8 +50,10 @@ func (s *Service) Handle(ctx context.Context, r *Request) (wire.Reply, error) {
 	return h.Handle(ctx, r)
 }
 
-// submit starts the job of a verified request; its id is the envelope's.
+// submit starts the job of a verified request; its id is the envelope's, and it checks
+// the request's authorization again when it starts.
 func (s *Service) submit(r *Request, in provision.Input) (wire.Reply, error) {
+	in.Authorize = s.recheck(r)
 	j, err := s.SubmitJob(JobSpec{ID: r.Env.ID, Op: r.Env.Op, Source: r.Source, Signer: r.Decision.Principal,
 		Input: in, Release: r.Close})
 	if err != nil {

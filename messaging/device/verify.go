@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"time"
 
 	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/bundle"
@@ -26,6 +27,8 @@ type Request struct {
 	Close   func()
 	// Size is the payload length.
 	Size int64
+	// raw and sig are what was verified, kept so the job can check again at its start.
+	raw, sig []byte
 }
 
 // Binder checks that a decoded envelope was meant for this device by the way it came
@@ -94,7 +97,7 @@ func (s *Service) Verify(ctx context.Context, env *envelope.Envelope, raw []byte
 		}
 		return nil, wire.Wrap(wire.ErrInternal, "recording the envelope id", err)
 	}
-	req := &Request{Env: env, Decision: dec, Close: func() {}}
+	req := &Request{Env: env, Decision: dec, Close: func() {}, raw: raw, sig: sig}
 	limit := s.limit()
 	if env.PayloadRef == nil {
 		if int64(len(env.Payload)) > limit {
@@ -117,7 +120,12 @@ func (s *Service) Verify(ctx context.Context, env *envelope.Envelope, raw []byte
 		return nil, wire.Wrap(wire.ErrInternal, "spooling payload", err)
 	}
 	release := func() { f.Close(); os.Remove(f.Name()) }
-	if err := s.o.Payloads.Fetch(ctx, *env.PayloadRef, limit, f); err != nil {
+	// A slow sender must not stretch the window between this check and the job: the
+	// fetch ends by the envelope's expiry and runs at MinFetchRate at least.
+	fctx, cancel := context.WithDeadline(ctx, fetchDeadline(s.o.Now(), env.ExpiresAt, env.PayloadRef.Size))
+	err = s.o.Payloads.Fetch(fctx, *env.PayloadRef, limit, f)
+	cancel()
+	if err != nil {
 		release()
 		return nil, wire.Errorf(wire.ErrInvalid, "fetching payload: %w", err)
 	}
@@ -127,6 +135,44 @@ func (s *Service) Verify(ctx context.Context, env *envelope.Envelope, raw []byte
 	}
 	req.Payload, req.Close, req.Size = f, release, env.PayloadRef.Size
 	return req, nil
+}
+
+// MinFetchRate is the slowest a payload reference may be fetched (bytes per second),
+// after a FetchGrace head start: 32 MiB takes at most 30 s + 8.5 min at this rate, and
+// the envelope's expiry (10 min at most) bounds it anyway.
+const (
+	MinFetchRate = 64 << 10
+	FetchGrace   = 30 * time.Second
+)
+
+// fetchDeadline is the earlier of the envelope's expiry and the minimum-rate deadline.
+func fetchDeadline(now, expires time.Time, size int64) time.Time {
+	byRate := now.Add(FetchGrace + time.Duration(size/MinFetchRate)*time.Second)
+	if expires.Before(byRate) {
+		return expires
+	}
+	return byRate
+}
+
+// recheck is a verified envelope's authorization again, at job start under the device
+// lock: still within its lifetime, and its signature still accepted by the device's
+// trust as the state is now (a first-boot basis needs the device still unprovisioned;
+// an admin must still be an admin of the active config).
+func (s *Service) recheck(r *Request) func() error {
+	return func() error {
+		if err := r.Env.CheckTime(s.o.Now()); err != nil {
+			return err
+		}
+		target := auth.Target{Kind: r.Env.Target, Group: r.Env.Group}
+		dec, err := s.o.Trust.Verify(r.raw, r.sig, auth.NamespaceEnvelope, r.Env.Op, target, s.Groups())
+		if err != nil {
+			return err
+		}
+		if dec.Basis == "possession" && r.Env.Op != "apply" {
+			return wire.Errorf(wire.ErrUnauthorized, "an unprovisioned device accepts only apply without a fleet trust file")
+		}
+		return nil
+	}
 }
 
 func (s *Service) limit() int64 {
