@@ -45,6 +45,7 @@ Standalone demo (no root, no systemd):
 			hubCreds := fs.String("hub-creds", "", "NATS creds file for the hub link")
 			hubCA := fs.String("hub-ca", "", "PEM CA file for a TLS hub link")
 			trust := fs.String("fleet-trust", "/etc/fleetprov/allowed_signers", "fleet trust file baked into the image; when it exists, first-boot applies must be signed by it")
+			window := fs.Duration("first-boot-window", 0, "close the first-boot routes (unsigned bridge and Boot UI, proof-of-possession signatures) this long after the device's first start; 0: open until provisioned. Production images should set it, or ship a fleet trust file")
 			heartbeat := fs.Duration("heartbeat", 30*time.Second, "interval between presence heartbeats")
 			shutdown := fs.Duration("shutdown-timeout", 60*time.Second, "how long SIGTERM waits for a running job")
 			httpAddr := fs.String("http", ":8080", "address of the HTTP bridge (API + Boot UI); ignored when systemd passes a socket (LISTEN_FDS); empty disables it")
@@ -81,7 +82,7 @@ Standalone demo (no root, no systemd):
 					HTTP: httpL, HTTPHosts: splitList(*httpHosts), HTTPFollowLAN: *followLAN && !inherited,
 					Device: id, Fleet: *fleetName, Groups: splitList(*groups), Version: Version, Prov: p,
 					Broker:         broker.Options{Listen: *natsListen, Hub: splitList(*hub), HubCreds: *hubCreds, HubCA: *hubCA},
-					FleetTrustFile: *trust, Config: config.Options{AppUser: df.appUser, BridgePort: df.bridgePort},
+					FleetTrustFile: *trust, FirstBootWindow: *window, Config: config.Options{AppUser: df.appUser, BridgePort: df.bridgePort},
 					HeartbeatInterval: *heartbeat, Logger: log,
 				})
 				if err != nil {

@@ -25,6 +25,9 @@ var (
 	// ErrUnsupported is returned for allowed_signers features fleetprov refuses
 	// (cert-authority).
 	ErrUnsupported = errors.New("unsupported allowed_signers entry")
+	// ErrFirstBootClosed is returned for a first-boot request (unsigned, or signed by
+	// possession) after the first-boot window: only a fleet trust file can provision.
+	ErrFirstBootClosed = errors.New("first-boot window closed: provision with a fleet trust file signer")
 	// ErrNonce is returned for an unknown, used or expired nonce.
 	ErrNonce = errors.New("invalid nonce")
 )

@@ -38,7 +38,17 @@ type Trust struct {
 	// against it and the proof-of-possession and unsigned-bridge routes are closed.
 	FleetTrustFile string
 	Config         config.Options
+	// FirstBootUntil closes the first-boot bases (unsigned and proof of possession) after
+	// this time; zero leaves them open until the device is provisioned.
+	FirstBootUntil time.Time
 	Now            func() time.Time
+}
+
+// FirstBootOpen reports whether an unprovisioned device without a fleet trust file still
+// accepts first-boot requests (unsigned over the bridge, or signed by possession): the
+// first-boot window has not passed.
+func (t *Trust) FirstBootOpen() bool {
+	return t.FirstBootUntil.IsZero() || t.now().Before(t.FirstBootUntil)
 }
 
 func (t *Trust) now() time.Time {
@@ -79,6 +89,9 @@ func (t *Trust) Verify(msg, armored []byte, namespace, op string, target Target,
 			return Decision{}, err
 		}
 		return Decision{Principal: p, Basis: "fleet-trust"}, nil
+	}
+	if !t.FirstBootOpen() {
+		return Decision{}, ErrFirstBootClosed
 	}
 	sig, err := parseSignature(armored)
 	if err != nil {

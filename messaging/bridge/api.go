@@ -57,9 +57,15 @@ func (s *Server) postConfig(w http.ResponseWriter, r *http.Request) error {
 		}
 		in.Check, in.Authorize, signer = dec.CheckPossession(), s.recheck(r, body, "apply"), dec.Principal
 	} else {
-		// First boot, operator on the LAN with the device in hand: no signature, but the
-		// job fails if the device gets provisioned meanwhile.
-		in.RequireUnprovisioned = true
+		// First boot, operator on the LAN with the device in hand: no signature, so the
+		// Boot UI's defences against web pages apply (Host and Origin checks against DNS
+		// rebinding, and a custom header a cross-origin page cannot send without a CORS
+		// preflight, which the bridge never grants); the job fails if the device gets
+		// provisioned, or the first-boot window closes, meanwhile.
+		if err := s.firstBootGuard(r); err != nil {
+			return err
+		}
+		in.RequireUnprovisioned, in.Authorize = true, s.o.Service.FirstBootRecheck
 		signer = "first-boot"
 	}
 	id, err := s.submit("apply", "http", signer, in)

@@ -141,7 +141,7 @@ func (r *rig) wait(res resp) record.Job {
 
 func (r *rig) provision() {
 	r.t.Helper()
-	res := r.do("POST", "/api/config", r.cfg, nil)
+	res := r.do("POST", "/api/config", r.cfg, firstBoot)
 	if res.status != http.StatusAccepted || !strings.HasPrefix(res.header.Get("Location"), "/api/jobs/") {
 		r.t.Fatalf("first-boot POST /api/config = %d %s", res.status, res.body)
 	}
@@ -162,7 +162,7 @@ func TestFirstBootAndSignedRoutes(t *testing.T) {
 	if res := r.do("GET", "/", nil, nil); res.status != 404 {
 		t.Errorf("Boot UI after provisioning = %d; want 404", res.status)
 	}
-	if res := r.do("POST", "/api/config", r.cfg, nil); res.status != 401 {
+	if res := r.do("POST", "/api/config", r.cfg, firstBoot); res.status != 401 {
 		t.Errorf("unsigned apply after provisioning = %d; want 401", res.status)
 	}
 	if res := r.signed(r.admin, "POST", "/api/config", r.cfg, nil); res.status != 202 || r.wait(res).State != record.Succeeded {
@@ -305,17 +305,17 @@ func TestSignedRequestRejections(t *testing.T) {
 	// Signers present but unreadable: fail closed, never fall back to the first-boot bypass.
 	os.Remove(filepath.Join(r.dev.StateDir, "config", "allowed_signers"))
 	check("signers_unreadable_signed", r.signed(r.admin, "GET", "/api/config/current", nil, nil), 401)
-	check("signers_unreadable_unsigned", r.do("POST", "/api/config", r.cfg, nil), 401)
+	check("signers_unreadable_unsigned", r.do("POST", "/api/config", r.cfg, firstBoot), 401)
 }
 
 func TestBusyAndPolicy(t *testing.T) {
 	r := newRig(t, 0)
 	slow := bytes.Replace(r.cfg, []byte(`required = ["edgeproxy", "myapp"]`), []byte("required = [\"edgeproxy\", \"myapp\"]\nsettle_seconds = 2"), 1)
-	first := r.do("POST", "/api/config", slow, nil)
+	first := r.do("POST", "/api/config", slow, firstBoot)
 	if first.status != 202 {
 		t.Fatalf("apply = %d", first.status)
 	}
-	if res := r.do("POST", "/api/config", slow, nil); res.status != 409 {
+	if res := r.do("POST", "/api/config", slow, firstBoot); res.status != 409 {
 		t.Errorf("second apply while busy = %d %s; want 409", res.status, res.body)
 	}
 	r.wait(first)
@@ -460,3 +460,6 @@ func TestBootUIGuards(t *testing.T) {
 		t.Fatalf("form apply = %d %s", res.status, res.body)
 	}
 }
+
+// firstBoot is what a legitimate unsigned first-boot client sends.
+var firstBoot = map[string]string{bridge.FirstBootHeader: "1"}

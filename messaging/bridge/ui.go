@@ -40,6 +40,23 @@ func (s *Server) uiGuard(r *http.Request) error {
 	return s.uiHostGuard(r)
 }
 
+// FirstBootHeader must be sent (with any value) by an unsigned first-boot POST
+// /api/config: a custom header makes a cross-origin browser request preflighted, and the
+// bridge answers no preflight, so no web page can send it.
+const FirstBootHeader = "X-Fleetprov-First-Boot"
+
+// firstBootGuard is the unsigned API route's defence against web pages: the Boot UI's
+// Host and Origin checks plus the custom header.
+func (s *Server) firstBootGuard(r *http.Request) error {
+	if err := s.uiHostGuard(r); err != nil {
+		return err
+	}
+	if r.Header.Get(FirstBootHeader) == "" {
+		return errf(wire.ErrForbidden, "an unsigned first-boot apply needs the "+FirstBootHeader+" header (or sign the request)", nil)
+	}
+	return nil
+}
+
 // uiHostGuard checks Host and Origin/Referer only.
 func (s *Server) uiHostGuard(r *http.Request) error {
 	host := r.Host
@@ -161,7 +178,8 @@ func (s *Server) uiApply(w http.ResponseWriter, r *http.Request) error {
 		}
 		return s.renderIndex(w, http.StatusBadRequest, page{Errors: msgs, Text: text})
 	}
-	id, err := s.submit("apply", "boot-ui", "boot-ui", provision.Input{Reader: bytes.NewReader(body), RequireUnprovisioned: true})
+	id, err := s.submit("apply", "boot-ui", "boot-ui", provision.Input{Reader: bytes.NewReader(body), RequireUnprovisioned: true,
+		Authorize: s.o.Service.FirstBootRecheck})
 	if err != nil {
 		return err
 	}

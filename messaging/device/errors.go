@@ -15,7 +15,7 @@ import (
 // authFailures are the signature checks that fail as unauthorized; their text names the
 // failed check without echoing request data.
 var authFailures = []error{auth.ErrNonce, auth.ErrMissingSignature, auth.ErrBadSignature, auth.ErrUnknownSigner,
-	auth.ErrNamespace, auth.ErrKeyNotValid, auth.ErrSignersUnreadable, auth.ErrUnsupported}
+	auth.ErrNamespace, auth.ErrKeyNotValid, auth.ErrSignersUnreadable, auth.ErrUnsupported, auth.ErrFirstBootClosed}
 
 // FromError is the one mapping from an error to its wire code and public message, used
 // by every transport. An *wire.Error passes through; core sentinels get their code; the

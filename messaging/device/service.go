@@ -223,10 +223,19 @@ func (s *Service) WatchJob(id string) (record.Job, <-chan record.Event, func(), 
 // Provisioned reports whether the device has an active config.
 func (s *Service) Provisioned() bool { return s.o.Trust.Provisioned() }
 
-// FirstBootUnsigned reports whether an unsigned apply may pass: never provisioned and no
-// fleet trust file.
+// FirstBootUnsigned reports whether an unsigned apply may pass: never provisioned, no
+// fleet trust file, and the first-boot window still open.
 func (s *Service) FirstBootUnsigned() bool {
-	return !s.o.Trust.Provisioned() && !s.o.Trust.HasFleetTrust()
+	return !s.o.Trust.Provisioned() && !s.o.Trust.HasFleetTrust() && s.o.Trust.FirstBootOpen()
+}
+
+// FirstBootRecheck is an unsigned first-boot apply's check at job start: the first-boot
+// window must still be open (provision.Input.RequireUnprovisioned covers the rest).
+func (s *Service) FirstBootRecheck() error {
+	if !s.o.Trust.FirstBootOpen() {
+		return auth.ErrFirstBootClosed
+	}
+	return nil
 }
 
 // Authorize checks a signature over msg in namespace ns for op on this device (the HTTP

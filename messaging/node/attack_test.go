@@ -2,9 +2,12 @@ package node_test
 
 import (
 	"bytes"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,7 +19,9 @@ import (
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/internal/fptest"
+	"github.com/fleetprov/fleetprov/messaging/bridge"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/node"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
 	"github.com/fleetprov/fleetprov/messaging/wire"
 )
@@ -149,4 +154,87 @@ func TestAuthorityCheckedAgainAtJobStart(t *testing.T) {
 		release()
 		b.checkRefused(<-reply, withoutB)
 	})
+}
+
+// TestUnsignedFirstBootRefusesWebPages mounts the browser attacks on a fresh device's
+// unsigned POST /api/config: a page the operator visits posts a text/plain "simple
+// request" (no preflight), or a DNS-rebound name points at the device. None may
+// provision it; the operator's own client (Host an IP, the custom header) still can.
+func TestUnsignedFirstBootRefusesWebPages(t *testing.T) {
+	b := startBoth(t, provisiontest.New(t), nil)
+	_, attLine := configtest.NewKey(t)
+	evil := configtest.FixtureWithAdmin(t, "vm-full.config.toml", attLine)
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(b.base, "http://"))
+	attacks := []struct {
+		name string
+		hdr  map[string]string
+	}{
+		{name: "cross_origin_simple_request", hdr: map[string]string{"Content-Type": "text/plain", "Origin": "http://evil.example"}},
+		{name: "form_post_without_origin", hdr: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}},
+		{name: "dns_rebinding", hdr: map[string]string{"Host": "evil.example:" + port, "Origin": "http://evil.example:" + port,
+			bridge.FirstBootHeader: "1"}},
+		{name: "rebinding_without_origin", hdr: map[string]string{"Host": "evil.example:" + port, bridge.FirstBootHeader: "1"}},
+		{name: "cross_origin_with_header", hdr: map[string]string{"Origin": "http://evil.example", bridge.FirstBootHeader: "1"}},
+	}
+	for _, a := range attacks {
+		t.Run(a.name, func(t *testing.T) {
+			req, _ := http.NewRequest("POST", b.base+"/api/config", bytes.NewReader(evil))
+			for k, v := range a.hdr {
+				if k == "Host" {
+					req.Host = v
+				} else {
+					req.Header.Set(k, v)
+				}
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusForbidden {
+				t.Errorf("status = %d; want 403", res.StatusCode)
+			}
+			if b.node.Jobs.Active() != "" || b.node.Trust.Provisioned() {
+				t.Fatalf("the attack started a job or provisioned the device")
+			}
+		})
+	}
+	res, err := firstBootPost(b.base, evil)
+	if err != nil || res.StatusCode != http.StatusAccepted {
+		t.Fatalf("the operator's first-boot apply = %v, %v", res, err)
+	}
+	res.Body.Close()
+}
+
+// TestFirstBootWindowCloses: after --first-boot-window the unsigned route, the Boot UI and
+// proof-of-possession envelopes are all refused; a fleet trust file signer still works.
+func TestFirstBootWindowCloses(t *testing.T) {
+	dev := provisiontest.New(t)
+	os.MkdirAll(dev.StateDir, 0o700)
+	// The device first started two hours ago; the window is one hour.
+	os.WriteFile(filepath.Join(dev.StateDir, node.FirstStartFile), []byte(time.Now().Add(-2*time.Hour).UTC().Format(time.RFC3339)+"\n"), 0o600)
+	b := startBoth(t, dev, func(o *node.Options) { o.FirstBootWindow = time.Hour })
+	key, line := configtest.NewKey(t)
+	cfg := configtest.FixtureWithAdmin(t, "vm-full.config.toml", line)
+
+	if res, err := firstBootPost(b.base, cfg); err != nil || res.StatusCode != http.StatusUnauthorized {
+		t.Errorf("unsigned apply after the window = %v, %v; want 401", res, err)
+	}
+	if res, err := http.Get(b.base + "/"); err != nil || res.StatusCode != http.StatusNotFound {
+		t.Errorf("Boot UI after the window = %v, %v; want 404", res, err)
+	}
+	raw, sig := b.env(key, "apply", cfg, nil)
+	if r := b.overNATS("apply", raw, sig); r.Accepted || r.Code != "unauthorized" {
+		t.Errorf("possession-signed apply after the window = %+v; want unauthorized", r)
+	}
+	if b.node.Trust.Provisioned() {
+		t.Fatal("provisioned after the window closed")
+	}
+	// A window that is still open lets the same apply through.
+	open := provisiontest.New(t)
+	ob := startBoth(t, open, func(o *node.Options) { o.FirstBootWindow = time.Hour })
+	raw, sig = ob.env(key, "apply", cfg, nil)
+	if r := ob.overNATS("apply", raw, sig); !r.Accepted {
+		t.Errorf("possession-signed apply inside the window = %+v", r)
+	}
 }

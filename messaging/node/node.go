@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,8 +43,12 @@ type Options struct {
 	Broker  broker.Options
 	// FleetTrustFile is the image's allowed_signers for first boot (may not exist).
 	FleetTrustFile string
-	Config         config.Options
-	Limits         bundle.Limits
+	// FirstBootWindow closes the first-boot bases (the unsigned bridge and Boot UI, and
+	// proof of possession) this long after the device's first start; 0 leaves them open
+	// until it is provisioned.
+	FirstBootWindow time.Duration
+	Config          config.Options
+	Limits          bundle.Limits
 	// HeartbeatInterval between presence messages (default 30s).
 	HeartbeatInterval time.Duration
 	// HTTP, when set, serves the HTTP bridge (API, Boot UI, /metrics) on this listener.
@@ -100,6 +106,17 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		return nil, err
 	}
 	n.Trust = &auth.Trust{State: st, FleetTrustFile: o.FleetTrustFile, Config: o.Config}
+	if o.FirstBootWindow > 0 {
+		first, err := firstStart(st.Root, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		n.Trust.FirstBootUntil = first.Add(o.FirstBootWindow)
+		if !n.Trust.FirstBootOpen() && !n.Trust.Provisioned() && !n.Trust.HasFleetTrust() {
+			o.Logger.Warn("first-boot window closed: only a fleet trust file signer can provision this device",
+				"first_start", first, "window", o.FirstBootWindow)
+		}
+	}
 	bo := o.Broker
 	if bo.Name == "" {
 		bo.Name = o.Device
@@ -174,4 +191,31 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		return jerr
 	}
 	return nil
+}
+
+// FirstStartFile records when the worker first started on this device (RFC 3339), the
+// start of the first-boot window. Only root can reopen the window, by removing it.
+const FirstStartFile = "first-start"
+
+// firstStart reads the device's first start, recording now when there is none yet.
+func firstStart(stateRoot string, now time.Time) (time.Time, error) {
+	p := filepath.Join(stateRoot, FirstStartFile)
+	b, err := os.ReadFile(p)
+	if err == nil {
+		t, perr := time.Parse(time.RFC3339, strings.TrimSpace(string(b)))
+		if perr != nil {
+			return time.Time{}, fmt.Errorf("reading %s: %w (remove it to restart the first-boot window)", p, perr)
+		}
+		return t, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return time.Time{}, fmt.Errorf("reading first start: %w", err)
+	}
+	if err := os.MkdirAll(stateRoot, 0o700); err != nil {
+		return time.Time{}, fmt.Errorf("creating state dir: %w", err)
+	}
+	if err := state.WriteFileAtomic(p, []byte(now.UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
+		return time.Time{}, fmt.Errorf("recording first start: %w", err)
+	}
+	return now, nil
 }

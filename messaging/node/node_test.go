@@ -11,6 +11,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/internal/fptest"
+	"github.com/fleetprov/fleetprov/messaging/bridge"
 	"github.com/fleetprov/fleetprov/messaging/broker"
 	"github.com/fleetprov/fleetprov/messaging/node"
 	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
@@ -27,7 +28,7 @@ func TestBridgeFollowsLAN(t *testing.T) {
 	_, port, _ := net.SplitHostPort(l.Addr().String())
 	n := nodetest.StartDevice(t, dev, "gw", func(o *node.Options) { o.Broker, o.HTTP, o.HTTPFollowLAN = broker.Options{}, l, true })
 	cfg := lanConfig(t)
-	res, err := http.Post("http://"+l.Addr().String()+"/api/config", "application/toml", bytes.NewReader(cfg))
+	res, err := firstBootPost("http://"+l.Addr().String(), cfg)
 	if err != nil || res.StatusCode != http.StatusAccepted {
 		t.Fatalf("first-boot apply = %v, %v", res, err)
 	}
@@ -60,7 +61,7 @@ func TestShutdownWhileJobFinishesAndBridgeFollows(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := http.Post("http://"+l.Addr().String()+"/api/config", "application/toml", bytes.NewReader(lanConfig(t)))
+		res, err := firstBootPost("http://"+l.Addr().String(), lanConfig(t))
 		if err != nil || res.StatusCode != http.StatusAccepted {
 			t.Fatalf("run %d: first-boot apply = %v, %v", i, res, err)
 		}
@@ -83,4 +84,15 @@ func lanConfig(t *testing.T) []byte {
 	cfg := bytes.Replace(configtest.Fixture(t, "vm-full.config.toml"), []byte(`gateway_cidr = "10.44.0.1/24"`), []byte(`gateway_cidr = "127.77.0.1/24"`), 1)
 	cfg = bytes.Replace(cfg, []byte(`dhcp_start = "10.44.0.10"`), []byte(`dhcp_start = "127.77.0.10"`), 1)
 	return bytes.Replace(cfg, []byte(`dhcp_end = "10.44.0.200"`), []byte(`dhcp_end = "127.77.0.200"`), 1)
+}
+
+// firstBootPost is an unsigned first-boot apply, as the operator's own client sends it.
+func firstBootPost(base string, cfg []byte) (*http.Response, error) {
+	req, err := http.NewRequest("POST", base+"/api/config", bytes.NewReader(cfg))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/toml")
+	req.Header.Set(bridge.FirstBootHeader, "1")
+	return http.DefaultClient.Do(req)
 }

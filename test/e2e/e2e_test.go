@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fleetprov/fleetprov/internal/fptest"
+	"github.com/fleetprov/fleetprov/messaging/bridge"
 	"github.com/fleetprov/fleetprov/messaging/broker"
 )
 
@@ -208,7 +209,9 @@ func TestDevices(t *testing.T) {
 		t0 := time.Now()
 		defer mark("step1", t0)
 		d1.waitFor("the HTTP bridge", 30*time.Second, func() bool { return httpUp(d1.httpPort) })
-		res, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/api/config", d1.httpPort), "application/toml", strings.NewReader(w1.toml()))
+		req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/api/config", d1.httpPort), strings.NewReader(w1.toml()))
+		req.Header.Set(bridge.FirstBootHeader, "1")
+		res, err := http.DefaultClient.Do(req)
 		if err != nil || res.StatusCode != http.StatusAccepted {
 			t.Fatalf("POST /api/config = %v, %v", res, err)
 		}
