@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/fleetprov/fleetprov/core/bundle"
 	"github.com/fleetprov/fleetprov/core/config"
@@ -252,10 +253,10 @@ func (a *applyRun) writeQuadlets(ctx context.Context) error {
 	cand := a.p.opts.State.Candidate()
 	for _, f := range a.rendered.Files {
 		dir := filepath.Join(cand, "quadlet", f.Unit.Mode)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return fmt.Errorf("creating quadlet dir: %w", err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, f.Unit.Filename), f.Content, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, f.Unit.Filename), f.Content, quadlet.UnitMode); err != nil {
 			return fmt.Errorf("writing unit %s: %w", f.Unit.Filename, err)
 		}
 	}
@@ -345,40 +346,99 @@ func (a *applyRun) fail(ctx context.Context, cause error) {
 	a.emit(record.Event{Step: "rollback", Status: string(record.RollbackCompleted), Message: "previous state active and healthy"})
 }
 
-// copyTree copies a directory tree (regular files and dirs, modes and owners kept); a
-// missing src is not an error.
+// copyTree copies the active files/ tree into the candidate. The app user may own and
+// change that tree while it is copied, so: only regular files and dirs are copied (links
+// are dropped), everything is read through an os.Root on src and written through an
+// os.Root on dst (no link leads outside either), and owners are set last, children
+// before their parents, so root never writes below a directory the app user already
+// controls. A missing src is not an error.
 func copyTree(src, dst string) error {
-	if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Lstat(src); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+	sr, err := os.OpenRoot(src)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", src, err)
+	}
+	defer sr.Close()
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", dst, err)
+	}
+	dr, err := os.OpenRoot(dst)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", dst, err)
+	}
+	defer dr.Close()
+	type owner struct {
+		name     string
+		uid, gid int
+	}
+	var owners []owner
+	err = fs.WalkDir(sr.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(src, p)
-		target := filepath.Join(dst, rel)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
+		var info fs.FileInfo
 		switch {
 		case d.IsDir():
-			if err := os.MkdirAll(target, info.Mode().Perm()); err != nil {
+			if info, err = d.Info(); err != nil {
 				return err
+			}
+			if p != "." {
+				if err := dr.Mkdir(p, info.Mode().Perm()); err != nil {
+					return err
+				}
 			}
 		case d.Type().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			if err := os.WriteFile(target, b, info.Mode().Perm()); err != nil {
+			if info, err = copyFileIn(sr, dr, p); err != nil {
 				return err
 			}
 		default:
 			return nil
 		}
-		return keepOwner(target, info)
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			owners = append(owners, owner{p, int(st.Uid), int(st.Gid)})
+		}
+		return nil
 	})
+	if err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	for i := len(owners) - 1; i >= 0; i-- {
+		if err := dr.Lchown(owners[i].name, owners[i].uid, owners[i].gid); err != nil {
+			return fmt.Errorf("setting owner of %s: %w", owners[i].name, err)
+		}
+	}
+	return nil
+}
+
+// copyFileIn copies one regular file from sr to dr (a new file; what was opened must
+// still be a regular file) and returns the source's info.
+func copyFileIn(sr, dr *os.Root, name string) (fs.FileInfo, error) {
+	in, err := sr.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer in.Close()
+	info, err := in.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s changed while it was copied", name)
+	}
+	out, err := dr.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, info.Mode().Perm())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return nil, err
+	}
+	return info, out.Close()
 }
 
 func dirExists(p string) bool {

@@ -44,14 +44,16 @@ func (p *Provisioner) deploy(ctx context.Context, emit func(record.Event)) (depl
 
 	rdir := p.rootlessDir(acc)
 	syncRootless := d.rootless || dirExists(rdir)
+	rootfulT := quadlet.Target{Dir: p.opts.Quadlet.Rootful, UID: -1, GID: -1}
+	rootlessT := p.rootlessTarget(acc, rdir)
 	// Services whose units disappear are stopped first, while systemd still knows how.
-	goneRootful, err := quadlet.Disappearing(p.opts.Quadlet.Rootful, rootful)
+	goneRootful, err := quadlet.Disappearing(rootfulT, rootful)
 	if err != nil {
 		return d, err
 	}
 	var goneRootless []quadlet.ManagedFile
 	if syncRootless {
-		if goneRootless, err = quadlet.Disappearing(rdir, rootless); err != nil {
+		if goneRootless, err = quadlet.Disappearing(rootlessT, rootless); err != nil {
 			return d, err
 		}
 	}
@@ -68,15 +70,19 @@ func (p *Provisioner) deploy(ctx context.Context, emit func(record.Event)) (depl
 			emit(ev)
 		}
 	}
-	if _, err := quadlet.SyncFiles(ctx, p.opts.Quadlet.Rootful, rootful); err != nil {
+	if _, err := quadlet.SyncFiles(ctx, rootfulT, rootful); err != nil {
 		return d, fmt.Errorf("syncing rootful units: %w", err)
 	}
 	if syncRootless {
 		if err := ensureOwnedDir(rdir, acc.Home, acc); err != nil {
 			return d, err
 		}
-		if _, err := quadlet.SyncFiles(ctx, rdir, rootless); err != nil {
+		ch, err := quadlet.SyncFiles(ctx, rootlessT, rootless)
+		if err != nil {
 			return d, fmt.Errorf("syncing rootless units: %w", err)
+		}
+		if len(ch.Ignored) > 0 {
+			p.log.Warn("ignored tampered entries in the rootless Quadlet manifest", "path", rdir, "entries", ch.Ignored)
 		}
 	}
 	p.fault("deploy:synced")

@@ -123,24 +123,52 @@ func (p *Provisioner) rootlessDir(acc system.Account) string {
 	return filepath.Join(acc.Home, ".config", "containers", "systemd")
 }
 
-// ensureOwnedDir creates dir and any missing parents; those below base (the app user's
-// home) are given to acc when running as root, so ~/.config stays the user's.
-func ensureOwnedDir(dir, base string, acc system.Account) error {
-	var missing []string
-	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
-		if _, err := os.Stat(d); err == nil {
-			break
-		}
-		missing = append(missing, d)
+// rootlessTarget is the rootless Quadlet dir as a sync target: all I/O stays inside the
+// app user's home when the dir is below it (the home itself sits in a root-owned parent),
+// and the files belong to the app user when running as root.
+func (p *Provisioner) rootlessTarget(acc system.Account, dir string) quadlet.Target {
+	t := quadlet.Target{Dir: dir, Base: dir, UID: -1, GID: -1}
+	if rel, err := filepath.Rel(acc.Home, dir); acc.Home != "" && err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+		t.Base = acc.Home
 	}
-	for i := len(missing) - 1; i >= 0; i-- {
-		if err := os.Mkdir(missing[i], 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("creating %s: %w", missing[i], err)
+	if os.Geteuid() == 0 && acc.UID != 0 {
+		t.UID, t.GID = acc.UID, acc.GID
+	}
+	return t
+}
+
+// ensureOwnedDir creates dir and any missing parents; those below base (the app user's
+// home) are created through an os.Root on base (so no symlink the app user planted
+// leads outside it) and given to acc when running as root, so ~/.config stays the user's.
+func ensureOwnedDir(dir, base string, acc system.Account) error {
+	rel, err := filepath.Rel(base, dir)
+	if base == "" || err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("creating %s: %w", dir, err)
 		}
-		inside := strings.HasPrefix(missing[i], filepath.Clean(base)+string(filepath.Separator))
-		if os.Geteuid() == 0 && acc.UID != 0 && inside {
-			if err := os.Lchown(missing[i], acc.UID, acc.GID); err != nil {
-				return fmt.Errorf("chown %s: %w", missing[i], err)
+		return nil
+	}
+	if err := os.MkdirAll(base, 0o755); err != nil { // a home that does not exist yet (simulate)
+		return fmt.Errorf("creating %s: %w", base, err)
+	}
+	root, err := os.OpenRoot(base)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", base, err)
+	}
+	defer root.Close()
+	cur := ""
+	for _, part := range strings.Split(rel, string(filepath.Separator)) {
+		cur = filepath.Join(cur, part)
+		err := root.Mkdir(cur, 0o755)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("creating %s: %w", filepath.Join(base, cur), err)
+		}
+		if os.Geteuid() == 0 && acc.UID != 0 {
+			if err := root.Lchown(cur, acc.UID, acc.GID); err != nil {
+				return fmt.Errorf("chown %s: %w", filepath.Join(base, cur), err)
 			}
 		}
 	}

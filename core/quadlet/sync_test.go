@@ -23,7 +23,7 @@ func TestSyncFilesManagesOnlyItsOwn(t *testing.T) {
 		os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755)
 		os.WriteFile(filepath.Join(dir, p), []byte(c), 0o644)
 	}
-	ch, err := quadlet.SyncFiles(ctx, dir, []quadlet.File{unitFile("a.container", "a.service", "A1"), unitFile("b.network", "b-network.service", "B1")})
+	ch, err := quadlet.SyncFiles(ctx, quadlet.Target{Dir: dir, UID: -1, GID: -1}, []quadlet.File{unitFile("a.container", "a.service", "A1"), unitFile("b.network", "b-network.service", "B1")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,14 +31,14 @@ func TestSyncFilesManagesOnlyItsOwn(t *testing.T) {
 		t.Errorf("first sync = %+v", ch)
 	}
 	// Same content: nothing written. b removed, c added, a changed.
-	ch, err = quadlet.SyncFiles(ctx, dir, []quadlet.File{unitFile("a.container", "a.service", "A2"), unitFile("c.volume", "c-volume.service", "C1")})
+	ch, err = quadlet.SyncFiles(ctx, quadlet.Target{Dir: dir, UID: -1, GID: -1}, []quadlet.File{unitFile("a.container", "a.service", "A2"), unitFile("c.volume", "c-volume.service", "C1")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(ch.Written, []string{"a.container", "c.volume"}) || len(ch.Removed) != 1 || ch.Removed[0] != (quadlet.ManagedFile{Name: "b.network", Service: "b-network.service"}) {
 		t.Errorf("second sync = %+v", ch)
 	}
-	ch, _ = quadlet.SyncFiles(ctx, dir, []quadlet.File{unitFile("a.container", "a.service", "A2"), unitFile("c.volume", "c-volume.service", "C1")})
+	ch, _ = quadlet.SyncFiles(ctx, quadlet.Target{Dir: dir, UID: -1, GID: -1}, []quadlet.File{unitFile("a.container", "a.service", "A2"), unitFile("c.volume", "c-volume.service", "C1")})
 	if len(ch.Written) != 0 || len(ch.Removed) != 0 {
 		t.Errorf("idempotent sync changed things: %+v", ch)
 	}
@@ -51,12 +51,12 @@ func TestSyncFilesManagesOnlyItsOwn(t *testing.T) {
 		}
 	}
 	st, _ := os.Stat(filepath.Join(dir, "a.container"))
-	if st.Mode().Perm() != 0o644 {
-		t.Errorf("a.container mode = %v; want 0644", st.Mode())
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("a.container mode = %v; want 0600", st.Mode())
 	}
 	// A foreign file with a managed name that is not in our manifest is overwritten only
 	// when we render that name; removing it from the config never deletes a foreign file.
-	ch, _ = quadlet.SyncFiles(ctx, dir, nil)
+	ch, _ = quadlet.SyncFiles(ctx, quadlet.Target{Dir: dir, UID: -1, GID: -1}, nil)
 	if len(ch.Removed) != 2 {
 		t.Errorf("emptying sync removed %v", ch.Removed)
 	}

@@ -1,6 +1,8 @@
 package state
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io/fs"
 	"os"
@@ -89,4 +91,57 @@ func SyncTree(root string) error {
 func exists(p string) bool {
 	_, err := os.Lstat(p)
 	return err == nil
+}
+
+// WriteFileAtomicIn is WriteFileAtomic through root: the temp file, the rename and the
+// directory fsync all resolve inside root, so no symlink leads outside it. uid and gid,
+// when not -1, own the file (set by descriptor before it is renamed into place).
+func WriteFileAtomicIn(root *os.Root, name string, data []byte, perm fs.FileMode, uid, gid int) error {
+	dir := filepath.Dir(name)
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	tmp := filepath.Join(dir, "."+filepath.Base(name)+".tmp-"+hex.EncodeToString(rnd[:]))
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("creating temp file for %s: %w", name, err)
+	}
+	defer root.Remove(tmp) // a no-op after the rename
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("writing %s: %w", name, err)
+	}
+	if uid != -1 || gid != -1 {
+		if err := f.Chown(uid, gid); err != nil {
+			f.Close()
+			return fmt.Errorf("setting owner of %s: %w", name, err)
+		}
+	}
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return fmt.Errorf("setting mode of %s: %w", name, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("syncing %s: %w", name, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("closing %s: %w", name, err)
+	}
+	if err := root.Rename(tmp, name); err != nil {
+		return fmt.Errorf("renaming into %s: %w", name, err)
+	}
+	return SyncDirIn(root, dir)
+}
+
+// SyncDirIn fsyncs a directory inside root.
+func SyncDirIn(root *os.Root, dir string) error {
+	d, err := root.Open(dir)
+	if err != nil {
+		return fmt.Errorf("opening dir for sync: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("syncing dir: %w", err)
+	}
+	return nil
 }

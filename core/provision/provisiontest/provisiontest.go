@@ -33,6 +33,13 @@ type Device struct {
 // New returns a simulated device whose paths are all under t.TempDir().
 func New(t testing.TB, mutate ...func(*provision.Options)) *Device {
 	t.Helper()
+	return NewAs(t, 0, 0, mutate...)
+}
+
+// NewAs is New with the app account's uid and gid (0: the simulate default, 1000); the
+// app user's home belongs to that account.
+func NewAs(t testing.TB, uid, gid int, mutate ...func(*provision.Options)) *Device {
+	t.Helper()
 	root := t.TempDir()
 	d := &Device{
 		StateDir: filepath.Join(root, "state"),
@@ -43,7 +50,12 @@ func New(t testing.TB, mutate ...func(*provision.Options)) *Device {
 	if err := os.MkdirAll(d.Home, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	d.Sim = simulate.New(simulate.Options{QuadletDirs: []string{d.Rootful, d.Rootless}, Home: d.Home})
+	if uid != 0 {
+		if err := os.Chown(d.Home, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.Sim = simulate.New(simulate.Options{QuadletDirs: []string{d.Rootful, d.Rootless}, Home: d.Home, AppUID: uid, AppGID: gid})
 	opts := provision.Options{
 		State:        state.Dir{Root: d.StateDir},
 		Backend:      d.Sim.Backend(),

@@ -22,6 +22,8 @@ const FailLabel = "Label=fleetprov.simulate=fail"
 
 // Options configure the simulation.
 type Options struct {
+	// AppUID and AppGID are the app account's ids (default 1000).
+	AppUID, AppGID int
 	// Fail names services (e.g. "web.service") that fail whenever started.
 	Fail []string
 	// QuadletDirs are read to find units carrying FailLabel (rootful and rootless dirs).
@@ -172,7 +174,11 @@ func (a accounts) Lookup(ctx context.Context, name string) (system.Account, erro
 	if home == "" {
 		home = filepath.Join(os.TempDir(), "fleetprov-simulate-home", name)
 	}
-	return system.Account{Name: name, UID: 1000, GID: 1000, Home: home}, ctx.Err()
+	uid, gid := a.sim.opts.AppUID, a.sim.opts.AppGID
+	if uid == 0 {
+		uid, gid = 1000, 1000
+	}
+	return system.Account{Name: name, UID: uid, GID: gid, Home: home}, ctx.Err()
 }
 
 func (a accounts) EnsureUserManager(ctx context.Context, acc system.Account) error {
