@@ -72,7 +72,7 @@ func lsCommand(name string) *cli.Command {
 						}
 						last := "-"
 						if p.LastJob != nil {
-							last = fmt.Sprintf("%s %s %s", p.LastJob.Op, p.LastJob.State, p.LastJob.ID)
+							last = fmt.Sprintf("%s %s %s", p.LastJob.Op, p.LastJob.State, p.LastJob.Code)
 						}
 						hub := "-"
 						if p.Hub != nil {

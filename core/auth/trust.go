@@ -93,6 +93,11 @@ func (t *Trust) Verify(msg, armored []byte, namespace, op string, target Target,
 	if !t.FirstBootOpen() {
 		return Decision{}, ErrFirstBootClosed
 	}
+	if op != "apply" {
+		// A self-signed request proves nothing but possession of its own key: it may only
+		// install a config that makes that key an admin.
+		return Decision{}, fmt.Errorf("%w: an unprovisioned device without a fleet trust file accepts only apply", ErrUnknownSigner)
+	}
 	sig, err := parseSignature(armored)
 	if err != nil {
 		return Decision{}, err

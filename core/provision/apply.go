@@ -33,6 +33,10 @@ type Input struct {
 	// trusted, the device still unprovisioned for a first-boot basis, the envelope not
 	// expired). Its error rejects the apply, wrapped in ErrNotAuthorized.
 	Authorize func() error
+	// Base, when set, is the sha256 of the active config this input was built on (a
+	// partial update); the apply fails with ErrStaleBase if the active config is another
+	// by the time the lock is held.
+	Base string
 }
 
 // Result describes a finished apply.
@@ -47,6 +51,8 @@ var (
 	// ErrProvisioned is returned when RequireUnprovisioned is set and the device is
 	// provisioned.
 	ErrProvisioned = errors.New("device is already provisioned")
+	// ErrStaleBase is returned when Input.Base no longer names the active config.
+	ErrStaleBase = errors.New("the active config changed since this update was prepared; prepare it again")
 	// ErrNotAuthorized is returned when Input.Authorize refuses the apply at job start.
 	ErrNotAuthorized = errors.New("no longer authorized by the device's current state")
 	// ErrActivation wraps the activation failure that triggered a rollback.
@@ -147,6 +153,12 @@ func (a *applyRun) prepare(ctx context.Context) error {
 	if a.in.Authorize != nil {
 		if err := a.in.Authorize(); err != nil {
 			return fmt.Errorf("%w: %w", ErrNotAuthorized, err)
+		}
+	}
+	if a.in.Base != "" {
+		raw, err := a.p.opts.State.ReadActive()
+		if err != nil || Digest(raw) != a.in.Base {
+			return ErrStaleBase
 		}
 	}
 	return nil

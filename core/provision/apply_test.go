@@ -102,7 +102,7 @@ func TestApplyVMFullDerivedFiles(t *testing.T) {
 	if diff := cmp.Diff(wantLAN, lan); diff != "" {
 		t.Errorf("lan-settings.json (-want +got):\n%s", diff)
 	}
-	for name, mode := range map[string]os.FileMode{"config.toml": 0o600, "allowed_signers": 0o600, "users.json": 0o600, "quadlet-runtime.json": 0o600, "quadlet/rootful/edgeproxy.container": 0o644} {
+	for name, mode := range map[string]os.FileMode{"config.toml": 0o600, "allowed_signers": 0o600, "users.json": 0o600, "quadlet-runtime.json": 0o600, "quadlet/rootful/edgeproxy.container": 0o600} {
 		if st, err := os.Stat(filepath.Join(active, name)); err != nil || st.Mode().Perm() != mode {
 			t.Errorf("mode of %s = %v, %v; want %v", name, st.Mode(), err, mode)
 		}

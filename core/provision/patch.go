@@ -21,15 +21,26 @@ var patchKinds = map[string][]string{
 	"container-builds":   {"containers", "build"},
 }
 
-// PreparePatch applies p to the active config and validates the result. An error is an
-// *InvalidError (with every finding) when the patch or the result is invalid, or
-// state.ErrNoActive on an unprovisioned device.
-func (p *Provisioner) PreparePatch(patch config.Patch) (config.Model, error) {
-	m, err := p.activeModel()
+// PreparePatch applies p to the active config and validates the result, and returns it
+// as an apply input bound to that active config (Input.Base): if another apply changes
+// the active config before this one holds the lock, it fails with ErrStaleBase instead of
+// writing back a config built on the old one. An error is an *InvalidError (with every
+// finding) when the patch or the result is invalid, or state.ErrNoActive on an
+// unprovisioned device.
+func (p *Provisioner) PreparePatch(patch config.Patch) (Input, error) {
+	raw, err := p.opts.State.ReadActive()
 	if err != nil {
-		return config.Model{}, err
+		return Input{}, err
 	}
-	return ApplyPatch(m, patch, p.opts.Config)
+	m, _, err := config.Parse(raw, p.opts.Config)
+	if err != nil {
+		return Input{}, fmt.Errorf("parsing active config: %w", err)
+	}
+	m, err = ApplyPatch(m, patch, p.opts.Config)
+	if err != nil {
+		return Input{}, err
+	}
+	return Input{Model: &m, Base: Digest(raw)}, nil
 }
 
 // ApplyPatch applies a patch to a model and returns the validated result.

@@ -1,13 +1,18 @@
 package provision_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/provision"
+	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 )
 
 func TestApplyPatch(t *testing.T) {
@@ -87,5 +92,33 @@ func TestApplyPatch(t *testing.T) {
 			}
 			tc.check(t, m)
 		})
+	}
+}
+
+// TestPatchOnStaleBaseRefused: a patch prepared on one active config must not write back
+// that config's other contents after another apply replaced it (an admin removed by
+// `worker import` would come back).
+func TestPatchOnStaleBaseRefused(t *testing.T) {
+	d := provisiontest.New(t)
+	_, aLine := configtest.NewKey(t)
+	_, bLine := configtest.NewKey(t)
+	withB := append(configtest.FixtureWithAdmin(t, "vm-full.config.toml", aLine), []byte("\n[users.bob]\nisAdmin = true\nssh_key = \""+bLine+"\"\n")...)
+	withoutB := configtest.FixtureWithAdmin(t, "vm-full.config.toml", aLine)
+	ctx := context.Background()
+	if _, err := d.Prov.Apply(ctx, provision.Input{Reader: bytes.NewReader(withB)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	in, err := d.Prov.PreparePatch(config.Patch{Kind: "users", Name: "carol", Op: "put", Value: json.RawMessage(`{"isAdmin":false}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Prov.Apply(ctx, provision.Input{Reader: bytes.NewReader(withoutB)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Prov.Apply(ctx, in, nil); !errors.Is(err, provision.ErrStaleBase) {
+		t.Fatalf("patch on a stale base = %v; want ErrStaleBase", err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(d.StateDir, "config", "config.toml")); !bytes.Equal(got, withoutB) {
+		t.Error("the stale patch changed the active config")
 	}
 }

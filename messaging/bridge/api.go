@@ -44,6 +44,11 @@ func (s *Server) submit(op, source, signer string, in provision.Input) (string, 
 }
 
 func (s *Server) postConfig(w http.ResponseWriter, r *http.Request) error {
+	if s.o.Service.FirstBootUnsigned() {
+		if err := s.firstBootGuard(r); err != nil {
+			return err
+		}
+	}
 	body, err := s.readBody(w, r)
 	if err != nil {
 		return err
@@ -57,14 +62,9 @@ func (s *Server) postConfig(w http.ResponseWriter, r *http.Request) error {
 		}
 		in.Check, in.Authorize, signer = dec.CheckPossession(), s.recheck(r, body, "apply"), dec.Principal
 	} else {
-		// First boot, operator on the LAN with the device in hand: no signature, so the
-		// Boot UI's defences against web pages apply (Host and Origin checks against DNS
-		// rebinding, and a custom header a cross-origin page cannot send without a CORS
-		// preflight, which the bridge never grants); the job fails if the device gets
-		// provisioned, or the first-boot window closes, meanwhile.
-		if err := s.firstBootGuard(r); err != nil {
-			return err
-		}
+		// First boot, operator on the LAN with the device in hand: no signature (the
+		// first-boot guard above ran); the job fails if the device gets provisioned, or
+		// the first-boot window closes, meanwhile.
 		in.RequireUnprovisioned, in.Authorize = true, s.o.Service.FirstBootRecheck
 		signer = "first-boot"
 	}
@@ -180,6 +180,11 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, p config.Patch) e
 // envelope accepts a publisher envelope over HTTP (publisher --via): the envelope's own
 // signature, the same checks and handlers as over NATS, the same reply.
 func (s *Server) envelope(w http.ResponseWriter, r *http.Request) error {
+	if s.o.Service.FirstBootUnsigned() {
+		if err := s.firstBootGuard(r); err != nil {
+			return err
+		}
+	}
 	raw, err := s.readBody(w, r)
 	if err != nil {
 		return err

@@ -40,19 +40,19 @@ func (s *Server) uiGuard(r *http.Request) error {
 	return s.uiHostGuard(r)
 }
 
-// FirstBootHeader must be sent (with any value) by an unsigned first-boot POST
-// /api/config: a custom header makes a cross-origin browser request preflighted, and the
-// bridge answers no preflight, so no web page can send it.
-const FirstBootHeader = "X-Fleetprov-First-Boot"
+// FirstBootHeader is wire.FirstBootHeader.
+const FirstBootHeader = wire.FirstBootHeader
 
-// firstBootGuard is the unsigned API route's defence against web pages: the Boot UI's
-// Host and Origin checks plus the custom header.
+// firstBootGuard defends a device that is open to first-boot requests against web pages:
+// the Boot UI's Host and Origin checks (DNS rebinding) plus the custom header (cross-site
+// simple requests). It applies to every mutating request while the device is open, signed
+// or not: a proof-of-possession signature is one a page can make itself.
 func (s *Server) firstBootGuard(r *http.Request) error {
 	if err := s.uiHostGuard(r); err != nil {
 		return err
 	}
 	if r.Header.Get(FirstBootHeader) == "" {
-		return errf(wire.ErrForbidden, "an unsigned first-boot apply needs the "+FirstBootHeader+" header (or sign the request)", nil)
+		return errf(wire.ErrForbidden, "a first-boot request needs the "+FirstBootHeader+" header", nil)
 	}
 	return nil
 }

@@ -38,8 +38,6 @@ func FromError(err error) *wire.Error {
 			msgs = []string{ie.Error()}
 		}
 		return wire.Wrap(wire.ErrInvalid, strings.Join(msgs, "; "), err)
-	case errors.Is(err, config.ErrInvalid), errors.Is(err, config.ErrEmpty), errors.Is(err, config.ErrUnsupportedVersion):
-		return wire.Wrap(wire.ErrInvalid, err.Error(), err)
 	case errors.Is(err, auth.ErrForbidden):
 		return wire.Wrap(wire.ErrForbidden, auth.ErrForbidden.Error(), err)
 	case errors.Is(err, auth.ErrReplayed):
@@ -59,6 +57,9 @@ func FromError(err error) *wire.Error {
 		if errors.Is(err, s) {
 			return wire.Wrap(wire.ErrUnauthorized, s.Error(), err)
 		}
+	}
+	if errors.Is(err, config.ErrInvalid) || errors.Is(err, config.ErrEmpty) || errors.Is(err, config.ErrUnsupportedVersion) {
+		return wire.Wrap(wire.ErrInvalid, err.Error(), err)
 	}
 	return wire.Wrap(wire.ErrInternal, "", err)
 }

@@ -136,11 +136,7 @@ func (s *Service) export(ctx context.Context, r *Request) (wire.Reply, error) {
 
 // PreparePatch applies a partial update to the active config and validates the result.
 func (s *Service) PreparePatch(p config.Patch) (provision.Input, error) {
-	m, err := s.o.Prov.PreparePatch(p)
-	if err != nil {
-		return provision.Input{}, err
-	}
-	return provision.Input{Model: &m}, nil
+	return s.o.Prov.PreparePatch(p)
 }
 
 func (s *Service) patch(ctx context.Context, r *Request) (wire.Reply, error) {

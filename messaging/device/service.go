@@ -144,7 +144,7 @@ func (s *Service) Presence(ctx context.Context) wire.Presence {
 	}
 	if list := s.o.Jobs.List(); len(list) > 0 {
 		j := list[0]
-		p.LastJob = &wire.JobRef{ID: j.ID, Op: j.Op, State: j.State, Error: j.Error, RollbackStatus: j.RollbackStatus}
+		p.LastJob = &wire.JobRef{Op: j.Op, State: j.State, Code: j.Code, RollbackStatus: j.RollbackStatus}
 	}
 	if s.o.HubConnected != nil {
 		up := s.o.HubConnected()

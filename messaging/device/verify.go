@@ -88,9 +88,6 @@ func (s *Service) Verify(ctx context.Context, env *envelope.Envelope, raw []byte
 	if err != nil {
 		return nil, err
 	}
-	if dec.Basis == "possession" && env.Op != "apply" && env.Op != "validate" {
-		return nil, wire.Errorf(wire.ErrUnauthorized, "an unprovisioned device accepts only apply and validate without a fleet trust file")
-	}
 	if err := s.o.Replay.Accept(env.ID, env.ExpiresAt); err != nil {
 		if errors.Is(err, auth.ErrReplayed) {
 			return nil, wire.Errorf(wire.ErrReplayed, "envelope %s was already accepted", env.ID)
@@ -127,7 +124,7 @@ func (s *Service) Verify(ctx context.Context, env *envelope.Envelope, raw []byte
 	cancel()
 	if err != nil {
 		release()
-		return nil, wire.Errorf(wire.ErrInvalid, "fetching payload: %w", err)
+		return nil, wire.Wrap(wire.ErrInvalid, "fetching the payload reference failed (timed out, too slow, short or oversized)", err)
 	}
 	if err := checkDigest(f, env.PayloadSHA256); err != nil {
 		release()
@@ -164,14 +161,8 @@ func (s *Service) recheck(r *Request) func() error {
 			return err
 		}
 		target := auth.Target{Kind: r.Env.Target, Group: r.Env.Group}
-		dec, err := s.o.Trust.Verify(r.raw, r.sig, auth.NamespaceEnvelope, r.Env.Op, target, s.Groups())
-		if err != nil {
-			return err
-		}
-		if dec.Basis == "possession" && r.Env.Op != "apply" {
-			return wire.Errorf(wire.ErrUnauthorized, "an unprovisioned device accepts only apply without a fleet trust file")
-		}
-		return nil
+		_, err := s.o.Trust.Verify(r.raw, r.sig, auth.NamespaceEnvelope, r.Env.Op, target, s.Groups())
+		return err
 	}
 }
 

@@ -70,6 +70,7 @@ func (t *httpTransport) send(ctx context.Context, raw []byte, sig string, timeou
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, t.base+"/api/envelopes", bytes.NewReader(raw))
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(wire.FirstBootHeader, "1")
 	if sig != "" {
 		req.Header.Set(envelope.SignatureHeader, sig)
 	}

@@ -199,6 +199,32 @@ func TestUnsignedFirstBootRefusesWebPages(t *testing.T) {
 			}
 		})
 	}
+	// A rebinding page can make its own key and sign for itself (proof of possession):
+	// the signed routes get the same guard while the device is open to first boot.
+	attacker, _ := configtest.NewKey(t)
+	raw, sig := b.env(attacker, "apply", evil, nil)
+	for _, hdr := range []map[string]string{
+		{"Host": "evil.example:" + port, "Origin": "http://evil.example:" + port, bridge.FirstBootHeader: "1"},
+		{"Origin": "http://evil.example"},
+	} {
+		req, _ := http.NewRequest("POST", b.base+"/api/envelopes", bytes.NewReader(raw))
+		req.Header.Set(envelope.SignatureHeader, sig)
+		for k, v := range hdr {
+			if k == "Host" {
+				req.Host = v
+			} else {
+				req.Header.Set(k, v)
+			}
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusForbidden || b.node.Trust.Provisioned() || b.node.Jobs.Active() != "" {
+			t.Errorf("self-signed envelope from a web page (%v) = %d; want 403 and nothing started", hdr, res.StatusCode)
+		}
+	}
 	res, err := firstBootPost(b.base, evil)
 	if err != nil || res.StatusCode != http.StatusAccepted {
 		t.Fatalf("the operator's first-boot apply = %v, %v", res, err)

@@ -104,6 +104,7 @@ func (b *both) overHTTP(raw []byte, sig string) (wire.Reply, int) {
 	b.t.Helper()
 	req, _ := http.NewRequest("POST", b.base+"/api/envelopes", bytes.NewReader(raw))
 	req.Header.Set(envelope.SignatureHeader, sig)
+	req.Header.Set(wire.FirstBootHeader, "1") // as the publisher sends it
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		b.t.Fatalf("HTTP request: %v", err)
@@ -144,6 +145,9 @@ func TestSameCodeOnBothTransports(t *testing.T) {
 	fleetTrust := filepath.Join(t.TempDir(), "allowed_signers")
 	os.WriteFile(fleetTrust, []byte("fleet-op "+adminLine+"\n"), 0o600)
 	fresh := startBoth(t, provisiontest.New(t), func(o *node.Options) { o.FleetTrustFile = fleetTrust })
+	// Unprovisioned, no fleet trust file: a self-signed key proves possession only, for
+	// apply alone.
+	open := startBoth(t, provisiontest.New(t), nil)
 
 	type send func() (raw []byte, sig string)
 	cases := []struct {
@@ -201,6 +205,8 @@ func TestSameCodeOnBothTransports(t *testing.T) {
 			make: func() ([]byte, string) {
 				return fresh.env(admin, "patch", []byte(`{"kind":"users","name":"bob","op":"delete"}`), nil)
 			}},
+		{name: "unauthorized_possession_beyond_apply", want: "unauthorized", rig: open, op: "validate",
+			make: func() ([]byte, string) { return open.env(stranger, "validate", []byte("version = 1\n"), nil) }},
 		{name: "too_large", want: "too-large", rig: b, op: "validate",
 			make: func() ([]byte, string) { return b.env(admin, "validate", bytes.Repeat([]byte("#"), int(limit)+1), nil) }},
 	}

@@ -56,12 +56,12 @@ type Presence struct {
 	Time         time.Time `json:"time"`
 }
 
-// JobRef summarizes a job.
+// JobRef summarizes the device's last job for everyone who sees its presence: no id (a
+// job id is the capability to read its record) and no error text.
 type JobRef struct {
-	ID             string                `json:"id"`
 	Op             string                `json:"op"`
 	State          record.State          `json:"state"`
-	Error          string                `json:"error,omitempty"`
+	Code           string                `json:"code,omitempty"`
 	RollbackStatus record.RollbackStatus `json:"rollback_status,omitempty"`
 }
 
@@ -109,3 +109,9 @@ type ExportResult struct {
 	Inline  string      `json:"inline,omitempty"` // base64
 	Payload *PayloadRef `json:"payload_ref,omitempty"`
 }
+
+// FirstBootHeader must be sent (with any value) by every HTTP request that mutates a
+// device still open to first-boot requests: a custom header makes a cross-origin
+// browser request preflighted, and the bridge answers no preflight, so no web page can
+// send it. The publisher sends it on every request.
+const FirstBootHeader = "X-Fleetprov-First-Boot"
