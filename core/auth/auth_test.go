@@ -3,6 +3,7 @@ package auth
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -203,42 +204,91 @@ func TestReplayGuardSurvivesRestart(t *testing.T) {
 func TestNonces(t *testing.T) {
 	now := time.Now()
 	n := &Nonces{Now: func() time.Time { return now }}
-	a := n.Issue("10.0.0.1")
+	issue := func(client string) string {
+		t.Helper()
+		s, err := n.Issue(client)
+		if err != nil {
+			t.Fatalf("Issue(%s) = %v", client, err)
+		}
+		return s
+	}
+	a := issue("10.0.0.1")
 	if err := n.Consume(a, "10.0.0.2"); !errors.Is(err, ErrNonce) {
 		t.Errorf("another client's nonce: %v", err)
 	}
 	if err := n.Consume(a, "10.0.0.1"); !errors.Is(err, ErrNonce) {
 		t.Errorf("a nonce tried once is gone: %v", err)
 	}
-	b := n.Issue("10.0.0.1")
+	b := issue("10.0.0.1")
 	if err := n.Consume(b, "10.0.0.1"); err != nil {
 		t.Errorf("Consume() = %v", err)
 	}
 	if err := n.Consume(b, "10.0.0.1"); !errors.Is(err, ErrNonce) {
 		t.Errorf("reused nonce: %v", err)
 	}
-	c := n.Issue("10.0.0.1")
+	c := issue("10.0.0.1")
 	now = now.Add(301 * time.Second)
 	if err := n.Consume(c, "10.0.0.1"); !errors.Is(err, ErrNonce) {
 		t.Errorf("expired nonce: %v", err)
 	}
-	var first string
+	// The operator holds a nonce; a client at 20 requests, then many addresses, fill
+	// the store: new nonces are refused, the operator's is never evicted.
+	op := issue("10.0.0.1")
 	for i := 0; i < 20; i++ {
-		s := n.Issue("10.0.0.9")
-		if i == 0 {
-			first = s
+		_, err := n.Issue("10.0.0.9")
+		if (i < 16) != (err == nil) || (err != nil && !errors.Is(err, ErrNonceLimit)) {
+			t.Errorf("per-client cap: Issue #%d = %v", i+1, err)
 		}
 	}
-	if n.Len() != 16 {
-		t.Errorf("per-client cap: %d outstanding; want 16", n.Len())
-	}
-	if err := n.Consume(first, "10.0.0.9"); !errors.Is(err, ErrNonce) {
-		t.Errorf("evicted nonce still valid: %v", err)
-	}
+	refused := 0
 	for i := 0; i < 5000; i++ {
-		n.Issue("client-" + string(rune('a'+i%500)))
+		if _, err := n.Issue(fmt.Sprintf("127.0.%d.%d", i/250, i%250)); errors.Is(err, ErrNonceLimit) {
+			refused++
+		}
 	}
-	if n.Len() != 1024 {
-		t.Errorf("overall cap: %d outstanding; want 1024", n.Len())
+	if n.Len() != 1024 || refused != 5000-(1024-17) {
+		t.Errorf("overall cap: %d outstanding, %d refused", n.Len(), refused)
+	}
+	if err := n.Consume(op, "10.0.0.1"); err != nil {
+		t.Errorf("the operator's nonce was evicted by a flood: %v", err)
+	}
+	// Expired nonces make room again.
+	now = now.Add(301 * time.Second)
+	if _, err := n.Issue("10.0.0.1"); err != nil {
+		t.Errorf("after expiry: %v", err)
+	}
+}
+
+func TestClientKeyGroupsIPv6By64(t *testing.T) {
+	for _, tc := range []struct{ a, b string }{{"2001:db8::1", "2001:db8::ffff:1"}, {"2001:db8:0:0:1::", "2001:db8::2"}} {
+		if ClientKey(tc.a) != ClientKey(tc.b) {
+			t.Errorf("ClientKey(%s) = %s, ClientKey(%s) = %s; want one /64", tc.a, ClientKey(tc.a), tc.b, ClientKey(tc.b))
+		}
+	}
+	if ClientKey("2001:db8:0:1::1") == ClientKey("2001:db8:0:2::1") || ClientKey("10.0.0.1") == ClientKey("10.0.0.2") {
+		t.Error("different /64s or IPv4 addresses share a key")
+	}
+}
+
+func TestReplayGuardBounded(t *testing.T) {
+	now := time.Now()
+	g := &ReplayGuard{Dir: t.TempDir(), Max: 5, Now: func() time.Time { return now }}
+	for i := range 5 {
+		if err := g.Accept(fmt.Sprintf("id-%d", i), now.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := g.Accept("id-5", now.Add(time.Minute)); !errors.Is(err, ErrReplayFull) {
+		t.Fatalf("Accept past Max = %v; want ErrReplayFull", err)
+	}
+	if entries, _ := os.ReadDir(g.Dir); len(entries) != 5 {
+		t.Errorf("replay dir holds %d records; want 5", len(entries))
+	}
+	now = now.Add(2 * time.Minute) // the first five expired: the next Accept prunes them
+	if err := g.Accept("id-5", now.Add(time.Minute)); err != nil {
+		t.Errorf("Accept after expiry = %v", err)
+	}
+	if entries, _ := os.ReadDir(g.Dir); len(entries) != 1 {
+		t.Errorf("replay dir holds %d records after pruning; want 1", len(entries))
 	}
 }

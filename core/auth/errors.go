@@ -20,6 +20,8 @@ var (
 	// ErrSignersUnreadable is returned when the device has signers but cannot read them:
 	// it fails closed.
 	ErrSignersUnreadable = errors.New("allowed signers unreadable")
+	// ErrReplayFull is returned when the replay dir holds its maximum of unexpired ids.
+	ErrReplayFull = errors.New("too many recent envelopes recorded")
 	// ErrReplayed is returned for an id that was already accepted.
 	ErrReplayed = errors.New("replayed id")
 	// ErrUnsupported is returned for allowed_signers features fleetprov refuses
@@ -28,6 +30,9 @@ var (
 	// ErrFirstBootClosed is returned for a first-boot request (unsigned, or signed by
 	// possession) after the first-boot window: only a fleet trust file can provision.
 	ErrFirstBootClosed = errors.New("first-boot window closed: provision with a fleet trust file signer")
+	// ErrNonceLimit is returned by Nonces.Issue when the client, or the device, has as
+	// many unexpired nonces as allowed.
+	ErrNonceLimit = errors.New("too many outstanding nonces")
 	// ErrNonce is returned for an unknown, used or expired nonce.
 	ErrNonce = errors.New("invalid nonce")
 )

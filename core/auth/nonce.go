@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 )
@@ -17,7 +18,9 @@ const (
 )
 
 // Nonces issues and consumes single-use nonces for signed HTTP requests. Memory is
-// bounded: past the per-client or overall cap the oldest nonce is evicted.
+// bounded, and a nonce once issued is never evicted before its TTL: past the per-client
+// or overall cap, Issue refuses (ErrNonceLimit) instead, so a client with many addresses
+// cannot make the operator's outstanding nonce fail. Expired nonces are swept first.
 type Nonces struct {
 	TTL       time.Duration
 	PerClient int
@@ -56,19 +59,25 @@ func (n *Nonces) init() {
 	}
 }
 
-// Issue returns a fresh nonce for client (its address).
-func (n *Nonces) Issue(client string) string {
+// Issue returns a fresh nonce for client (its address, see ClientKey), or
+// ErrNonceLimit when the client or the store is full of unexpired nonces.
+func (n *Nonces) Issue(client string) (string, error) {
 	var b [24]byte
 	rand.Read(b[:])
 	nonce := base64.RawURLEncoding.EncodeToString(b[:])
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.init()
-	for cl := n.byClient[client]; cl != nil && cl.Len() >= n.PerClient; cl = n.byClient[client] {
-		n.remove(cl.Front().Value.(*list.Element))
-	}
-	for n.order.Len() >= n.Total {
+	now := n.Now()
+	// Nonces expire in issue order (one TTL), so the expired ones are at the front.
+	for n.order.Len() > 0 && now.After(n.order.Front().Value.(*nonceEntry).expires) {
 		n.remove(n.order.Front())
+	}
+	if cl := n.byClient[client]; cl != nil && cl.Len() >= n.PerClient {
+		return "", fmt.Errorf("%w: %d outstanding nonces for this client; use or let them expire", ErrNonceLimit, cl.Len())
+	}
+	if n.order.Len() >= n.Total {
+		return "", fmt.Errorf("%w: %d outstanding nonces on the device", ErrNonceLimit, n.order.Len())
 	}
 	cl := n.byClient[client]
 	if cl == nil {
@@ -79,7 +88,18 @@ func (n *Nonces) Issue(client string) string {
 	el := n.order.PushBack(e)
 	e.clientElem = cl.PushBack(el)
 	n.byNonce[nonce] = el
-	return nonce
+	return nonce, nil
+}
+
+// ClientKey is the nonce owner for a client address: the address itself for IPv4, its
+// /64 for IPv6 (one host commonly holds a whole /64, so per-address caps would not
+// bound it).
+func ClientKey(addr string) string {
+	ip := net.ParseIP(addr)
+	if ip == nil || ip.To4() != nil {
+		return addr
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // Consume uses up a nonce; it fails for an unknown, expired, or another client's nonce.

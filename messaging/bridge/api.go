@@ -22,7 +22,11 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) nonce(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, map[string]string{"nonce": s.o.Nonces.Issue(clientAddr(r))})
+	nonce, err := s.o.Nonces.Issue(clientAddr(r))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"nonce": nonce})
 	return nil
 }
 

@@ -36,12 +36,13 @@ func SignRequest(req *http.Request, body []byte, nonce string, sign func([]byte)
 	return nil
 }
 
+// clientAddr is the nonce owner of a request: its address, or its /64 for IPv6.
 func clientAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		return auth.ClientKey(r.RemoteAddr)
 	}
-	return host
+	return auth.ClientKey(host)
 }
 
 // hasSignature reports whether the request carries signature headers at all.

@@ -42,6 +42,8 @@ func FromError(err error) *wire.Error {
 		return wire.Wrap(wire.ErrForbidden, auth.ErrForbidden.Error(), err)
 	case errors.Is(err, auth.ErrReplayed):
 		return wire.Wrap(wire.ErrReplayed, "this envelope id was already accepted", err)
+	case errors.Is(err, auth.ErrNonceLimit):
+		return wire.Wrap(wire.ErrBusy, "too many outstanding nonces; use them or wait for them to expire", err)
 	case errors.Is(err, jobs.ErrBusy):
 		return wire.Wrap(wire.ErrBusy, "another job is running", err)
 	case errors.Is(err, jobs.ErrShuttingDown):

@@ -92,6 +92,9 @@ func (s *Service) Verify(ctx context.Context, env *envelope.Envelope, raw []byte
 		if errors.Is(err, auth.ErrReplayed) {
 			return nil, wire.Errorf(wire.ErrReplayed, "envelope %s was already accepted", env.ID)
 		}
+		if errors.Is(err, auth.ErrReplayFull) {
+			return nil, wire.Wrap(wire.ErrBusy, "too many recent envelopes; try again in a few minutes", err)
+		}
 		return nil, wire.Wrap(wire.ErrInternal, "recording the envelope id", err)
 	}
 	req := &Request{Env: env, Decision: dec, Close: func() {}, raw: raw, sig: sig}

@@ -264,3 +264,22 @@ func TestFirstBootWindowCloses(t *testing.T) {
 		t.Errorf("possession-signed apply inside the window = %+v", r)
 	}
 }
+
+// TestSelfSignedFloodLeavesNoRecords: on a fresh device anyone can sign for themselves;
+// such envelopes for anything but apply are refused before a replay record is made, so
+// a flood of them cannot grow the replay dir (it used to keep one file each).
+func TestSelfSignedFloodLeavesNoRecords(t *testing.T) {
+	dev := provisiontest.New(t)
+	b := startBoth(t, dev, nil)
+	for i := range 50 {
+		k, _ := configtest.NewKey(t)
+		raw, sig := b.env(k, "validate", []byte("version = 1\n"), nil)
+		if r := b.overNATS("validate", raw, sig); r.Accepted || r.Code != "unauthorized" {
+			t.Fatalf("self-signed validate #%d = %+v; want unauthorized", i, r)
+		}
+	}
+	entries, _ := os.ReadDir(filepath.Join(dev.StateDir, "replay"))
+	if len(entries) != 0 {
+		t.Errorf("replay dir holds %d records after a refused flood; want 0", len(entries))
+	}
+}

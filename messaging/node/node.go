@@ -77,6 +77,28 @@ type Node struct {
 	log       *slog.Logger
 	http      *httpServer
 	follow    sync.WaitGroup // followLAN moves in flight
+	stop      chan struct{}  // closed by Shutdown: ends the replay pruner
+	bg        sync.WaitGroup
+}
+
+// replayPruneInterval is how often expired replay records are removed.
+const replayPruneInterval = time.Minute
+
+// pruneReplay removes expired replay records every minute until Shutdown.
+func (n *Node) pruneReplay() {
+	defer n.bg.Done()
+	t := time.NewTicker(replayPruneInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if _, err := n.Replay.Prune(); err != nil {
+				n.log.Warn("pruning replay records", "err", err)
+			}
+		case <-n.stop:
+			return
+		}
+	}
 }
 
 // Start brings a node up, or returns an error with nothing left running.
@@ -84,7 +106,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	n = &Node{Prov: o.Prov, log: o.Logger, Metrics: bridge.NewMetrics(nil)}
+	n = &Node{Prov: o.Prov, log: o.Logger, Metrics: bridge.NewMetrics(nil), stop: make(chan struct{})}
 	st := o.Prov.State()
 	n.Recovered, err = o.Prov.Recover(ctx, func(act state.Action) error {
 		var err error
@@ -105,6 +127,14 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if _, err := n.Replay.Prune(); err != nil {
 		return nil, err
 	}
+	n.bg.Add(1)
+	go n.pruneReplay()
+	defer func() {
+		if err != nil {
+			close(n.stop)
+			n.bg.Wait()
+		}
+	}()
 	n.Trust = &auth.Trust{State: st, FleetTrustFile: o.FleetTrustFile, Config: o.Config}
 	if o.FirstBootWindow > 0 {
 		first, err := firstStart(st.Root, time.Now())
@@ -183,6 +213,8 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	jerr := n.Jobs.Shutdown(ctx)
 	n.follow.Wait()
+	close(n.stop)
+	n.bg.Wait()
 	n.NATS.Stop()
 	n.Service.Close()
 	n.Conn.Drain()
