@@ -78,6 +78,7 @@ type Node struct {
 	http      *httpServer
 	follow    sync.WaitGroup // followLAN moves in flight
 	stop      chan struct{}  // closed by Shutdown: ends the replay pruner
+	stopOnce  sync.Once
 	bg        sync.WaitGroup
 }
 
@@ -213,7 +214,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	jerr := n.Jobs.Shutdown(ctx)
 	n.follow.Wait()
-	close(n.stop)
+	n.stopOnce.Do(func() { close(n.stop) })
 	n.bg.Wait()
 	n.NATS.Stop()
 	n.Service.Close()
