@@ -15,6 +15,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/messaging/wire"
+	"golang.org/x/time/rate"
 )
 
 // Payloads moves payloads too large for one message; the NATS adapter implements it
@@ -67,7 +68,21 @@ type Service struct {
 	mu        sync.Mutex
 	groups    []string
 	listeners []Listener
+
+	refusals *rate.Limiter
+
+	presenceMu sync.Mutex
+	presence   wire.Presence
+	presenceAt time.Time
 }
+
+// presenceTTL is how long a computed presence answers pings: computing it re-renders the
+// active config to check drift (about a millisecond), so a flood of pings costs one
+// computation a second. A finished job invalidates it.
+const presenceTTL = time.Second
+
+// refusalLogRate bounds the "request refused" log lines per second.
+const refusalLogRate = 10
 
 // New returns a service. Close cancels its base context and waits for its goroutines.
 func New(o Options) *Service {
@@ -78,7 +93,8 @@ func New(o Options) *Service {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Service{o: o, log: o.Logger.With("device", o.Device, "fleet", o.Fleet), ctx: ctx, cancel: cancel}
+	s := &Service{o: o, log: o.Logger.With("device", o.Device, "fleet", o.Fleet), ctx: ctx, cancel: cancel,
+		refusals: rate.NewLimiter(refusalLogRate, 2*refusalLogRate)}
 	s.handlers = s.newHandlers()
 	s.RefreshGroups()
 	return s
@@ -131,8 +147,27 @@ func (s *Service) RefreshGroups() []string {
 }
 
 // Presence is what the device announces: identity, groups, provisioned state, config
-// digest and drift, its last job, and the hub link.
+// digest and drift, its last job, and the hub link. It is computed at most once per
+// presenceTTL (busy and the hub link are always current).
 func (s *Service) Presence(ctx context.Context) wire.Presence {
+	s.presenceMu.Lock()
+	defer s.presenceMu.Unlock()
+	now := s.o.Now()
+	if !s.presenceAt.IsZero() && now.Sub(s.presenceAt) < presenceTTL && now.After(s.presenceAt.Add(-time.Second)) {
+		p := s.presence
+		p.Busy = s.o.Jobs.Active() != ""
+		if s.o.HubConnected != nil {
+			up := s.o.HubConnected()
+			p.Hub = &up
+		}
+		return p
+	}
+	p := s.computePresence(ctx)
+	s.presence, s.presenceAt = p, now
+	return p
+}
+
+func (s *Service) computePresence(ctx context.Context) wire.Presence {
 	p := wire.Presence{Device: s.o.Device, Fleet: s.o.Fleet, Groups: s.Groups(), Version: s.o.Version, Time: s.o.Now().UTC(),
 		Busy: s.o.Jobs.Active() != ""}
 	if p.Groups == nil {
@@ -200,6 +235,9 @@ func (s *Service) fanOut(id string, ch <-chan record.Event, cancel func()) {
 		}
 		if j, err := s.o.Jobs.Get(id); err == nil {
 			s.RefreshGroups()
+			s.presenceMu.Lock()
+			s.presenceAt = time.Time{}
+			s.presenceMu.Unlock()
 			s.notify(wire.EventMsg{JobID: id, Device: s.o.Device, Done: true, Job: &j})
 		}
 	}()

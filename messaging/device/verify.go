@@ -43,12 +43,14 @@ func (s *Service) HandleEnvelope(ctx context.Context, raw []byte, max int, sigHe
 	reply, err := s.handleEnvelope(ctx, raw, max, sigHeader, source, bind, &id, &op)
 	if err != nil {
 		werr := FromError(err)
-		log := s.log.Warn
-		if werr.Code == wire.ErrInternal.Code {
-			log = s.log.Error
+		switch {
+		case werr.Code == wire.ErrInternal.Code:
+			s.log.Error("request failed", "source", source, "job_id", id, "op", op, "code", werr.Code, "err", err)
+		case s.refusals.Allow():
+			// The envelope id is the job id of the job it would have started. Refusals are
+			// logged at most refusalLogRate a second: a flood must not become a log flood.
+			s.log.Warn("request refused", "source", source, "job_id", id, "op", op, "code", werr.Code, "err", err)
 		}
-		// The envelope id is the job id of the job it would have started.
-		log("request refused", "source", source, "job_id", id, "op", op, "code", werr.Code, "err", err)
 		reply = wire.Refuse(s.o.Device, werr)
 	}
 	reply.Device = s.o.Device

@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,17 +41,29 @@ type Adapter struct {
 	o    Options
 	svc  *device.Service
 	log  *slog.Logger
-	sem  chan struct{}
+	work chan *nats.Msg // the bounded queue between the subscriptions and the workers
 	wg   sync.WaitGroup
 	stop chan struct{}
+
+	dropped atomic.Int64
 
 	mu   sync.Mutex
 	subs map[string]*nats.Subscription
 }
 
-// maxInFlight bounds the requests handled at once: a slow payload fetch must not hold up
-// pings, and a flood must not start a goroutine per message.
-const maxInFlight = 8
+// Requests are handled by maxInFlight workers fed by a queue of queueLen: a slow payload
+// fetch must not hold up pings, and a flood must cost neither a goroutine per message nor
+// the connection (a callback that only enqueues keeps up with the socket, so the server
+// never sees a slow consumer). Past queueLen, requests are dropped, counted, and the
+// requester sees no reply.
+// The unsigned read-only ops (ping: a cached presence; job: a lookup) are answered in the
+// callback itself, and a signed op without a signature is refused there too: they cost
+// microseconds, so the callback keeps pace with the socket and a slow payload fetch or a
+// flood never holds up discovery.
+const (
+	maxInFlight = 8
+	queueLen    = 1024
+)
 
 // New returns an adapter; Start subscribes.
 func New(o Options) *Adapter {
@@ -60,7 +74,7 @@ func New(o Options) *Adapter {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Adapter{o: o, svc: o.Service, log: o.Logger.With("device", o.Service.Device(), "fleet", o.Service.Fleet()),
-		sem: make(chan struct{}, maxInFlight), stop: make(chan struct{}), subs: map[string]*nats.Subscription{}}
+		work: make(chan *nats.Msg, queueLen), stop: make(chan struct{}), subs: map[string]*nats.Subscription{}}
 }
 
 // Start subscribes to the request subjects, announces presence, follows job events and
@@ -69,6 +83,10 @@ func (a *Adapter) Start(ctx context.Context) error {
 	fleet, dev := a.svc.Fleet(), a.svc.Device()
 	if !subjects.ValidToken(fleet) || !subjects.ValidToken(dev) {
 		return fmt.Errorf("fleet %q and device %q must match ^[A-Za-z0-9_-]{1,64}$", fleet, dev)
+	}
+	for range maxInFlight {
+		a.wg.Add(1)
+		go a.worker(a.work)
 	}
 	if err := a.resubscribe(); err != nil {
 		return err
@@ -145,26 +163,56 @@ func (a *Adapter) resubscribe() error {
 	return a.o.Conn.Flush()
 }
 
-// dispatch runs each request in its own goroutine (at most maxInFlight at once).
+// dispatch is every subscription's callback: it only enqueues. A message without a reply
+// subject is no request and is dropped; so is one that finds the queue full.
 func (a *Adapter) dispatch(m *nats.Msg) {
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		a.sem <- struct{}{}
-		defer func() { <-a.sem }()
-		reply := a.handle(a.svc.Context(), m)
-		if !reply.Accepted && a.o.OnReject != nil {
-			a.o.OnReject(reply.Code)
-		}
-		if m.Reply == "" {
+	if m.Reply == "" {
+		a.drop()
+		return
+	}
+	op := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	if op == "ping" || op == "job" || m.Header.Get(envelope.SignatureHeader) == "" {
+		a.respond(m, a.handle(a.svc.Context(), m))
+		return
+	}
+	select {
+	case a.work <- m:
+	default:
+		a.drop()
+	}
+}
+
+func (a *Adapter) drop() {
+	if n := a.dropped.Add(1); n&(n-1) == 0 { // log at 1, 2, 4, 8, ... drops
+		a.log.Warn("dropping requests: queue full or no reply subject", "dropped", n)
+	}
+}
+
+// Dropped returns how many requests were dropped.
+func (a *Adapter) Dropped() int64 { return a.dropped.Load() }
+
+// worker handles requests from q until Stop.
+func (a *Adapter) worker(q <-chan *nats.Msg) {
+	defer a.wg.Done()
+	for {
+		select {
+		case <-a.stop:
 			return
+		case m := <-q:
+			a.respond(m, a.handle(a.svc.Context(), m))
 		}
-		reply.Device = a.svc.Device()
-		b, _ := json.Marshal(reply)
-		if err := m.Respond(b); err != nil {
-			a.log.Warn("replying", "subject", m.Subject, "err", err)
-		}
-	}()
+	}
+}
+
+func (a *Adapter) respond(m *nats.Msg, reply wire.Reply) {
+	if !reply.Accepted && a.o.OnReject != nil {
+		a.o.OnReject(reply.Code)
+	}
+	reply.Device = a.svc.Device()
+	b, _ := json.Marshal(reply)
+	if err := m.Respond(b); err != nil {
+		a.log.Warn("replying", "subject", m.Subject, "err", err)
+	}
 }
 
 func (a *Adapter) handle(ctx context.Context, m *nats.Msg) wire.Reply {

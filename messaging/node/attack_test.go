@@ -2,12 +2,15 @@ package node_test
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -281,5 +284,83 @@ func TestSelfSignedFloodLeavesNoRecords(t *testing.T) {
 	entries, _ := os.ReadDir(filepath.Join(dev.StateDir, "replay"))
 	if len(entries) != 0 {
 		t.Errorf("replay dir holds %d records after a refused flood; want 0", len(entries))
+	}
+}
+
+// TestJunkFloodKeepsAnswering: three NATS clients flood the device's request subjects
+// with junk while the operator pings it and sends a signed request; every real request
+// is answered, and the worker keeps its connection (it used to start a goroutine per
+// message and be cut off as a slow consumer).
+func TestJunkFloodKeepsAnswering(t *testing.T) {
+	admin, line := configtest.NewKey(t)
+	dev := provisiontest.New(t)
+	cfg := configtest.FixtureWithAdmin(t, "vm-full.config.toml", line)
+	if _, err := dev.Prov.Apply(t.Context(), provision.Input{Reader: bytes.NewReader(cfg)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	b := startBoth(t, dev, nil)
+	junk := bytes.Repeat([]byte("x"), 2048)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for c := range 3 {
+		nc, err := nats.Connect(b.node.Broker.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ops := []string{"apply", "ping", "current", "job"}
+			for i := 0; i < 200000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				subj := subjects.Subject{Fleet: "test", Kind: subjects.Device, Name: "d1", Op: ops[(i+c)%len(ops)]}.String()
+				nc.PublishRequest(subj, "_INBOX.junk", junk)
+			}
+			nc.Flush()
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	// A real client retries a request that got no reply, as the publisher does for
+	// discovery; every request must get through within a few tries.
+	try := func(what string, req func() error) {
+		t.Helper()
+		var err error
+		for range 10 {
+			if err = req(); err == nil {
+				return
+			}
+		}
+		t.Fatalf("%s during the flood: %v", what, err)
+	}
+	for i := range 20 {
+		try("ping", func() error {
+			msg := nats.NewMsg(subjects.Subject{Fleet: "test", Kind: subjects.Device, Name: "d1", Op: "ping"}.String())
+			_, err := b.nc.RequestMsg(msg, 2*time.Second)
+			return err
+		})
+		try("signed current", func() error {
+			raw, sig := b.env(admin, "current", nil, nil)
+			msg := nats.NewMsg(subjects.Subject{Fleet: "test", Kind: subjects.Device, Name: "d1", Op: "current"}.String())
+			msg.Data = raw
+			msg.Header.Set(envelope.SignatureHeader, sig)
+			res, err := b.nc.RequestMsg(msg, 2*time.Second)
+			if err != nil {
+				return err
+			}
+			var r wire.Reply
+			if json.Unmarshal(res.Data, &r) != nil || !r.Accepted {
+				return fmt.Errorf("reply %s", res.Data)
+			}
+			return nil
+		})
+		_ = i
+	}
+	if !b.node.Conn.IsConnected() {
+		t.Error("the worker's own connection was dropped during the flood")
 	}
 }
