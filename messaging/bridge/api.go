@@ -1,10 +1,11 @@
 package bridge
 
 import (
-	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 
+	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/bundle"
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/provision"
@@ -38,14 +39,17 @@ func accepted(w http.ResponseWriter, id string) {
 }
 
 // submit starts a mutating job through the device service, so its events also go out on
-// every other transport.
-func (s *Server) submit(op, source, signer string, in provision.Input) (string, error) {
-	j, err := s.o.Service.SubmitJob(device.JobSpec{Op: op, Source: source, Signer: signer, Input: in})
+// every other transport; release runs when the job no longer needs its input.
+func (s *Server) submit(op, source, signer string, in provision.Input, release func()) (string, error) {
+	j, err := s.o.Service.SubmitJob(device.JobSpec{Op: op, Source: source, Signer: signer, Input: in, Release: release})
 	if err != nil {
 		return "", err
 	}
 	return j.ID, nil
 }
+
+// maxPatchBody bounds a partial update's JSON: one user or resource, or one section.
+const maxPatchBody = 1 << 20
 
 func (s *Server) postConfig(w http.ResponseWriter, r *http.Request) error {
 	if s.o.Service.FirstBootUnsigned() {
@@ -53,18 +57,32 @@ func (s *Server) postConfig(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	body, err := s.readBody(w, r)
+	isSigned := hasSignature(r) || !s.o.Service.FirstBootUnsigned()
+	var sg signed
+	if isSigned {
+		var err error
+		if sg, err = s.takeNonce(r); err != nil {
+			return err
+		}
+	}
+	b, err := s.spool(w, r, s.o.MaxBody)
 	if err != nil {
 		return err
 	}
-	in := provision.Input{Reader: bytes.NewReader(body)}
+	rd, err := b.Reader()
+	if err != nil {
+		b.Close()
+		return err
+	}
+	in := provision.Input{Reader: rd}
 	signer := ""
-	if hasSignature(r) || !s.o.Service.FirstBootUnsigned() {
-		dec, err := s.verify(r, body, "apply")
+	if isSigned {
+		dec, recheck, err := s.authorize(r, sg, b.sum, "apply")
 		if err != nil {
+			b.Close()
 			return err
 		}
-		in.Check, in.Authorize, signer = dec.CheckPossession(), s.recheck(r, body, "apply"), dec.Principal
+		in.Check, in.Authorize, signer = dec.CheckPossession(), recheck, dec.Principal
 	} else {
 		// First boot, operator on the LAN with the device in hand: no signature (the
 		// first-boot guard above ran); the job fails if the device gets provisioned, or
@@ -72,7 +90,7 @@ func (s *Server) postConfig(w http.ResponseWriter, r *http.Request) error {
 		in.RequireUnprovisioned, in.Authorize = true, s.o.Service.FirstBootRecheck
 		signer = "first-boot"
 	}
-	id, err := s.submit("apply", "http", signer, in)
+	id, err := s.submit("apply", "http", signer, in, b.Close)
 	if err != nil {
 		return err
 	}
@@ -81,14 +99,23 @@ func (s *Server) postConfig(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) validate(w http.ResponseWriter, r *http.Request) error {
-	body, err := s.readBody(w, r)
+	sg, err := s.takeNonce(r)
 	if err != nil {
 		return err
 	}
-	if _, err := s.verify(r, body, "validate"); err != nil {
+	b, err := s.spool(w, r, s.o.MaxBody)
+	if err != nil {
 		return err
 	}
-	res := s.o.Service.Validate(r.Context(), body)
+	defer b.Close()
+	if _, _, err := s.authorize(r, sg, b.sum, "validate"); err != nil {
+		return err
+	}
+	rd, err := b.Reader()
+	if err != nil {
+		return err
+	}
+	res := s.o.Service.Validate(r.Context(), rd)
 	status := http.StatusOK
 	if !res.OK {
 		status = http.StatusBadRequest
@@ -98,7 +125,7 @@ func (s *Server) validate(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) current(w http.ResponseWriter, r *http.Request) error {
-	if _, err := s.verify(r, nil, "current"); err != nil {
+	if err := s.verify(r, "current"); err != nil {
 		return err
 	}
 	cur, err := s.o.Service.Current(r.Context())
@@ -110,7 +137,7 @@ func (s *Server) current(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) export(w http.ResponseWriter, r *http.Request) error {
-	if _, err := s.verify(r, nil, "export"); err != nil {
+	if err := s.verify(r, "export"); err != nil {
 		return err
 	}
 	format, ctype, name := bundle.FormatZstd, "application/zstd", "config.tar.zst"
@@ -154,11 +181,20 @@ func (s *Server) merge(kind string) func(http.ResponseWriter, *http.Request) err
 // patch validates a partial update synchronously (400 with every error) before it
 // becomes a job.
 func (s *Server) patch(w http.ResponseWriter, r *http.Request, p config.Patch) error {
-	body, err := s.readBody(w, r)
+	sg, err := s.takeNonce(r)
 	if err != nil {
 		return err
 	}
-	dec, err := s.verify(r, body, "patch")
+	b, err := s.spool(w, r, maxPatchBody)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	dec, recheck, err := s.authorize(r, sg, b.sum, "patch")
+	if err != nil {
+		return err
+	}
+	body, err := b.Bytes()
 	if err != nil {
 		return err
 	}
@@ -172,8 +208,8 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, p config.Patch) e
 	if err != nil {
 		return err
 	}
-	in.Authorize = s.recheck(r, body, "patch")
-	id, err := s.submit("patch", "http", dec.Principal, in)
+	in.Authorize = recheck
+	id, err := s.submit("patch", "http", dec.Principal, in, nil)
 	if err != nil {
 		return err
 	}
@@ -189,7 +225,16 @@ func (s *Server) envelope(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	raw, err := s.readBody(w, r)
+	if r.Header.Get(envelope.SignatureHeader) == "" {
+		s.reject("unauthorized")
+		return fmt.Errorf("%w: send the envelope's signature in %s", auth.ErrMissingSignature, envelope.SignatureHeader)
+	}
+	b, err := s.spool(w, r, s.o.MaxBody)
+	if err != nil {
+		return err
+	}
+	raw, err := b.Bytes()
+	b.Close()
 	if err != nil {
 		return err
 	}

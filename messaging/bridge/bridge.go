@@ -26,6 +26,10 @@ type Options struct {
 	Metrics *Metrics
 	// MaxBody is the upload limit (default 32 MiB, the bundle limit).
 	MaxBody int64
+	// MaxUploads bounds the bodies being received at once (default DefaultMaxUploads).
+	MaxUploads int
+	// SpoolDir receives request bodies (the state dir; default os.TempDir()).
+	SpoolDir string
 	// Hosts are extra names the Boot UI answers to (besides localhost, IP literals and
 	// *.local).
 	Hosts  []string
@@ -34,10 +38,11 @@ type Options struct {
 
 // Server serves the bridge.
 type Server struct {
-	o    Options
-	log  *slog.Logger
-	csrf string
-	mux  *http.ServeMux
+	o       Options
+	uploads chan struct{}
+	log     *slog.Logger
+	csrf    string
+	mux     *http.ServeMux
 }
 
 // New builds the server and its routes.
@@ -54,7 +59,11 @@ func New(o Options) *Server {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
 	}
-	s := &Server{o: o, log: o.Logger.With("component", "bridge"), csrf: newToken(), mux: http.NewServeMux()}
+	if o.MaxUploads <= 0 {
+		o.MaxUploads = DefaultMaxUploads
+	}
+	s := &Server{o: o, log: o.Logger.With("component", "bridge"), csrf: newToken(), mux: http.NewServeMux(),
+		uploads: make(chan struct{}, o.MaxUploads)}
 	for _, rt := range s.routes() {
 		s.mux.Handle(rt.pattern, s.wrap(rt.handle))
 	}
@@ -113,9 +122,15 @@ func (s *Server) wrap(h func(http.ResponseWriter, *http.Request) error) http.Han
 
 func (s *Server) reject(code string) { s.o.Metrics.Rejected("http", code) }
 
+// ReadTimeout bounds reading a whole request, body included: 32 MiB at 300 KB/s.
+const ReadTimeout = 2 * time.Minute
+
 // Serve serves on l until ctx ends, then shuts down gracefully (10s).
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	// Header, body and idle timeouts bound what a stalled client holds. There is no write
+	// timeout: job event streams (SSE) stay open while a job runs.
+	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: ReadTimeout,
+		IdleTimeout: 60 * time.Second, MaxHeaderBytes: 64 << 10, BaseContext: func(net.Listener) context.Context { return ctx }}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	select {

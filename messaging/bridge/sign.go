@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 
@@ -20,7 +19,10 @@ const (
 // SigningMessage is what a signed HTTP request's SSHSIG covers (namespace
 // fleetprov-http-v1): method, path, nonce and the body's sha256, each line ending in \n.
 func SigningMessage(method, path, nonce string, body []byte) []byte {
-	sum := sha256.Sum256(body)
+	return signingMessage(method, path, nonce, sha256.Sum256(body))
+}
+
+func signingMessage(method, path, nonce string, sum [32]byte) []byte {
 	return fmt.Appendf(nil, "fleetprov-http-v1\nmethod:%s\npath:%s\nnonce:%s\nsha256:%x\n", method, path, nonce, sum)
 }
 
@@ -50,45 +52,56 @@ func hasSignature(r *http.Request) bool {
 	return r.Header.Get(NonceHeader) != "" || r.Header.Get(SignatureHeader) != ""
 }
 
-// verify checks a signed request for op: the nonce is consumed first (single use, even
-// when the signature then fails), then the signature over method, path, nonce and body.
-func (s *Server) verify(r *http.Request, body []byte, op string) (auth.Decision, error) {
+// signed is a signed request whose nonce was consumed: the body is not read yet.
+type signed struct {
+	nonce string
+	sig   []byte
+}
+
+// takeNonce checks a signed request's headers before its body is read: both present, the
+// nonce this client's and unused (it is consumed whatever follows: single use), the
+// signature base64. A request without them costs nothing more.
+func (s *Server) takeNonce(r *http.Request) (signed, error) {
 	nonce, sig64 := r.Header.Get(NonceHeader), r.Header.Get(SignatureHeader)
 	if nonce == "" || sig64 == "" {
 		s.reject("unauthorized")
-		return auth.Decision{}, fmt.Errorf("%w: send %s and %s", auth.ErrMissingSignature, NonceHeader, SignatureHeader)
+		return signed{}, fmt.Errorf("%w: send %s and %s", auth.ErrMissingSignature, NonceHeader, SignatureHeader)
 	}
 	if err := s.o.Nonces.Consume(nonce, clientAddr(r)); err != nil {
 		s.reject("unauthorized")
-		return auth.Decision{}, err
+		return signed{}, err
 	}
 	sig, err := base64.StdEncoding.DecodeString(sig64)
 	if err != nil {
 		s.reject("unauthorized")
-		return auth.Decision{}, fmt.Errorf("%w: signature header is not base64", auth.ErrBadSignature)
+		return signed{}, fmt.Errorf("%w: signature header is not base64", auth.ErrBadSignature)
 	}
-	msg := SigningMessage(r.Method, r.URL.Path, nonce, body)
-	dec, err := s.o.Service.Authorize(msg, sig, auth.NamespaceHTTP, op)
+	return signed{nonce: nonce, sig: sig}, nil
+}
+
+// authorize checks the signature over method, path, nonce and the body's sha256 for op,
+// and returns the decision with the check to run again at job start.
+func (s *Server) authorize(r *http.Request, sg signed, sum [32]byte, op string) (auth.Decision, func() error, error) {
+	msg := signingMessage(r.Method, r.URL.Path, sg.nonce, sum)
+	dec, err := s.o.Service.Authorize(msg, sg.sig, auth.NamespaceHTTP, op)
 	if err != nil {
 		s.reject("unauthorized")
-		return auth.Decision{}, err
+		return auth.Decision{}, nil, err
 	}
-	return dec, nil
-}
-
-// recheck is a signed request's authorization again at job start, under the device lock:
-// its signer must still be trusted by the state as it is now.
-func (s *Server) recheck(r *http.Request, body []byte, op string) func() error {
-	msg := SigningMessage(r.Method, r.URL.Path, r.Header.Get(NonceHeader), body)
-	sig, _ := base64.StdEncoding.DecodeString(r.Header.Get(SignatureHeader))
-	return func() error {
-		_, err := s.o.Service.Authorize(msg, sig, auth.NamespaceHTTP, op)
+	// At job start, under the device lock, the signer must still be trusted.
+	recheck := func() error {
+		_, err := s.o.Service.Authorize(msg, sg.sig, auth.NamespaceHTTP, op)
 		return err
 	}
+	return dec, recheck, nil
 }
 
-// readBody reads the whole body within the upload limit (413 past it).
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	r.Body = http.MaxBytesReader(w, r.Body, s.o.MaxBody)
-	return io.ReadAll(r.Body)
+// verify checks a signed request without a body (current, export).
+func (s *Server) verify(r *http.Request, op string) error {
+	sg, err := s.takeNonce(r)
+	if err != nil {
+		return err
+	}
+	_, _, err = s.authorize(r, sg, sha256.Sum256(nil), op)
+	return err
 }

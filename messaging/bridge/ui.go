@@ -144,8 +144,14 @@ func (s *Server) uiApply(w http.ResponseWriter, r *http.Request) error {
 	if err := s.uiGuard(r); err != nil {
 		return err
 	}
+	select {
+	case s.uploads <- struct{}{}:
+		defer func() { <-s.uploads }()
+	default:
+		return errf(wire.ErrBusy, "other uploads are in progress; try again shortly", nil)
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, s.o.MaxBody+1<<20)
-	if err := r.ParseMultipartForm(1 << 20); err != nil {
+	if err := r.ParseMultipartForm(1 << 20); err != nil { // past 1 MiB the file goes to disk
 		return errf(wire.ErrInvalid, "expected a multipart form", err)
 	}
 	cookie, err := r.Cookie(csrfCookie)
@@ -171,7 +177,7 @@ func (s *Server) uiApply(w http.ResponseWriter, r *http.Request) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return s.renderIndex(w, http.StatusBadRequest, page{Errors: []string{"choose a file or paste a config.toml"}})
 	}
-	if v := s.o.Service.Validate(r.Context(), body); !v.OK {
+	if v := s.o.Service.Validate(r.Context(), bytes.NewReader(body)); !v.OK {
 		var msgs []string
 		for _, e := range v.Errors {
 			msgs = append(msgs, e.Error())
@@ -179,7 +185,7 @@ func (s *Server) uiApply(w http.ResponseWriter, r *http.Request) error {
 		return s.renderIndex(w, http.StatusBadRequest, page{Errors: msgs, Text: text})
 	}
 	id, err := s.submit("apply", "boot-ui", "boot-ui", provision.Input{Reader: bytes.NewReader(body), RequireUnprovisioned: true,
-		Authorize: s.o.Service.FirstBootRecheck})
+		Authorize: s.o.Service.FirstBootRecheck}, nil)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"time"
 
 	"github.com/fleetprov/fleetprov/core/bundle"
@@ -67,8 +68,8 @@ func (s *Service) apply(ctx context.Context, r *Request) (wire.Reply, error) {
 }
 
 // Validate checks an input offline as this device would (its validation options).
-func (s *Service) Validate(ctx context.Context, raw []byte) wire.ValidationResult {
-	v, _ := check.Input(ctx, bytes.NewReader(raw), s.o.Prov.ValidateOptions())
+func (s *Service) Validate(ctx context.Context, r io.Reader) wire.ValidationResult {
+	v, _ := check.Input(ctx, r, s.o.Prov.ValidateOptions())
 	return wire.NewValidationResult(v.Report)
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -362,5 +363,59 @@ func TestJunkFloodKeepsAnswering(t *testing.T) {
 	}
 	if !b.node.Conn.IsConnected() {
 		t.Error("the worker's own connection was dropped during the flood")
+	}
+}
+
+// TestStalledUploadsStayOffTheHeap mounts the upload-stall attack on a fresh device's
+// unsigned first-boot route: 16 clients each send 31 MiB and then stall. Bodies go to
+// spool files (at most MaxUploads at once, the rest refused at once), so the heap stays
+// flat; it used to hold every body in memory until the client gave up.
+func TestStalledUploadsStayOffTheHeap(t *testing.T) {
+	b := startBoth(t, provisiontest.New(t), nil)
+	addr := strings.TrimPrefix(b.base, "http://")
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const size = 31 << 20
+	chunk := bytes.Repeat([]byte("#"), 1<<20)
+	var wg sync.WaitGroup
+	conns := make(chan net.Conn, 16)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			conns <- c
+			fmt.Fprintf(c, "POST /api/config HTTP/1.1\r\nHost: %s\r\nContent-Type: application/toml\r\n%s: 1\r\nContent-Length: %d\r\n\r\n",
+				addr, bridge.FirstBootHeader, size+1)
+			for range size / len(chunk) {
+				if _, err := c.Write(chunk); err != nil {
+					return // refused at once: the server closed the connection
+				}
+			}
+			// ...and stall: the last byte never comes.
+		}()
+	}
+	wg.Wait()
+	defer func() {
+		close(conns)
+		for c := range conns {
+			c.Close()
+		}
+	}()
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("heap grew by %d MiB under 16 stalled 31 MiB uploads", grown>>20)
+	if grown > 64<<20 {
+		t.Errorf("heap grew by %d MiB under 16 stalled uploads; want < 64 MiB", grown>>20)
+	}
+	if b.node.Trust.Provisioned() || b.node.Jobs.Active() != "" {
+		t.Error("a stalled upload started a job")
 	}
 }

@@ -178,7 +178,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if o.HTTP != nil {
 		// Built before the service starts taking jobs: a finishing job may move it.
 		n.Bridge = bridge.New(bridge.Options{Service: n.Service, Nonces: &auth.Nonces{}, Metrics: n.Metrics,
-			MaxBody: o.Limits.MaxCompressed, Hosts: o.HTTPHosts, Logger: o.Logger})
+			MaxBody: o.Limits.MaxCompressed, SpoolDir: st.Root, Hosts: o.HTTPHosts, Logger: o.Logger})
 		n.http = &httpServer{bridge: n.Bridge, log: o.Logger.With("component", "bridge")}
 	}
 	if err := n.NATS.Start(ctx); err != nil {
