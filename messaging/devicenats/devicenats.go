@@ -63,6 +63,12 @@ type Adapter struct {
 const (
 	maxInFlight = 8
 	queueLen    = 1024
+	maxJobQuery = 256 // {"id": "<job id>"}
+	// pendingMsgs bounds each subscription's client-side buffer: under a flood the
+	// client drops past it (a slow-consumer error on that subscription, never the
+	// connection), which bounds how long a real request waits behind junk.
+	pendingMsgs  = 16384
+	pendingBytes = 16 << 20
 )
 
 // New returns an adapter; Start subscribes.
@@ -158,6 +164,9 @@ func (a *Adapter) resubscribe() error {
 		if err != nil {
 			return fmt.Errorf("subscribing to %s: %w", subj, err)
 		}
+		if err := sub.SetPendingLimits(pendingMsgs, pendingBytes); err != nil {
+			return fmt.Errorf("subscribing to %s: %w", subj, err)
+		}
 		a.subs[subj] = sub
 	}
 	return a.o.Conn.Flush()
@@ -171,8 +180,17 @@ func (a *Adapter) dispatch(m *nats.Msg) {
 		return
 	}
 	op := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-	if op == "ping" || op == "job" || m.Header.Get(envelope.SignatureHeader) == "" {
+	switch {
+	case op == "ping" && len(m.Data) > 0, op == "job" && len(m.Data) > maxJobQuery:
+		// Malformed read-only requests (a ping has no body) are junk: dropped unanswered,
+		// so a flood costs no replies.
+		a.drop()
+		return
+	case op == "ping" || op == "job":
 		a.respond(m, a.handle(a.svc.Context(), m))
+		return
+	case m.Header.Get(envelope.SignatureHeader) == "":
+		a.drop() // a signed op without a signature: no client of ours sends that
 		return
 	}
 	select {
