@@ -186,11 +186,10 @@ func (a *Adapter) dispatch(m *nats.Msg) {
 		// so a flood costs no replies.
 		a.drop()
 		return
-	case op == "ping" || op == "job":
+	case op == "ping" || op == "job" || m.Header.Get(envelope.SignatureHeader) == "":
+		// Cheap to answer (a cached presence, a lookup, "missing signature"): answered
+		// here, never queued behind slow requests.
 		a.respond(m, a.handle(a.svc.Context(), m))
-		return
-	case m.Header.Get(envelope.SignatureHeader) == "":
-		a.drop() // a signed op without a signature: no client of ours sends that
 		return
 	}
 	select {
