@@ -49,6 +49,8 @@ type Adapter struct {
 
 	mu   sync.Mutex
 	subs map[string]*nats.Subscription
+
+	unsigned []byte // the reply to a signed op sent without a signature
 }
 
 // Requests are handled by maxInFlight workers fed by a queue of queueLen: a slow payload
@@ -79,8 +81,11 @@ func New(o Options) *Adapter {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	unsigned, _ := json.Marshal(wire.Refuse(o.Service.Device(),
+		wire.Errorf(wire.ErrUnauthorized, "missing signature: send the envelope's signature in the %s header", envelope.SignatureHeader)))
 	return &Adapter{o: o, svc: o.Service, log: o.Logger.With("device", o.Service.Device(), "fleet", o.Service.Fleet()),
-		work: make(chan *nats.Msg, queueLen), stop: make(chan struct{}), subs: map[string]*nats.Subscription{}}
+		work: make(chan *nats.Msg, queueLen), stop: make(chan struct{}), subs: map[string]*nats.Subscription{},
+		unsigned: unsigned}
 }
 
 // Start subscribes to the request subjects, announces presence, follows job events and
@@ -181,15 +186,21 @@ func (a *Adapter) dispatch(m *nats.Msg) {
 	}
 	op := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 	switch {
-	case op == "ping" && len(m.Data) > 0, op == "job" && len(m.Data) > maxJobQuery:
-		// Malformed read-only requests (a ping has no body) are junk: dropped unanswered,
-		// so a flood costs no replies.
+	case !subjects.IsOp(op), op == "ping" && len(m.Data) > 0, op == "job" && len(m.Data) > maxJobQuery:
+		// Unknown ops and malformed read-only requests (a ping has no body) are junk:
+		// dropped unanswered, so a flood costs no replies.
 		a.drop()
 		return
-	case op == "ping" || op == "job" || m.Header.Get(envelope.SignatureHeader) == "":
-		// Cheap to answer (a cached presence, a lookup, "missing signature"): answered
-		// here, never queued behind slow requests.
+	case op == "ping" || op == "job":
+		// Cheap to answer (a cached presence, a lookup): answered here, never queued
+		// behind slow requests.
 		a.respond(m, a.handle(a.svc.Context(), m))
+		return
+	case m.Header.Get(envelope.SignatureHeader) == "":
+		if a.o.OnReject != nil {
+			a.o.OnReject(wire.ErrUnauthorized.Code)
+		}
+		m.Respond(a.unsigned)
 		return
 	}
 	select {
