@@ -1,7 +1,9 @@
 // Package activation decides whether a promoted state is healthy: it runs the activation
 // hook, restarts the units the policy names, settles, reads every unit's state, applies
-// the degraded rule and waits for the required units, all within one deadline. It talks
-// to the OS only through core/system.
+// the degraded rule and waits for the required units, all within one deadline, reporting
+// what it waits for. A required unit that has failed for good, or is crash-looping, ends
+// the wait at once with its result and last journal lines. It talks to the OS only
+// through core/system.
 //
 // It must not import messaging/, net/http or NATS packages.
 package activation
@@ -22,6 +24,12 @@ import (
 var (
 	// ErrHealthTimeout is returned when required units are not all active by the deadline.
 	ErrHealthTimeout = errors.New("activation health checks timed out")
+	// ErrUnitFailed is returned as soon as a required unit is failed with no automatic
+	// restart pending: waiting longer cannot help.
+	ErrUnitFailed = errors.New("required unit failed")
+	// ErrCrashLoop is returned as soon as a required unit has restarted
+	// CrashLoopRestarts times during the activation.
+	ErrCrashLoop = errors.New("required unit is crash-looping")
 	// ErrDegraded is returned when allow_degraded was given and a unit that is neither
 	// required nor allowed has failed.
 	ErrDegraded = errors.New("unit failed outside allow_degraded")
@@ -146,7 +154,19 @@ func Activate(ctx context.Context, spec Spec, opts Options, emit func(record.Eve
 	return waitRequired(ctx, spec, units, manager, opts, emit)
 }
 
+// CrashLoopRestarts is how many automatic restarts of a required unit during its
+// activation make it a crash loop: activation fails at once instead of waiting for the
+// deadline (a crash-looping service is briefly active between its crashes).
+const CrashLoopRestarts = 3
+
+// logLines bounds the journal lines a failure report carries, and logLineLen each line.
+const (
+	logLines   = 10
+	logLineLen = 300
+)
+
 func waitRequired(ctx context.Context, spec Spec, units map[string]config.Unit, manager func(config.Unit) system.Units, opts Options, emit func(record.Event)) error {
+	waiting := map[string]string{} // what was last said about each unit being waited for
 	for {
 		// After the deadline, one last look with a short detached context, so the verdict
 		// names the units that are really down, not every unit the expired context failed.
@@ -161,10 +181,22 @@ func waitRequired(ctx context.Context, spec Spec, units map[string]config.Unit, 
 		for _, name := range spec.Policy.Required {
 			u := units[name]
 			st, err := manager(u).State(qctx, u.Service)
+			states[name] = st
+			if err == nil {
+				switch {
+				case st.Failed():
+					return failFast(ctx, spec, opts, u, st, ErrUnitFailed, "failed", emit)
+				case st.NRestarts >= CrashLoopRestarts:
+					return failFast(ctx, spec, opts, u, st, ErrCrashLoop, "crash-looping", emit)
+				}
+			}
 			if err != nil || !st.Active() {
 				down = append(down, u.Service)
+				if now := describe(st, err); waiting[name] != now {
+					waiting[name] = now
+					emit(record.Event{Step: "health-wait", Service: u.Service, Mode: u.Mode, Status: st.ActiveState, Message: now})
+				}
 			}
-			states[name] = st
 		}
 		if len(down) == 0 || ctx.Err() != nil {
 			for _, name := range spec.Policy.Required {
@@ -185,6 +217,56 @@ func waitRequired(ctx context.Context, spec Spec, units map[string]config.Unit, 
 		case <-time.After(opts.PollInterval):
 		}
 	}
+}
+
+// describe says what a unit being waited for is doing, for progress events.
+func describe(st system.UnitState, err error) string {
+	if err != nil {
+		return "waiting: state unknown: " + err.Error()
+	}
+	msg := "waiting: " + st.ActiveState
+	if st.SubState != "" {
+		msg += " (" + st.SubState + ")"
+	}
+	if st.NRestarts > 0 {
+		msg += fmt.Sprintf(", %d automatic restart(s) of %d allowed", st.NRestarts, CrashLoopRestarts-1)
+	}
+	return msg
+}
+
+// failFast ends an activation on a required unit that will not come up: the event and
+// the error name the unit, its result and restarts, and its last journal lines.
+func failFast(ctx context.Context, spec Spec, opts Options, u config.Unit, st system.UnitState, cause error, what string, emit func(record.Event)) error {
+	var lines []string
+	if opts.Backend.Logs != nil {
+		var acc *system.Account
+		if u.Mode == config.ModeRootless {
+			a := spec.AppUser
+			acc = &a
+		}
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		lines, _ = opts.Backend.Logs.Tail(lctx, acc, u.Service, logLines)
+		cancel()
+		for i, l := range lines {
+			if len(l) > logLineLen {
+				lines[i] = l[:logLineLen] + "..."
+			}
+		}
+	}
+	msg := fmt.Sprintf("%s %s (result %s, %d automatic restart(s))", u.Service, what, orNone(st.Result), st.NRestarts)
+	detail := msg
+	if len(lines) > 0 {
+		detail += "; last log lines:\n  " + strings.Join(lines, "\n  ")
+	}
+	emit(record.Event{Step: "health-check", Service: u.Service, Mode: u.Mode, Status: "failed", Message: detail})
+	return fmt.Errorf("%w: %s", cause, detail)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }
 
 // timedOut turns a deadline error into ErrHealthTimeout, keeping the cause.

@@ -25,8 +25,8 @@ func units() []config.Unit {
 }
 
 // started returns a sim where every unit has been started (deploy ran).
-func started(t *testing.T, fail ...string) *simulate.Sim {
-	sim := simulate.New(simulate.Options{Fail: fail})
+func started(t *testing.T, o simulate.Options) *simulate.Sim {
+	sim := simulate.New(o)
 	be := sim.Backend()
 	for _, u := range units() {
 		mgr := be.System
@@ -61,7 +61,52 @@ func TestActivate(t *testing.T) {
 					t.Errorf("events = %v", steps)
 				}
 			}},
-		{name: "required_down_times_out", policy: config.Activation{Required: []string{"app"}, TimeoutSeconds: 1}, fail: []string{"app.service"}, want: ErrHealthTimeout,
+		{name: "required_failed_fails_fast", policy: config.Activation{Required: []string{"app"}, TimeoutSeconds: 120}, fail: []string{"app.service"}, want: ErrUnitFailed,
+			check: func(t *testing.T, err error, events []record.Event, sim *simulate.Sim) {
+				for _, want := range []string{"app.service failed", "result exit-code", "app.service: failed (simulated)"} {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("error = %v; want it to say %q", err, want)
+					}
+				}
+				last := events[len(events)-1]
+				if last.Step != "health-check" || last.Service != "app.service" || last.Status != "failed" || !strings.Contains(last.Message, "last log lines") {
+					t.Errorf("last event = %+v; want the failed unit with its log lines", last)
+				}
+				if !strings.Contains(sim.Transcript(), "user(appsvc): journal app.service") {
+					t.Errorf("the rootless unit's journal was not read from the app user's: %s", sim.Transcript())
+				}
+			}, fast: true},
+		{name: "crash_loop_fails_fast", policy: config.Activation{Required: []string{"web"}, TimeoutSeconds: 120}, crash: []string{"web.service"}, want: ErrCrashLoop,
+			check: func(t *testing.T, err error, events []record.Event, sim *simulate.Sim) {
+				if !strings.Contains(err.Error(), "web.service crash-looping (result exit-code, 3 automatic restart(s))") {
+					t.Errorf("error = %v", err)
+				}
+				var said []string
+				for _, e := range events {
+					if e.Step == "health-wait" && e.Service == "web.service" {
+						said = append(said, e.Message)
+					}
+				}
+				if len(said) == 0 || !strings.Contains(said[len(said)-1], "automatic restart(s) of 2 allowed") {
+					t.Errorf("progress = %q; want the restarts counted while waiting", said)
+				}
+			}, fast: true},
+		{name: "slow_starter_within_timeout_passes", policy: config.Activation{Required: []string{"web"}, TimeoutSeconds: 5}, slow: map[string]int{"web.service": 10},
+			check: func(t *testing.T, err error, events []record.Event, sim *simulate.Sim) {
+				if err != nil {
+					t.Fatalf("Activate() = %v", err)
+				}
+				var said []string
+				for _, e := range events {
+					if e.Step == "health-wait" {
+						said = append(said, e.Message)
+					}
+				}
+				if len(said) != 1 || said[0] != "waiting: activating (start)" {
+					t.Errorf("progress = %q; want one event saying what is awaited", said)
+				}
+			}},
+		{name: "never_active_times_out", policy: config.Activation{Required: []string{"app"}, TimeoutSeconds: 2}, slow: map[string]int{"app.service": 1 << 30}, want: ErrHealthTimeout,
 			check: func(t *testing.T, err error, events []record.Event, sim *simulate.Sim) {
 				if !strings.Contains(err.Error(), "not active: app.service") || strings.Contains(err.Error(), "web.service") {
 					t.Errorf("error = %v; want only app.service named", err)
@@ -106,13 +151,16 @@ type activateCase struct {
 	name   string
 	policy config.Activation
 	fail   []string
+	crash  []string       // crash-looping services
+	slow   map[string]int // services activating for that many state reads
 	hook   string
 	want   error
 	check  func(t *testing.T, err error, events []record.Event, sim *simulate.Sim)
+	fast   bool // must end at once (no fake time passes)
 }
 
 func run(t *testing.T, tc activateCase) {
-	sim := started(t, tc.fail...)
+	sim := started(t, simulate.Options{Fail: tc.fail, CrashLoop: tc.crash, SlowStart: tc.slow})
 	spec := Spec{Policy: tc.policy, Units: units(), AppUser: system.Account{Name: "appsvc"}}
 	if tc.hook != "" {
 		spec.Hook = hook(t, tc.hook)
@@ -131,5 +179,8 @@ func run(t *testing.T, tc activateCase) {
 	}
 	if tc.hook == "" && time.Since(start) > time.Duration(tc.policy.TimeoutSeconds)*time.Second {
 		t.Errorf("took %s of fake time, past the %ds deadline", time.Since(start), tc.policy.TimeoutSeconds)
+	}
+	if tc.fast && time.Since(start) > time.Second {
+		t.Errorf("took %s of fake time; a unit that cannot come up must fail at once", time.Since(start))
 	}
 }

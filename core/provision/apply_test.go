@@ -142,8 +142,8 @@ func TestApplyRollback(t *testing.T) {
 	rootlessBefore := provisiontest.Tree(t, d.Rootless)
 	d.Sim.Reset()
 	res, events, err := apply(t, d, withTimeout(failing(t)))
-	if !errors.Is(err, provision.ErrActivation) || !errors.Is(err, activation.ErrHealthTimeout) {
-		t.Fatalf("Apply(failing) error = %v; want ErrActivation wrapping ErrHealthTimeout", err)
+	if !errors.Is(err, provision.ErrActivation) || !errors.Is(err, activation.ErrUnitFailed) {
+		t.Fatalf("Apply(failing) error = %v; want ErrActivation wrapping ErrUnitFailed (fail fast)", err)
 	}
 	if !res.Reapply || !res.RolledBack || res.RollbackStatus != "completed" {
 		t.Errorf("Apply(failing) = %+v; want a completed rollback", res)

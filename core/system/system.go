@@ -15,8 +15,15 @@ import (
 type UnitState struct {
 	LoadState   string // loaded, not-found, ...
 	ActiveState string // active, activating, failed, inactive, ...
-	SubState    string // running, exited, dead, ...
+	SubState    string // running, exited, dead, auto-restart, ...
+	Result      string // a service's last result: success, exit-code, signal, oom-kill, timeout, ...
+	NRestarts   int    // automatic restarts since the service was last started
 }
+
+// Failed reports whether the unit failed for good: systemd put it in the failed state,
+// which it does only when no automatic restart is pending (a pending one shows as
+// activating/auto-restart).
+func (s UnitState) Failed() bool { return s.ActiveState == "failed" }
 
 // Status folds a unit state into running / failed / unknown for events.
 func (s UnitState) Status() string {
@@ -42,6 +49,13 @@ type Units interface {
 	Stop(ctx context.Context, name string) error
 	// State reads a unit's load/active/sub state.
 	State(ctx context.Context, name string) (UnitState, error)
+}
+
+// Logs reads a unit's journal.
+type Logs interface {
+	// Tail returns up to n of the unit's newest log lines (the app user's unit when acc
+	// is not nil), oldest first.
+	Tail(ctx context.Context, acc *Account, unit string, n int) ([]string, error)
 }
 
 // Account is a local user account.
@@ -74,6 +88,7 @@ type Backend struct {
 	User     func(a Account) Units // the app user's manager
 	Accounts Accounts
 	Hooks    Hooks
+	Logs     Logs // nil: no logs in failure reports
 }
 
 // HookError reports a hook that ran and failed.

@@ -31,7 +31,27 @@ func New() system.Backend {
 		User:     func(a system.Account) system.Units { return &userUnits{acc: a} },
 		Accounts: accounts{sys: s},
 		Hooks:    system.ExecHooks{},
+		Logs:     journal{},
 	}
+}
+
+// journal reads unit logs with journalctl (the system journal holds the app user's units
+// too, under _SYSTEMD_USER_UNIT and _UID).
+type journal struct{}
+
+// Tail implements system.Logs.
+func (journal) Tail(ctx context.Context, acc *system.Account, unit string, n int) ([]string, error) {
+	args := []string{"--no-pager", "--quiet", "-o", "cat", "-n", strconv.Itoa(n)}
+	if acc != nil {
+		args = append(args, "_SYSTEMD_USER_UNIT="+unit, "_UID="+strconv.Itoa(acc.UID))
+	} else {
+		args = append(args, "-u", unit)
+	}
+	out, err := exec.CommandContext(ctx, "journalctl", args...).Output()
+	if err != nil {
+		return nil, fmt.Errorf("reading the journal of %s: %w", unit, err)
+	}
+	return strings.Split(strings.TrimRight(string(out), "\n"), "\n"), nil
 }
 
 type systemUnits struct {
@@ -114,7 +134,16 @@ func (s *systemUnits) State(ctx context.Context, name string) (system.UnitState,
 		return system.UnitState{}, fmt.Errorf("reading state of %s: %w", name, err)
 	}
 	str := func(k string) string { v, _ := props[k].(string); return v }
-	return system.UnitState{LoadState: str("LoadState"), ActiveState: str("ActiveState"), SubState: str("SubState")}, nil
+	st := system.UnitState{LoadState: str("LoadState"), ActiveState: str("ActiveState"), SubState: str("SubState")}
+	if strings.HasSuffix(name, ".service") {
+		if sp, err := c.GetUnitTypePropertiesContext(ctx, name, "Service"); err == nil {
+			st.Result, _ = sp["Result"].(string)
+			if n, ok := sp["NRestarts"].(uint32); ok {
+				st.NRestarts = int(n)
+			}
+		}
+	}
+	return st, nil
 }
 
 // userUnits drives the app user's manager with `systemctl --user`, run as that user.
@@ -157,7 +186,7 @@ func (u *userUnits) Stop(ctx context.Context, name string) error {
 }
 
 func (u *userUnits) State(ctx context.Context, name string) (system.UnitState, error) {
-	out, err := u.systemctl(ctx, "show", "--property=LoadState,ActiveState,SubState", name)
+	out, err := u.systemctl(ctx, "show", "--property=LoadState,ActiveState,SubState,Result,NRestarts", name)
 	if err != nil {
 		return system.UnitState{}, err
 	}
@@ -171,6 +200,10 @@ func (u *userUnits) State(ctx context.Context, name string) (system.UnitState, e
 			st.ActiveState = v
 		case "SubState":
 			st.SubState = v
+		case "Result":
+			st.Result = v
+		case "NRestarts":
+			st.NRestarts, _ = strconv.Atoi(v)
 		}
 	}
 	return st, nil

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -30,6 +31,12 @@ type Options struct {
 	QuadletDirs []string
 	// Home is the app user's simulated home directory.
 	Home string
+	// CrashLoop names services that, once started, keep restarting automatically:
+	// activating (auto-restart), one more restart each time their state is read.
+	CrashLoop []string
+	// SlowStart maps services to how many state reads they stay activating after a start
+	// before they are active.
+	SlowStart map[string]int
 }
 
 // Sim is the simulated OS. Its zero value is not usable; call New.
@@ -37,13 +44,15 @@ type Sim struct {
 	mu         sync.Mutex
 	opts       Options
 	transcript []string
-	states     map[string]string // "system/web.service" -> active|failed|inactive
+	states     map[string]string // "system/web.service" -> active|failed|inactive|activating
 	fail       map[string]bool
+	restarts   map[string]int // crash-looping units' NRestarts
+	pending    map[string]int // slow starters' remaining activating reads
 }
 
 // New returns a simulated OS.
 func New(opts Options) *Sim {
-	s := &Sim{opts: opts, states: map[string]string{}, fail: map[string]bool{}}
+	s := &Sim{opts: opts, states: map[string]string{}, fail: map[string]bool{}, restarts: map[string]int{}, pending: map[string]int{}}
 	for _, f := range opts.Fail {
 		s.fail[f] = true
 	}
@@ -58,7 +67,23 @@ func (s *Sim) Backend() system.Backend {
 		User:     func(a system.Account) system.Units { return &units{sim: s, scope: "user(" + a.Name + ")"} },
 		Accounts: accounts{sim: s},
 		Hooks:    system.ExecHooks{},
+		Logs:     logs{sim: s},
 	}
+}
+
+type logs struct{ sim *Sim }
+
+// Tail implements system.Logs with one made-up line per state the unit is in.
+func (l logs) Tail(ctx context.Context, acc *system.Account, unit string, n int) ([]string, error) {
+	l.sim.mu.Lock()
+	defer l.sim.mu.Unlock()
+	scope := "system"
+	if acc != nil {
+		scope = "user(" + acc.Name + ")"
+	}
+	l.sim.record("%s: journal %s", scope, unit)
+	lines := []string{unit + ": Starting (simulated)", unit + ": " + l.sim.states[scope+"/"+unit] + " (simulated)"}
+	return lines[max(0, len(lines)-n):], ctx.Err()
 }
 
 // SetFail changes whether a service fails from now on.
@@ -140,11 +165,21 @@ func (u *units) Restart(ctx context.Context, name string) error {
 	u.sim.mu.Lock()
 	defer u.sim.mu.Unlock()
 	u.sim.record("%s: restart %s", u.scope, name)
+	key := u.scope + "/" + name
+	delete(u.sim.restarts, key)
 	if u.sim.failing(name) {
-		u.sim.states[u.scope+"/"+name] = "failed"
+		u.sim.states[key] = "failed"
 		return fmt.Errorf("restarting %s: job failed (simulated)", name)
 	}
-	u.sim.states[u.scope+"/"+name] = "active"
+	if slices.Contains(u.sim.opts.CrashLoop, name) {
+		u.sim.states[key] = "activating"
+		return ctx.Err()
+	}
+	if n := u.sim.opts.SlowStart[name]; n > 0 {
+		u.sim.states[key], u.sim.pending[key] = "activating", n
+		return ctx.Err()
+	}
+	u.sim.states[key] = "active"
 	return ctx.Err()
 }
 
@@ -159,12 +194,27 @@ func (u *units) Stop(ctx context.Context, name string) error {
 func (u *units) State(ctx context.Context, name string) (system.UnitState, error) {
 	u.sim.mu.Lock()
 	defer u.sim.mu.Unlock()
-	st, ok := u.sim.states[u.scope+"/"+name]
+	key := u.scope + "/" + name
+	st, ok := u.sim.states[key]
 	if !ok {
 		return system.UnitState{LoadState: "loaded", ActiveState: "inactive", SubState: "dead"}, ctx.Err()
 	}
-	sub := map[string]string{"active": "running", "failed": "failed", "inactive": "dead"}[st]
-	return system.UnitState{LoadState: "loaded", ActiveState: st, SubState: sub}, ctx.Err()
+	out := system.UnitState{LoadState: "loaded", ActiveState: st, Result: "success"}
+	switch {
+	case st == "activating" && slices.Contains(u.sim.opts.CrashLoop, name):
+		u.sim.restarts[key]++
+		out.SubState, out.Result, out.NRestarts = "auto-restart", "exit-code", u.sim.restarts[key]
+	case st == "activating":
+		if u.sim.pending[key]--; u.sim.pending[key] <= 0 {
+			u.sim.states[key] = "active"
+		}
+		out.SubState = "start"
+	case st == "failed":
+		out.SubState, out.Result = "failed", "exit-code"
+	default:
+		out.SubState = map[string]string{"active": "running", "inactive": "dead"}[st]
+	}
+	return out, ctx.Err()
 }
 
 type accounts struct{ sim *Sim }
