@@ -103,7 +103,9 @@ func FuzzEnvelopeAndChunks(f *testing.F) {
 				t.Fatal(err)
 			}
 		}
-		bind := func(e *envelope.Envelope, fleet, dev string, groups []string) error { return e.BindDirect(fleet, dev, groups) }
+		bind := func(e *envelope.Envelope, fleet, dev string, groups []string) error {
+			return e.BindDirect(fleet, dev, groups)
+		}
 		reply := svc.HandleEnvelope(context.Background(), raw, envelope.MaxSize, sig, "fuzz", bind)
 		if reply.Accepted && !(resign && digestOK) {
 			t.Fatalf("accepted without a valid signature over a matching payload: %+v", reply)
