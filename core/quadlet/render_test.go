@@ -218,6 +218,25 @@ Image = "localhost/b:latest"
 [containers.build.b.Build]
 ImageTag = "localhost/b:latest"
 File = "${FILES_DIR}/Containerfile"`, map[string]string{"b-build.service": "podman build"}},
+		// Podman's own health: with Notify=healthy the unit turns active only once the
+		// container's HealthCmd passes, so activation's "active" means healthy.
+		{"podman_health_notify_healthy", `
+[containers.container.c]
+privileged = true
+[containers.container.c.Container]
+Image = "docker.io/library/nginx:alpine"
+HealthCmd = "wget -q -O /dev/null http://127.0.0.1/"
+HealthInterval = "2s"
+HealthRetries = 5
+HealthStartPeriod = "10s"
+Notify = "healthy"`, map[string]string{"c.service": "--health-cmd \"wget -q -O /dev/null http://127.0.0.1/\""}},
+		{"podman_health_rootless", `
+[containers.container.c]
+privileged = false
+[containers.container.c.Container]
+Image = "docker.io/library/nginx:alpine"
+HealthCmd = "wget -q -O /dev/null http://127.0.0.1/"
+Notify = "healthy"`, map[string]string{"c.service": "--sdnotify=healthy"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
