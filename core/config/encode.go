@@ -38,6 +38,27 @@ func Encode(m Model) []byte {
 	e.kv("timeout_seconds", strconv.Itoa(a.TimeoutSeconds))
 	e.kv("settle_seconds", strconv.Itoa(a.SettleSeconds))
 	e.kv("strategy", quote(a.Strategy))
+	for _, name := range SortedKeys(a.Health) {
+		h := a.Health[name]
+		e.table("activation", "health", name)
+		switch h.Kind() {
+		case "http":
+			e.kv("http", quote(h.HTTP))
+			e.kv("status", strconv.Itoa(h.Status))
+			if h.BodyContains != "" {
+				e.kv("body_contains", quote(h.BodyContains))
+			}
+		case "tcp":
+			e.kv("tcp", quote(h.TCP))
+		default:
+			e.kv("exec", strList(h.Exec))
+			e.kv("exec_in", quote(h.ExecIn))
+		}
+		e.kv("interval_seconds", strconv.Itoa(h.IntervalSeconds))
+		e.kv("timeout_seconds", strconv.Itoa(h.TimeoutSeconds))
+		e.kv("retries", strconv.Itoa(h.Retries))
+		e.kv("start_period_seconds", strconv.Itoa(h.StartPeriodSeconds))
+	}
 	for _, name := range SortedKeys(m.Containers.Container) {
 		c := m.Containers.Container[name]
 		e.table("containers", "container", name)

@@ -26,6 +26,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(doc{network: "[network.dnsmasq]\ngateway_cidr = \"10.0.0.1/24\"\n[network.ntp]\nservers=[\"a.b\"]"}.String()))
 	f.Add([]byte(doc{containers: webWith(false, "PublishPort = [\"1:2\", \"[::1]:3:4\"]\nExec = [\"a b\", 1, true]")}.String()))
 	f.Add([]byte(doc{fleet: "[fleet]\ngroups=[\"g\"]\n[fleet.signers.admin]\nops=[\"apply\"]"}.String()))
+	f.Add([]byte(doc{activation: "[activation]\nrequired=[\"web\"]\n[activation.health.web]\nhttp=\"http://127.0.0.1:1/\"\nbody_contains=\"ok\"\nretries=3"}.String()))
+	f.Add([]byte(doc{activation: "[activation]\nrequired=[\"web\"]\n[activation.health.web]\nexec=[\"true\"]\nexec_in=\"host\""}.String()))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		m, r, err := Parse(raw, Options{})
 		if (err != nil) != r.Fatal() {

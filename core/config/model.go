@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strings"
 	"bytes"
 	"encoding/json"
 	"sort"
@@ -94,7 +95,59 @@ type Activation struct {
 	TimeoutSeconds   int      `json:"timeout_seconds"`
 	SettleSeconds    int      `json:"settle_seconds"`
 	Strategy         string   `json:"strategy"`
+	// Health holds a typed check per container (fleetprov extension): a required unit is
+	// healthy when systemd says active and its check passes.
+	Health map[string]HealthCheck `json:"health,omitempty"`
 }
+
+// HealthCheck is one typed check of a container: exactly one of HTTP, TCP and Exec.
+type HealthCheck struct {
+	HTTP         string   `json:"http,omitempty"`          // URL (http or https) to GET
+	Status       int      `json:"status,omitempty"`        // HTTP status expected (default 200)
+	BodyContains string   `json:"body_contains,omitempty"` // optional substring of the HTTP body
+	TCP          string   `json:"tcp,omitempty"`           // host:port to connect to
+	Exec         []string `json:"exec,omitempty"`          // command; exit 0 passes
+	ExecIn       string   `json:"exec_in,omitempty"`       // container (default: podman exec) or host
+	// Timing: run every IntervalSeconds, each try within TimeoutSeconds; failures during
+	// StartPeriodSeconds do not count, and more than Retries failures after it fail the
+	// activation at once.
+	IntervalSeconds    int `json:"interval_seconds"`
+	TimeoutSeconds     int `json:"timeout_seconds"`
+	Retries            int `json:"retries"`
+	StartPeriodSeconds int `json:"start_period_seconds"`
+}
+
+// Kind returns http, tcp or exec.
+func (h HealthCheck) Kind() string {
+	switch {
+	case h.HTTP != "":
+		return "http"
+	case h.TCP != "":
+		return "tcp"
+	}
+	return "exec"
+}
+
+// Target describes what the check probes, for events and errors.
+func (h HealthCheck) Target() string {
+	switch h.Kind() {
+	case "http":
+		return h.HTTP
+	case "tcp":
+		return h.TCP
+	}
+	return strings.Join(h.Exec, " ")
+}
+
+// Health check defaults.
+const (
+	DefaultHealthInterval = 2
+	DefaultHealthTimeout  = 2
+	DefaultHealthRetries  = 5
+	DefaultHealthStatus   = 200
+	HealthExecInContainer = "container"
+	HealthExecOnHost      = "host"
+)
 
 // Containers holds the Quadlet resources keyed by name.
 type Containers struct {

@@ -234,6 +234,36 @@ func TestRulesActivation(t *testing.T) {
 	})
 }
 
+func TestRulesHealthChecks(t *testing.T) {
+	hc := func(s string) doc {
+		return doc{activation: "[activation]\nrequired = [\"web\"]\n[activation.health.web]\n" + s}
+	}
+	runRuleCases(t, []ruleCase{
+		{name: "http_valid", doc: hc("http = \"http://127.0.0.1:8081/healthz\"\nstatus = 204\nbody_contains = \"ok\"\ninterval_seconds = 1\ntimeout_seconds = 1\nretries = 10\nstart_period_seconds = 30")},
+		{name: "tcp_valid", doc: hc("tcp = \"127.0.0.1:5432\"")},
+		{name: "exec_valid", doc: hc("exec = [\"pg_isready\", \"-q\"]\nexec_in = \"host\"")},
+		{name: "none", doc: hc("retries = 3"), wantPath: "activation.health.web", wantMsg: "exactly one of http, tcp, exec"},
+		{name: "two_kinds", doc: hc("http = \"http://a/\"\ntcp = \"a:1\""), wantPath: "activation.health.web", wantMsg: "exactly one of http, tcp, exec"},
+		{name: "http_scheme", doc: hc("http = \"ftp://a/\""), wantPath: "activation.health.web.http", wantMsg: "http:// or https:// URL"},
+		{name: "http_no_host", doc: hc("http = \"http:///x\""), wantPath: "activation.health.web.http", wantMsg: "with a host"},
+		{name: "status_range", doc: hc("http = \"http://a/\"\nstatus = 99"), wantPath: "activation.health.web.status", wantMsg: "100..599"},
+		{name: "status_on_tcp", doc: hc("tcp = \"a:1\"\nstatus = 200"), wantPath: "activation.health.web.status", wantMsg: "http checks only"},
+		{name: "tcp_port_range", doc: hc("tcp = \"a:70000\""), wantPath: "activation.health.web.tcp", wantMsg: "port in 1..65535"},
+		{name: "tcp_no_port", doc: hc("tcp = \"a\""), wantPath: "activation.health.web.tcp", wantMsg: "host:port"},
+		{name: "exec_empty", doc: hc("exec = []"), wantPath: "activation.health.web.exec", wantMsg: "non-empty command"},
+		{name: "exec_newline", doc: hc("exec = [\"a\\nb\"]"), wantPath: "activation.health.web.exec[0]", wantMsg: "control characters"},
+		{name: "exec_in_bad", doc: hc("exec = [\"a\"]\nexec_in = \"vm\""), wantPath: "activation.health.web.exec_in", wantMsg: "container or host"},
+		{name: "interval_zero", doc: hc("tcp = \"a:1\"\ninterval_seconds = 0"), wantPath: "activation.health.web.interval_seconds", wantMsg: "1..60"},
+		{name: "timeout_big", doc: hc("tcp = \"a:1\"\ntimeout_seconds = 61"), wantPath: "activation.health.web.timeout_seconds", wantMsg: "1..60"},
+		{name: "retries_zero", doc: hc("tcp = \"a:1\"\nretries = 0"), wantPath: "activation.health.web.retries", wantMsg: "1..100"},
+		{name: "start_period_big", doc: hc("tcp = \"a:1\"\nstart_period_seconds = 601"), wantPath: "activation.health.web.start_period_seconds", wantMsg: "0..600"},
+		{name: "unknown_container", doc: doc{activation: "[activation]\nrequired = [\"web\"]\n[activation.health.ghost]\ntcp = \"a:1\""}, wantPath: "activation.health.ghost", wantMsg: "unknown container: ghost"},
+		{name: "unknown_key", doc: hc("tcp = \"a:1\"\nfoo = 1"), wantPath: "activation.health.web.foo", wantMsg: "unknown key"},
+		{name: "not_required_warns", doc: doc{containers: webWith(false) + "\n[containers.container.db]\nprivileged = false\n[containers.container.db.Container]\nImage = \"db\"",
+			activation: "[activation]\nrequired = [\"web\"]\n[activation.health.db]\ntcp = \"a:1\""}, wantWarn: "gate required units only: add db to activation.required"},
+	})
+}
+
 func TestRulesContainers(t *testing.T) {
 	res := func(kind, section, body string) doc {
 		return doc{containers: webWith(false) + "\n[containers." + kind + ".r1]\n[containers." + kind + ".r1." + section + "]\n" + body}
