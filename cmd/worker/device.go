@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
+	"github.com/fleetprov/fleetprov/cmd/internal/probe"
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/jobs"
 	"github.com/fleetprov/fleetprov/core/provision"
@@ -64,7 +65,9 @@ func (f *deviceFlags) logger(stdio cli.IO) (*slog.Logger, error) {
 func (f *deviceFlags) backend() (system.Backend, *simulate.Sim, error) {
 	switch f.system {
 	case "dbus":
-		return dbus.New(), nil, nil
+		be := dbus.New()
+		be.Probes = probe.Real{}
+		return be, nil, nil
 	case "simulate":
 		var fail []string
 		for _, s := range strings.Split(f.simulateFail, ",") {

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,6 +47,8 @@ type Spec struct {
 	HookEnv []string
 	// AppUser is the account whose manager runs rootless units.
 	AppUser system.Account
+	// ContainerNames maps a container to the name Podman runs it under (exec checks).
+	ContainerNames map[string]string
 }
 
 // Options tune an activation.
@@ -167,6 +170,7 @@ const (
 
 func waitRequired(ctx context.Context, spec Spec, units map[string]config.Unit, manager func(config.Unit) system.Units, opts Options, emit func(record.Event)) error {
 	waiting := map[string]string{} // what was last said about each unit being waited for
+	checks := newCheckRuns(spec, opts)
 	for {
 		// After the deadline, one last look with a short detached context, so the verdict
 		// names the units that are really down, not every unit the expired context failed.
@@ -196,13 +200,20 @@ func waitRequired(ctx context.Context, spec Spec, units map[string]config.Unit, 
 					waiting[name] = now
 					emit(record.Event{Step: "health-wait", Service: u.Service, Mode: u.Mode, Status: st.ActiveState, Message: now})
 				}
+				continue
+			}
+			// Active: its typed check, if any, must pass too.
+			if ok, err := checks.run(ctx, name, u, emit); err != nil {
+				return err
+			} else if !ok {
+				down = append(down, u.Service)
 			}
 		}
 		if len(down) == 0 || ctx.Err() != nil {
 			for _, name := range spec.Policy.Required {
 				u := units[name]
 				status := "healthy"
-				if !states[name].Active() {
+				if !states[name].Active() || !checks.passed(name) {
 					status = "unhealthy"
 				}
 				emit(record.Event{Step: "health-check", Service: u.Service, Mode: u.Mode, Status: status})
@@ -275,4 +286,124 @@ func timedOut(ctx context.Context, err error) error {
 		return fmt.Errorf("%w: %w", ErrHealthTimeout, err)
 	}
 	return err
+}
+
+// ErrCheckFailed is returned as soon as a required unit's typed health check has failed
+// more than its retries after its start period.
+var ErrCheckFailed = errors.New("health check failed")
+
+// checkRuns tracks the typed checks of one activation.
+type checkRuns struct {
+	spec  Spec
+	opts  Options
+	start time.Time
+	state map[string]*checkRun
+}
+
+type checkRun struct {
+	ok       bool
+	failures int
+	next     time.Time
+}
+
+func newCheckRuns(spec Spec, opts Options) *checkRuns {
+	return &checkRuns{spec: spec, opts: opts, start: opts.Now(), state: map[string]*checkRun{}}
+}
+
+// passed reports whether name has no check or its check has passed.
+func (c *checkRuns) passed(name string) bool {
+	if _, ok := c.spec.Policy.Health[name]; !ok {
+		return true
+	}
+	r := c.state[name]
+	return r != nil && r.ok
+}
+
+// run tries name's check when it is due; it reports whether the check has passed, and an
+// error once it has failed for good. A unit without a check passes.
+func (c *checkRuns) run(ctx context.Context, name string, u config.Unit, emit func(record.Event)) (bool, error) {
+	h, ok := c.spec.Policy.Health[name]
+	if !ok {
+		return true, nil
+	}
+	r := c.state[name]
+	if r == nil {
+		r = &checkRun{}
+		c.state[name] = r
+	}
+	now := c.opts.Now()
+	if r.ok || now.Before(r.next) {
+		return r.ok, nil
+	}
+	r.next = now.Add(time.Duration(h.IntervalSeconds) * time.Second)
+	pctx, cancel := context.WithTimeout(ctx, time.Duration(h.TimeoutSeconds)*time.Second)
+	result, err := c.probe(pctx, name, u, h)
+	cancel()
+	where := fmt.Sprintf("%s: %s %s → %s", u.Service, h.Kind(), h.Target(), result)
+	if err == nil {
+		r.ok = true
+		emit(record.Event{Step: "health-check", Service: u.Service, Mode: u.Mode, Status: "passed", Message: where})
+		return true, nil
+	}
+	inStart := now.Before(c.start.Add(time.Duration(h.StartPeriodSeconds) * time.Second))
+	if !inStart {
+		r.failures++
+	}
+	if r.failures > h.Retries {
+		msg := fmt.Sprintf("%s, failed %d times after its start period", where, r.failures)
+		emit(record.Event{Step: "health-check", Service: u.Service, Mode: u.Mode, Status: "failed", Message: msg})
+		return false, fmt.Errorf("%w: %s", ErrCheckFailed, msg)
+	}
+	progress := fmt.Sprintf("%s, retry %d/%d", where, r.failures, h.Retries)
+	if inStart {
+		progress = where + ", in its start period"
+	}
+	emit(record.Event{Step: "health-wait", Service: u.Service, Mode: u.Mode, Status: "checking", Message: progress})
+	return false, nil
+}
+
+// probe runs one try of a check; the string says what it saw.
+func (c *checkRuns) probe(ctx context.Context, name string, u config.Unit, h config.HealthCheck) (string, error) {
+	p := c.opts.Backend.Probes
+	if p == nil {
+		return "no probes on this backend", errors.New("no probes")
+	}
+	switch h.Kind() {
+	case "http":
+		status, body, err := p.HTTP(ctx, h.HTTP)
+		switch {
+		case err != nil:
+			return "error: " + err.Error(), err
+		case status != h.Status:
+			return fmt.Sprintf("%d (want %d)", status, h.Status), errors.New("status")
+		case h.BodyContains != "" && !strings.Contains(string(body), h.BodyContains):
+			return fmt.Sprintf("%d without %q in the body", status, h.BodyContains), errors.New("body")
+		}
+		return strconv.Itoa(status), nil
+	case "tcp":
+		if err := p.TCP(ctx, h.TCP); err != nil {
+			return "error: " + err.Error(), err
+		}
+		return "connected", nil
+	}
+	var acc *system.Account
+	container := ""
+	if h.ExecIn != config.HealthExecOnHost {
+		container = c.spec.ContainerNames[name]
+		if u.Mode == config.ModeRootless {
+			a := c.spec.AppUser
+			acc = &a
+		}
+	}
+	code, out, err := p.Exec(ctx, acc, container, h.Exec)
+	switch {
+	case err != nil:
+		return "error: " + err.Error(), err
+	case code != 0:
+		if out = strings.TrimSpace(out); len(out) > logLineLen {
+			out = out[:logLineLen] + "..."
+		}
+		return fmt.Sprintf("exit %d: %s", code, out), errors.New("exit")
+	}
+	return "exit 0", nil
 }

@@ -123,6 +123,7 @@ func (p *Provisioner) activate(ctx context.Context, m config.Model, d deployed, 
 		Hook:    p.opts.Hook,
 		HookEnv: []string{"FLEETPROV_CONFIG_DIR=" + p.opts.State.Active()},
 		AppUser: d.account,
+		ContainerNames: containerNames(m),
 	}
 	return p.runActivation(ctx, spec, emit)
 }
@@ -181,4 +182,19 @@ func (p *Provisioner) SyncQuadlet(ctx context.Context, emit func(record.Event)) 
 	}
 	_, err = p.deploy(ctx, emit)
 	return err
+}
+
+// containerNames maps each container to its Podman name: ContainerName= when set, else
+// Quadlet's default systemd-<name>.
+func containerNames(m config.Model) map[string]string {
+	out := map[string]string{}
+	for name, c := range m.Containers.Container {
+		out[name] = "systemd-" + name
+		for _, d := range c.Container {
+			if d.Key == "ContainerName" && len(d.Values) == 1 && d.Values[0].Kind == config.KindString {
+				out[name] = d.Values[0].Str
+			}
+		}
+	}
+	return out
 }

@@ -58,6 +58,18 @@ type Logs interface {
 	Tail(ctx context.Context, acc *Account, unit string, n int) ([]string, error)
 }
 
+// Probes run the probes of typed health checks.
+type Probes interface {
+	// HTTP GETs url and returns the status and up to 64 KiB of the body.
+	HTTP(ctx context.Context, url string) (status int, body []byte, err error)
+	// TCP connects to addr and closes the connection.
+	TCP(ctx context.Context, addr string) error
+	// Exec runs argv in container with podman exec (as the app user's Podman when acc is
+	// not nil), or on the host when container is "". It returns the exit code and the
+	// start of the output.
+	Exec(ctx context.Context, acc *Account, container string, argv []string) (exit int, output string, err error)
+}
+
 // Account is a local user account.
 type Account struct {
 	Name string
@@ -88,7 +100,8 @@ type Backend struct {
 	User     func(a Account) Units // the app user's manager
 	Accounts Accounts
 	Hooks    Hooks
-	Logs     Logs // nil: no logs in failure reports
+	Logs     Logs   // nil: no logs in failure reports
+	Probes   Probes // nil: typed health checks cannot run (an activation with checks fails)
 }
 
 // HookError reports a hook that ran and failed.

@@ -6,6 +6,7 @@ package simulate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -37,6 +38,10 @@ type Options struct {
 	// SlowStart maps services to how many state reads they stay activating after a start
 	// before they are active.
 	SlowStart map[string]int
+	// Probe answers typed health-check probes: kind is http, tcp or exec, target the URL,
+	// address or command; code is the HTTP status or the exit code. Nil: every probe
+	// passes (HTTP 200 "ok").
+	Probe func(kind, target string) (code int, body string, err error)
 }
 
 // Sim is the simulated OS. Its zero value is not usable; call New.
@@ -68,7 +73,49 @@ func (s *Sim) Backend() system.Backend {
 		Accounts: accounts{sim: s},
 		Hooks:    system.ExecHooks{},
 		Logs:     logs{sim: s},
+		Probes:   probes{sim: s},
 	}
+}
+
+type probes struct{ sim *Sim }
+
+func (p probes) answer(kind, target string) (int, string, error) {
+	p.sim.mu.Lock()
+	p.sim.record("probe %s %s", kind, target)
+	f := p.sim.opts.Probe
+	p.sim.mu.Unlock()
+	if f == nil {
+		if kind == "http" {
+			return 200, "ok", nil
+		}
+		return 0, "", nil
+	}
+	return f(kind, target)
+}
+
+// HTTP implements system.Probes.
+func (p probes) HTTP(ctx context.Context, url string) (int, []byte, error) {
+	code, body, err := p.answer("http", url)
+	return code, []byte(body), errors.Join(err, ctx.Err())
+}
+
+// TCP implements system.Probes.
+func (p probes) TCP(ctx context.Context, addr string) error {
+	_, _, err := p.answer("tcp", addr)
+	return errors.Join(err, ctx.Err())
+}
+
+// Exec implements system.Probes.
+func (p probes) Exec(ctx context.Context, acc *system.Account, container string, argv []string) (int, string, error) {
+	where := "host"
+	if container != "" {
+		where = container
+		if acc != nil {
+			where = acc.Name + "/" + container
+		}
+	}
+	code, out, err := p.answer("exec", where+": "+strings.Join(argv, " "))
+	return code, out, errors.Join(err, ctx.Err())
 }
 
 type logs struct{ sim *Sim }

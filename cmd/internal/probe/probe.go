@@ -1,0 +1,106 @@
+// Package probe runs the probes of typed health checks on a real device (system.Probes):
+// HTTP GETs, TCP connects, and commands run with `podman exec` (as the app user for
+// rootless containers) or on the host. It lives beside the commands because it needs
+// net/http, which core/ must not import.
+package probe
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+
+	"github.com/fleetprov/fleetprov/core/system"
+)
+
+// maxBody bounds what an HTTP probe reads of a body, and maxOutput what an exec probe
+// keeps of its output.
+const (
+	maxBody   = 64 << 10
+	maxOutput = 4 << 10
+)
+
+// Real is system.Probes for a real device.
+type Real struct{}
+
+var client = &http.Client{
+	// A health endpoint answers itself; a redirect elsewhere is not health.
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+// HTTP implements system.Probes.
+func (Real) HTTP(ctx context.Context, url string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("User-Agent", "fleetprov-health-check")
+	res, err := client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(res.Body, maxBody))
+	return res.StatusCode, body, err
+}
+
+// TCP implements system.Probes.
+func (Real) TCP(ctx context.Context, addr string) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// Exec implements system.Probes.
+func (Real) Exec(ctx context.Context, acc *system.Account, container string, argv []string) (int, string, error) {
+	if len(argv) == 0 {
+		return 0, "", errors.New("empty command")
+	}
+	var cmd *exec.Cmd
+	if container == "" {
+		cmd = exec.CommandContext(ctx, argv[0], argv[1:]...)
+	} else {
+		cmd = exec.CommandContext(ctx, "podman", append([]string{"exec", container}, argv...)...)
+	}
+	if acc != nil {
+		// The app user's Podman: its own uid, home and runtime dir.
+		runtimeDir := "/run/user/" + strconv.Itoa(acc.UID)
+		cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + acc.Home,
+			"USER=" + acc.Name, "XDG_RUNTIME_DIR=" + runtimeDir}
+		cmd.Dir = acc.Home
+		if os.Geteuid() == 0 && acc.UID != 0 {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(acc.UID), Gid: uint32(acc.GID)}}
+		}
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &limited{&out}, &limited{&out}
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() >= 0 {
+		return ee.ExitCode(), out.String(), nil
+	}
+	if err != nil {
+		return 0, out.String(), fmt.Errorf("running %s: %w", argv[0], err)
+	}
+	return 0, out.String(), nil
+}
+
+// limited keeps the first maxOutput bytes and drops the rest.
+type limited struct{ b *bytes.Buffer }
+
+func (l *limited) Write(p []byte) (int, error) {
+	if room := maxOutput - l.b.Len(); room > 0 {
+		l.b.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
