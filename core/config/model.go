@@ -1,11 +1,11 @@
 package config
 
 import (
-	"strings"
 	"bytes"
 	"encoding/json"
 	"sort"
 	"strconv"
+	"strings"
 )
 
 // Model is the normalized desired state of a device: defaults filled, names sorted where

@@ -118,11 +118,11 @@ func (p *Provisioner) deploy(ctx context.Context, emit func(record.Event)) (depl
 // activate runs the activation policy of the active state.
 func (p *Provisioner) activate(ctx context.Context, m config.Model, d deployed, emit func(record.Event)) error {
 	spec := activation.Spec{
-		Policy:  m.Activation,
-		Units:   d.rendered.Runtime.Units,
-		Hook:    p.opts.Hook,
-		HookEnv: []string{"FLEETPROV_CONFIG_DIR=" + p.opts.State.Active()},
-		AppUser: d.account,
+		Policy:         m.Activation,
+		Units:          d.rendered.Runtime.Units,
+		Hook:           p.opts.Hook,
+		HookEnv:        []string{"FLEETPROV_CONFIG_DIR=" + p.opts.State.Active()},
+		AppUser:        d.account,
 		ContainerNames: containerNames(m),
 	}
 	return p.runActivation(ctx, spec, emit)
