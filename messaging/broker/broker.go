@@ -142,7 +142,10 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 
 // Connect opens an in-process client connection (no socket).
 func (b *Broker) Connect(opts ...nats.Option) (*nats.Conn, error) {
-	opts = append([]nats.Option{nats.InProcessServer(b.srv), nats.Name("fleetprov-worker"), nats.MaxReconnects(-1)}, opts...)
+	// In-process reconnects are cheap: if the server ever cuts the worker off (a flood
+	// past its max pending), it is back within a quarter second, subscriptions restored.
+	opts = append([]nats.Option{nats.InProcessServer(b.srv), nats.Name("fleetprov-worker"), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond)}, opts...)
 	nc, err := nats.Connect("", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting in-process: %w", err)
