@@ -26,6 +26,7 @@ type workload struct {
 	admin             string
 	webPort, appPort  int
 	app, broken, slow bool
+	check             string // an [activation.health.web] table body
 }
 
 func (w workload) toml() string {
@@ -61,6 +62,9 @@ Exec = ["/bin/httpd", "-f", "-p", "8080"]
 StopTimeout = 1
 PublishPort = ["%d:8080"]
 `, w.appPort)
+	}
+	if w.check != "" {
+		b.WriteString("\n[activation.health.web]\n" + w.check + "\n")
 	}
 	if w.broken {
 		b.WriteString(`
@@ -292,6 +296,11 @@ func TestDevices(t *testing.T) {
 		if code != 1 || !strings.Contains(out, "rolled-back") || !strings.Contains(out, "rollback completed") {
 			t.Fatalf("push broken = %d\n%s", code, out)
 		}
+		// Failed fast: the unit that cannot start is named with its result, not waited
+		// for until the 30 s timeout.
+		if !strings.Contains(out, "required unit failed: broken.service failed") || strings.Contains(out, "timed out") {
+			t.Errorf("push broken did not fail fast on the failed unit:\n%s", out)
+		}
 		if after := d1.treeDigest(); after != before {
 			t.Errorf("active config differs after rollback")
 		}
@@ -299,6 +308,26 @@ func TestDevices(t *testing.T) {
 		if d1.exists("/etc/containers/systemd/broken.container") {
 			t.Errorf("broken.container left behind")
 		}
+	})
+
+	t.Run("3b_failing_http_check_rolls_back", func(t *testing.T) {
+		defer use(t)()
+		t0 := time.Now()
+		defer mark("step3b", t0)
+		before := d1.treeDigest()
+		w := w1
+		w.app = true
+		// The container runs, but its health endpoint does not answer 200.
+		w.check = fmt.Sprintf("http = \"http://127.0.0.1:%d/healthz\"\ninterval_seconds = 1\nretries = 2", w.webPort)
+		code, out := e.publisher("push", e.writeConfig("d1-unhealthy.toml", w), "--device", "e2e-dev1", "--timeout", "3m")
+		if code != 1 || !strings.Contains(out, "rolled-back") || !strings.Contains(out, "health check failed") ||
+			!strings.Contains(out, fmt.Sprintf("http://127.0.0.1:%d/healthz → 404 (want 200)", w.webPort)) {
+			t.Fatalf("push with a failing check = %d\n%s", code, out)
+		}
+		if after := d1.treeDigest(); after != before {
+			t.Errorf("active config differs after rollback")
+		}
+		d1.waitFor("the previous containers", 60*time.Second, func() bool { return d1.active("web.service") && d1.userActive("app.service") })
 	})
 
 	t.Run("4_removed_container_is_stopped", func(t *testing.T) {
