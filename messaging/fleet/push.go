@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -286,7 +287,7 @@ func (c *Client) pushOne(ctx context.Context, o PushOptions, prep *Prepared, dev
 		select {
 		case ev, ok := <-events:
 			if ok && ev.Event != nil {
-				update(dev, func(s *DeviceState) { s.Stage = ev.Event.Step })
+				update(dev, func(s *DeviceState) { s.Stage = stageText(*ev.Event) })
 				continue
 			}
 			var j *record.Job
@@ -328,4 +329,17 @@ func finish(s *DeviceState, j record.Job) {
 	default:
 		s.State = StateFailed
 	}
+}
+
+// stageText is what the live view shows of a device's latest event: the step, and for
+// health waits and checks what is awaited and the latest result.
+func stageText(e record.Event) string {
+	if (e.Step == "health-wait" || e.Step == "health-check") && e.Message != "" {
+		msg, _, _ := strings.Cut(e.Message, "\n")
+		if e.Service != "" && !strings.HasPrefix(msg, e.Service) {
+			msg = e.Service + ": " + msg
+		}
+		return e.Step + ": " + msg
+	}
+	return e.Step
 }
