@@ -13,31 +13,15 @@ import (
 // written, fsynced, closed, chmodded and renamed over path, then the directory is fsynced.
 // Readers see the old content or the new, never a mix.
 func WriteFileAtomic(path string, data []byte, perm fs.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	root, err := os.OpenRoot(filepath.Dir(path))
 	if err != nil {
-		return fmt.Errorf("creating temp file for %s: %w", path, err)
+		return fmt.Errorf("opening the directory of %s: %w", path, err)
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // a no-op after the rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
+	defer root.Close()
+	if err := WriteFileAtomicIn(root, filepath.Base(path), data, perm, -1, -1); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("syncing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("closing %s: %w", path, err)
-	}
-	if err := os.Chmod(tmp, perm); err != nil {
-		return fmt.Errorf("setting mode of %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("renaming into %s: %w", path, err)
-	}
-	return SyncDir(dir)
+	return nil
 }
 
 // SyncDir fsyncs a directory, making renames and creations in it durable.
