@@ -3,14 +3,17 @@ package provision_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/provision"
@@ -129,5 +132,35 @@ func TestUnitsAndStateNotWorldReadable(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// TestAppUserFIFOCannotHangTheWorker: the app user replaces one of its units with a FIFO;
+// the root worker's drift check and its next sync must not block reading it.
+func TestAppUserFIFOCannotHangTheWorker(t *testing.T) {
+	dev, uid, gid, cfg := boundaryDevice(t)
+	unit := filepath.Join(dev.Rootless, "myapp.container")
+	asApp(t, uid, gid, "rm -f "+unit+" && mkfifo "+unit)
+	done := make(chan error, 1)
+	go func() {
+		cur, err := dev.Prov.Current(context.Background())
+		if err == nil && !slices.Contains(cur.Drift, unit) {
+			err = fmt.Errorf("drift = %v; want the replaced unit", cur.Drift)
+		}
+		if err == nil {
+			_, err = dev.Prov.Apply(context.Background(), provision.Input{Reader: bytes.NewReader(cfg)}, nil)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second): // a hang guard: the reads return at once
+		t.Fatal("the root worker blocked on a FIFO the app user planted")
+	}
+	if st, err := os.Lstat(unit); err != nil || !st.Mode().IsRegular() {
+		t.Errorf("the unit was not restored as a regular file: %v, %v", st, err)
 	}
 }

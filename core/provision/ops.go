@@ -105,14 +105,16 @@ func (p *Provisioner) drift(ctx context.Context, m config.Model) ([]string, erro
 	if err != nil {
 		return nil, err
 	}
+	rootful := quadlet.Target{Dir: p.opts.Quadlet.Rootful, UID: -1, GID: -1}
+	rootless := p.rootlessTarget(acc, p.rootlessDir(acc))
 	for _, f := range r.Files {
-		dir := p.opts.Quadlet.Rootful
+		t := rootful
 		if f.Unit.Mode == config.ModeRootless {
-			dir = p.rootlessDir(acc)
+			t = rootless
 		}
-		got, err := os.ReadFile(filepath.Join(dir, f.Unit.Filename))
+		got, err := quadlet.ReadUnit(t, f.Unit.Filename)
 		if err != nil || !bytes.Equal(got, f.Content) {
-			drift = append(drift, filepath.Join(dir, f.Unit.Filename))
+			drift = append(drift, filepath.Join(t.Dir, f.Unit.Filename))
 		}
 	}
 	sort.Strings(drift)

@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/state"
@@ -132,7 +134,7 @@ func SyncFiles(ctx context.Context, t Target, files []File) (Change, error) {
 		wanted[name] = true
 		next.Files = append(next.Files, ManagedFile{Name: name, Service: f.Unit.Service})
 		p := filepath.Join(dir, name)
-		if cur, err := root.ReadFile(p); err == nil && bytes.Equal(cur, f.Content) {
+		if cur, err := readRegular(root, p); err == nil && bytes.Equal(cur, f.Content) {
 			if err := root.Lchown(p, t.UID, t.GID); err != nil {
 				return ch, fmt.Errorf("setting owner of unit %s: %w", name, err)
 			}
@@ -176,7 +178,7 @@ const UnitMode = 0o600
 // are dropped and returned apart.
 func readManifest(root *os.Root, dir string) (Manifest, []string, error) {
 	var m Manifest
-	b, err := root.ReadFile(filepath.Join(dir, ManifestName))
+	b, err := readRegular(root, filepath.Join(dir, ManifestName))
 	if errors.Is(err, os.ErrNotExist) {
 		return m, nil, nil
 	}
@@ -280,4 +282,38 @@ func ReadDir(configDir string) (Rendered, error) {
 		r.Files = append(r.Files, File{Unit: u, Content: content})
 	}
 	return r, nil
+}
+
+// maxUnitFile bounds what is read of a unit or manifest in a directory the app user may
+// write: ours are a few KB.
+const maxUnitFile = 1 << 20
+
+// readRegular reads name inside root only if it is a regular file, without blocking on a
+// FIFO or a device the app user may have put there (opened non-blocking, checked by
+// descriptor, bounded).
+func readRegular(root *os.Root, name string) ([]byte, error) {
+	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", name)
+	}
+	return io.ReadAll(io.LimitReader(f, maxUnitFile))
+}
+
+// ReadUnit reads a unit file of t.Dir the way SyncFiles does: inside t.Base, regular
+// files only, never blocking (drift checks read the rootless dir as root).
+func ReadUnit(t Target, name string) ([]byte, error) {
+	root, dir, err := t.open(false)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	return readRegular(root, filepath.Join(dir, name))
 }
