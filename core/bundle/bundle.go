@@ -72,6 +72,9 @@ const (
 	maxWindow = 16 << 20
 )
 
+// WithDefaults returns l with every zero limit set to its default.
+func (l Limits) WithDefaults() Limits { return l.withDefaults() }
+
 func (l Limits) withDefaults() Limits {
 	if l.MaxCompressed <= 0 {
 		l.MaxCompressed = DefaultMaxCompressed

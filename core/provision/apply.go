@@ -231,7 +231,7 @@ func (a *applyRun) writeCandidate(ctx context.Context) error {
 	if !a.files {
 		// A plain config.toml keeps the active files/ (AtomixOS wiped them).
 		src := filepath.Join(a.p.opts.State.Active(), "files")
-		if err := copyTree(src, filepath.Join(cand, "files")); err != nil {
+		if err := copyTree(src, filepath.Join(cand, "files"), a.p.opts.Limits.WithDefaults()); err != nil {
 			return fmt.Errorf("keeping active files: %w", err)
 		}
 	}
@@ -360,11 +360,13 @@ func (a *applyRun) fail(ctx context.Context, cause error) {
 
 // copyTree copies the active files/ tree into the candidate. The app user may own and
 // change that tree while it is copied, so: only regular files and dirs are copied (links
-// are dropped), everything is read through an os.Root on src and written through an
-// os.Root on dst (no link leads outside either), and owners are set last, children
+// are dropped; a file is opened non-blocking and must still be regular by descriptor),
+// everything is read through an os.Root on src and written through an os.Root on dst (no
+// link leads outside either), the bundle limits bound what is copied (a sparse file
+// grown by the app user must not fill the disk), and owners are set last, children
 // before their parents, so root never writes below a directory the app user already
 // controls. A missing src is not an error.
-func copyTree(src, dst string) error {
+func copyTree(src, dst string, lim bundle.Limits) error {
 	if _, err := os.Lstat(src); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -386,9 +388,14 @@ func copyTree(src, dst string) error {
 		uid, gid int
 	}
 	var owners []owner
+	var total int64
+	members := 0
 	err = fs.WalkDir(sr.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if members++; members > lim.MaxMembers {
+			return fmt.Errorf("%w: the active files/ tree has over %d entries", bundle.ErrTooManyMembers, lim.MaxMembers)
 		}
 		var info fs.FileInfo
 		switch {
@@ -402,9 +409,10 @@ func copyTree(src, dst string) error {
 				}
 			}
 		case d.Type().IsRegular():
-			if info, err = copyFileIn(sr, dr, p); err != nil {
+			if info, err = copyFileIn(sr, dr, p, min(lim.MaxMember, lim.MaxTotal-total)); err != nil {
 				return err
 			}
+			total += info.Size()
 		default:
 			return nil
 		}
@@ -427,10 +435,12 @@ func copyTree(src, dst string) error {
 	return nil
 }
 
-// copyFileIn copies one regular file from sr to dr (a new file; what was opened must
-// still be a regular file) and returns the source's info.
-func copyFileIn(sr, dr *os.Root, name string) (fs.FileInfo, error) {
-	in, err := sr.Open(name)
+// copyFileIn copies one regular file of at most limit bytes from sr to dr (a new file;
+// what was opened must still be a regular file: opened non-blocking and without
+// following a final link, so a FIFO swapped in cannot hang the copy) and returns the
+// source's info.
+func copyFileIn(sr, dr *os.Root, name string, limit int64) (fs.FileInfo, error) {
+	in, err := sr.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -442,11 +452,14 @@ func copyFileIn(sr, dr *os.Root, name string) (fs.FileInfo, error) {
 	if !info.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s changed while it was copied", name)
 	}
+	if info.Size() > limit {
+		return nil, fmt.Errorf("%w: files/%s is %d bytes; the active files/ tree must stay within the bundle limits", bundle.ErrTooLarge, name, info.Size())
+	}
 	out, err := dr.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, info.Mode().Perm())
 	if err != nil {
 		return nil, err
 	}
-	if _, err := io.Copy(out, in); err != nil {
+	if _, err := io.Copy(out, io.LimitReader(in, limit)); err != nil {
 		out.Close()
 		return nil, err
 	}

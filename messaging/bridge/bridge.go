@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/fleetprov/fleetprov/core/auth"
@@ -38,11 +39,13 @@ type Options struct {
 
 // Server serves the bridge.
 type Server struct {
-	o       Options
-	uploads chan struct{}
-	log     *slog.Logger
-	csrf    string
-	mux     *http.ServeMux
+	o         Options
+	uploads   chan struct{}
+	uploadMu  sync.Mutex
+	uploaders map[string]bool // clients with an upload in progress
+	log       *slog.Logger
+	csrf      string
+	mux       *http.ServeMux
 }
 
 // New builds the server and its routes.
@@ -63,7 +66,7 @@ func New(o Options) *Server {
 		o.MaxUploads = DefaultMaxUploads
 	}
 	s := &Server{o: o, log: o.Logger.With("component", "bridge"), csrf: newToken(), mux: http.NewServeMux(),
-		uploads: make(chan struct{}, o.MaxUploads)}
+		uploads: make(chan struct{}, o.MaxUploads), uploaders: map[string]bool{}}
 	for _, rt := range s.routes() {
 		s.mux.Handle(rt.pattern, s.wrap(rt.handle))
 	}

@@ -144,12 +144,11 @@ func (s *Server) uiApply(w http.ResponseWriter, r *http.Request) error {
 	if err := s.uiGuard(r); err != nil {
 		return err
 	}
-	select {
-	case s.uploads <- struct{}{}:
-		defer func() { <-s.uploads }()
-	default:
-		return errf(wire.ErrBusy, "other uploads are in progress; try again shortly", nil)
+	release, err := s.uploadSlot(r)
+	if err != nil {
+		return err
 	}
+	defer release()
 	r.Body = http.MaxBytesReader(w, r.Body, s.o.MaxBody+1<<20)
 	if err := r.ParseMultipartForm(1 << 20); err != nil { // past 1 MiB the file goes to disk
 		return errf(wire.ErrInvalid, "expected a multipart form", err)

@@ -425,4 +425,18 @@ func TestStalledUploadsStayOffTheHeap(t *testing.T) {
 	if b.node.Trust.Provisioned() || b.node.Jobs.Active() != "" {
 		t.Error("a stalled upload started a job")
 	}
+	// The stalling client holds one upload slot at most: the operator, from another
+	// address, still gets through.
+	_, line := configtest.NewKey(t)
+	client := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).DialContext}}
+	req, _ := http.NewRequest("POST", b.base+"/api/config", bytes.NewReader(configtest.FixtureWithAdmin(t, "vm-full.config.toml", line)))
+	req.Header.Set(bridge.FirstBootHeader, "1")
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusAccepted {
+		t.Errorf("the operator's upload while another client stalls 16 = %d; want 202", res.StatusCode)
+	}
 }

@@ -124,6 +124,13 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("recovering state: %w", err)
 	}
+	// Uploads and fetched payloads spooled by a worker that died mid-request.
+	for _, pattern := range []string{"fleetprov-upload-*", "fleetprov-payload-*"} {
+		leftovers, _ := filepath.Glob(filepath.Join(st.Root, pattern))
+		for _, p := range leftovers {
+			os.Remove(p)
+		}
+	}
 	n.Replay = &auth.ReplayGuard{Dir: filepath.Join(st.Root, "replay"), Skew: envelope.ClockSkew}
 	if _, err := n.Replay.Prune(); err != nil {
 		return nil, err

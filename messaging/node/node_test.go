@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -95,4 +97,18 @@ func firstBootPost(base string, cfg []byte) (*http.Response, error) {
 	req.Header.Set("Content-Type", "application/toml")
 	req.Header.Set(bridge.FirstBootHeader, "1")
 	return http.DefaultClient.Do(req)
+}
+
+// TestSpoolLeftoversRemovedAtStart: a worker that died mid-upload leaves spool files; the
+// next start removes them.
+func TestSpoolLeftoversRemovedAtStart(t *testing.T) {
+	dev := provisiontest.New(t)
+	os.MkdirAll(dev.StateDir, 0o711)
+	for _, name := range []string{"fleetprov-upload-123", "fleetprov-payload-456"} {
+		os.WriteFile(filepath.Join(dev.StateDir, name), []byte("partial"), 0o600)
+	}
+	nodetest.StartDevice(t, dev, "d1")
+	if left, _ := filepath.Glob(filepath.Join(dev.StateDir, "fleetprov-*-*")); len(left) != 0 {
+		t.Errorf("spool leftovers after start: %v", left)
+	}
 }

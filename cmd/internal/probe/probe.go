@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/fleetprov/fleetprov/core/system"
 )
@@ -82,9 +83,21 @@ func (Real) Exec(ctx context.Context, acc *system.Account, container string, arg
 			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(acc.UID), Gid: uint32(acc.GID)}}
 		}
 	}
+	// Like activation hooks: its own process group, killed whole at the deadline, and
+	// the output pipe given up 2 s later, so nothing the command left behind (or another
+	// process of the app user holding the pipe) can hold the activation past its deadline.
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 2 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &limited{&out}, &limited{&out}
 	err := cmd.Run()
+	if cmd.Process != nil {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // what the check left behind
+	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) && ee.ExitCode() >= 0 {
 		return ee.ExitCode(), out.String(), nil

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRealProbes(t *testing.T) {
@@ -42,5 +43,23 @@ func TestRealProbes(t *testing.T) {
 	}
 	if _, _, err := (Real{}).Exec(ctx, nil, "", []string{"/nonexistent/check"}); err == nil {
 		t.Error("Exec(missing command) gave no error")
+	}
+}
+
+// TestExecProbeDoesNotWaitForLeftovers: a check that leaves a process holding its output
+// open must still end (a hang guard only: it ends about 2 s after the command exits).
+func TestExecProbeDoesNotWaitForLeftovers(t *testing.T) {
+	done := make(chan int, 1)
+	go func() {
+		code, _, _ := Real{}.Exec(context.Background(), nil, "", []string{"sh", "-c", "sleep 60 & exit 4"})
+		done <- code
+	}()
+	select {
+	case code := <-done:
+		if code != 4 {
+			t.Errorf("exit code = %d; want 4", code)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the exec probe waited for a process its command left behind")
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	sd "github.com/coreos/go-systemd/v22/dbus"
 
@@ -162,6 +163,8 @@ func (u *userUnits) systemctl(ctx context.Context, args ...string) (string, erro
 	if os.Geteuid() == 0 && u.acc.UID != 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.acc.UID), Gid: uint32(u.acc.GID)}}
 	}
+	// The app user could hold the output pipe open: give it up 2 s after the context ends.
+	cmd.WaitDelay = 2 * time.Second
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {
