@@ -38,6 +38,7 @@ func app(d deps) *cli.App {
 			syncCommand(d),
 			healthCommand(d),
 			statusCommand(d),
+			identityCommand(),
 			versionCommand(),
 		},
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
 	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/identity"
 	"github.com/fleetprov/fleetprov/messaging/broker"
 	"github.com/fleetprov/fleetprov/messaging/node"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
@@ -45,6 +46,7 @@ Standalone demo (no root, no systemd):
 			hubCreds := fs.String("hub-creds", "", "NATS creds file for the hub link")
 			hubCA := fs.String("hub-ca", "", "PEM CA file for a TLS hub link")
 			trust := fs.String("fleet-trust", "/etc/fleetprov/allowed_signers", "fleet trust file baked into the image; when it exists, first-boot applies must be signed by it")
+			idKey := identityFlag(fs)
 			window := fs.Duration("first-boot-window", 0, "close the first-boot routes (unsigned bridge and Boot UI, proof-of-possession signatures) this long after the device's first start; 0: open until provisioned. Production images should set it, or ship a fleet trust file")
 			heartbeat := fs.Duration("heartbeat", 30*time.Second, "interval between presence heartbeats")
 			shutdown := fs.Duration("shutdown-timeout", 60*time.Second, "how long SIGTERM waits for a running job")
@@ -82,14 +84,14 @@ Standalone demo (no root, no systemd):
 					HTTP: httpL, HTTPHosts: splitList(*httpHosts), HTTPFollowLAN: *followLAN && !inherited,
 					Device: id, Fleet: *fleetName, Groups: splitList(*groups), Version: Version, Prov: p,
 					Broker:         broker.Options{Listen: *natsListen, Hub: splitList(*hub), HubCreds: *hubCreds, HubCA: *hubCA},
-					FleetTrustFile: *trust, FirstBootWindow: *window, Config: config.Options{AppUser: df.appUser, BridgePort: df.bridgePort},
+					FleetTrustFile: *trust, FirstBootWindow: *window, IdentityKey: identityPath(*idKey, df.stateDir), Config: config.Options{AppUser: df.appUser, BridgePort: df.bridgePort},
 					HeartbeatInterval: *heartbeat, Logger: log,
 				})
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(stdio.Stdout, "worker %s serving fleet %q as device %q; NATS %s; HTTP %s\n", Version, *fleetName, id,
-					orNone(n.Broker.ClientURL()), httpURL(n.HTTPAddr()))
+				fmt.Fprintf(stdio.Stdout, "worker %s serving fleet %q as device %q; NATS %s; HTTP %s\nidentity %s\n", Version, *fleetName, id,
+					orNone(n.Broker.ClientURL()), httpURL(n.HTTPAddr()), identity.Fingerprint(n.Identity.PublicKey()))
 				daemon.SdNotify(false, daemon.SdNotifyReady)
 				stopWatchdog := watchdog(ctx)
 				<-ctx.Done()

@@ -13,7 +13,23 @@ import (
 const (
 	NamespaceEnvelope = "fleetprov-envelope-v1"
 	NamespaceHTTP     = "fleetprov-http-v1"
+	// NamespaceDevice is what a device signs its replies, events and presence in.
+	NamespaceDevice = "fleetprov-device-v1"
 )
+
+// VerifySelf checks an armored SSHSIG over msg in namespace with the key the signature
+// names, and returns that key; the caller decides whether the key is the one it trusts
+// (a device's enrolled key).
+func VerifySelf(msg, armored []byte, namespace string) (ssh.PublicKey, error) {
+	sig, err := parseSignature(armored)
+	if err != nil {
+		return nil, err
+	}
+	if err := verifyWith(msg, sig, sig.PublicKey, namespace); err != nil {
+		return nil, err
+	}
+	return sig.PublicKey, nil
+}
 
 // Sign makes an armored SSHSIG (sha512) of msg with signer in namespace. RSA keys sign
 // with rsa-sha2-512, as ssh-keygen does.

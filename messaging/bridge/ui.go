@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/fleetprov/fleetprov/core/identity"
 	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/messaging/wire"
 )
@@ -87,11 +88,11 @@ func (s *Server) uiHostGuard(r *http.Request) error {
 // page is what both Boot UI templates render: every asset is inlined (the page must keep
 // working after the device is provisioned and the UI routes are gone), under a CSP nonce.
 type page struct {
-	Device, Fleet, Version, CSRF, Text, JobID, Nonce string
-	Errors                                           []string
-	CSS                                              template.CSS
-	JS                                               template.JS
-	Logo                                             template.URL
+	Device, Fleet, Version, CSRF, Text, JobID, Nonce, Identity string
+	Errors                                                     []string
+	CSS                                                        template.CSS
+	JS                                                         template.JS
+	Logo                                                       template.URL
 }
 
 var (
@@ -111,6 +112,9 @@ func mustAsset(name string) string {
 // render writes a Boot UI page with fresh nonce and assets.
 func (s *Server) render(w http.ResponseWriter, status int, tmpl string, p page) error {
 	p.Device, p.Fleet, p.Version, p.Nonce = s.o.Service.Device(), s.o.Service.Fleet(), s.o.Service.Version(), newToken()
+	if k := s.o.Service.IdentityKey(); k != nil {
+		p.Identity = identity.Fingerprint(k)
+	}
 	p.CSS, p.JS, p.Logo = template.CSS(uiCSS), template.JS(uiJS), template.URL(uiLogo)
 	var buf bytes.Buffer
 	if err := uiTemplates.ExecuteTemplate(&buf, tmpl, p); err != nil {

@@ -2,6 +2,7 @@ package device
 
 import (
 	"context"
+	"encoding/base64"
 	"io"
 	"log/slog"
 	"slices"
@@ -9,13 +10,16 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/time/rate"
+
 	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/bundle"
+	"github.com/fleetprov/fleetprov/core/identity"
 	"github.com/fleetprov/fleetprov/core/jobs"
 	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/messaging/wire"
-	"golang.org/x/time/rate"
 )
 
 // Payloads moves payloads too large for one message; the NATS adapter implements it
@@ -48,8 +52,11 @@ type Options struct {
 	Payloads Payloads
 	// HubConnected reports the leaf link state for presence; nil means no hub.
 	HubConnected func() bool
-	Now          func() time.Time
-	Logger       *slog.Logger
+	// Identity is the device's own key: it signs replies, events and presence (nil: the
+	// device says things unsigned).
+	Identity ssh.Signer
+	Now      func() time.Time
+	Logger   *slog.Logger
 }
 
 // Listener is told every event of every job the service runs, then the final record
@@ -170,6 +177,9 @@ func (s *Service) Presence(ctx context.Context) wire.Presence {
 func (s *Service) computePresence(ctx context.Context) wire.Presence {
 	p := wire.Presence{Device: s.o.Device, Fleet: s.o.Fleet, Groups: s.Groups(), Version: s.o.Version, Time: s.o.Now().UTC(),
 		Busy: s.o.Jobs.Active() != ""}
+	if s.o.Identity != nil {
+		p.Identity = identity.Fingerprint(s.o.Identity.PublicKey())
+	}
 	if p.Groups == nil {
 		p.Groups = []string{}
 	}
@@ -230,15 +240,17 @@ func (s *Service) fanOut(id string, ch <-chan record.Event, cancel func()) {
 	go func() {
 		defer s.wg.Done()
 		defer cancel()
+		seq := 0
 		for ev := range ch {
-			s.notify(wire.EventMsg{JobID: id, Device: s.o.Device, Event: &ev})
+			seq++
+			s.notify(wire.EventMsg{JobID: id, Device: s.o.Device, Fleet: s.o.Fleet, Seq: seq, Event: &ev})
 		}
 		if j, err := s.o.Jobs.Get(id); err == nil {
 			s.RefreshGroups()
 			s.presenceMu.Lock()
 			s.presenceAt = time.Time{}
 			s.presenceMu.Unlock()
-			s.notify(wire.EventMsg{JobID: id, Device: s.o.Device, Done: true, Job: &j})
+			s.notify(wire.EventMsg{JobID: id, Device: s.o.Device, Fleet: s.o.Fleet, Seq: seq + 1, Done: true, Job: &j})
 		}
 	}()
 }
@@ -284,3 +296,35 @@ func (s *Service) Authorize(msg, sig []byte, ns, op string) (auth.Decision, erro
 
 // Version returns the worker's version.
 func (s *Service) Version() string { return s.o.Version }
+
+// Sign signs a message body the device sends (a reply, an event, its presence) with its
+// identity key, for wire.DeviceSignatureHeader; "" when the device has no identity.
+func (s *Service) Sign(body []byte) string {
+	if s.o.Identity == nil {
+		return ""
+	}
+	sig, err := auth.Sign(body, s.o.Identity, auth.NamespaceDevice)
+	if err != nil {
+		s.log.Error("signing a message", "err", err)
+		return ""
+	}
+	return base64.StdEncoding.EncodeToString(sig)
+}
+
+// IdentityKey returns the device's public identity key (nil without one).
+func (s *Service) IdentityKey() ssh.PublicKey {
+	if s.o.Identity == nil {
+		return nil
+	}
+	return s.o.Identity.PublicKey()
+}
+
+// SignedHeader is a NATS header carrying the device's signature of body (empty without
+// an identity). It is a plain map, so the device service needs no NATS import.
+func (s *Service) SignedHeader(body []byte) map[string][]string {
+	h := map[string][]string{}
+	if sig := s.Sign(body); sig != "" {
+		h[wire.DeviceSignatureHeader] = []string{sig}
+	}
+	return h
+}

@@ -53,7 +53,7 @@ func (s *Service) HandleEnvelope(ctx context.Context, raw []byte, max int, sigHe
 		}
 		reply = wire.Refuse(s.o.Device, werr)
 	}
-	reply.Device = s.o.Device
+	reply.Device, reply.Fleet, reply.Request = s.o.Device, s.o.Fleet, id
 	return reply
 }
 

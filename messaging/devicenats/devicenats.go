@@ -50,7 +50,8 @@ type Adapter struct {
 	mu   sync.Mutex
 	subs map[string]*nats.Subscription
 
-	unsigned []byte // the reply to a signed op sent without a signature
+	unsigned    []byte // the reply to a signed op sent without a signature
+	unsignedHdr nats.Header
 }
 
 // Requests are handled by maxInFlight workers fed by a queue of queueLen: a slow payload
@@ -85,7 +86,7 @@ func New(o Options) *Adapter {
 		wire.Errorf(wire.ErrUnauthorized, "missing signature: send the envelope's signature in the %s header", envelope.SignatureHeader)))
 	return &Adapter{o: o, svc: o.Service, log: o.Logger.With("device", o.Service.Device(), "fleet", o.Service.Fleet()),
 		work: make(chan *nats.Msg, queueLen), stop: make(chan struct{}), subs: map[string]*nats.Subscription{},
-		unsigned: unsigned}
+		unsigned: unsigned, unsignedHdr: o.Service.SignedHeader(unsigned)}
 }
 
 // Start subscribes to the request subjects, announces presence, follows job events and
@@ -200,7 +201,7 @@ func (a *Adapter) dispatch(m *nats.Msg) {
 		if a.o.OnReject != nil {
 			a.o.OnReject(wire.ErrUnauthorized.Code)
 		}
-		m.Respond(a.unsigned)
+		m.RespondMsg(&nats.Msg{Data: a.unsigned, Header: a.unsignedHdr})
 		return
 	}
 	select {
@@ -238,7 +239,7 @@ func (a *Adapter) respond(m *nats.Msg, reply wire.Reply) {
 	}
 	reply.Device = a.svc.Device()
 	b, _ := json.Marshal(reply)
-	if err := m.Respond(b); err != nil {
+	if err := m.RespondMsg(&nats.Msg{Data: b, Header: a.svc.SignedHeader(b)}); err != nil {
 		a.log.Warn("replying", "subject", m.Subject, "err", err)
 	}
 }
@@ -272,8 +273,9 @@ func (a *Adapter) handle(ctx context.Context, m *nats.Msg) wire.Reply {
 
 func (a *Adapter) publishPresence() {
 	b, _ := json.Marshal(a.svc.Presence(a.svc.Context()))
+	hdr := a.svc.SignedHeader(b)
 	subj := subjects.Subject{Fleet: a.svc.Fleet(), Kind: subjects.Presence, Name: a.svc.Device()}.String()
-	if err := a.o.Conn.Publish(subj, b); err != nil {
+	if err := a.o.Conn.PublishMsg(&nats.Msg{Subject: subj, Data: b, Header: hdr}); err != nil {
 		a.log.Warn("publishing presence", "err", err)
 	}
 }
@@ -282,7 +284,8 @@ func (a *Adapter) publishPresence() {
 // the subscriptions (the job may have changed the groups) and announces the new presence.
 func (a *Adapter) publishEvent(m wire.EventMsg) {
 	b, _ := json.Marshal(m)
-	if err := a.o.Conn.Publish(subjects.Events(a.svc.Fleet(), a.svc.Device(), m.JobID), b); err != nil {
+	msg := &nats.Msg{Subject: subjects.Events(a.svc.Fleet(), a.svc.Device(), m.JobID), Data: b, Header: a.svc.SignedHeader(b)}
+	if err := a.o.Conn.PublishMsg(msg); err != nil {
 		a.log.Warn("publishing job event", "job_id", m.JobID, "err", err)
 	}
 	if !m.Done {

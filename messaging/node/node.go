@@ -18,10 +18,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/bundle"
 	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/identity"
 	"github.com/fleetprov/fleetprov/core/jobs"
 	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/record"
@@ -43,6 +45,9 @@ type Options struct {
 	Broker  broker.Options
 	// FleetTrustFile is the image's allowed_signers for first boot (may not exist).
 	FleetTrustFile string
+	// IdentityKey is the device's identity key (default <state>/identity_ed25519, made on
+	// first start); an SSH host key such as /etc/ssh/ssh_host_ed25519_key works too.
+	IdentityKey string
 	// FirstBootWindow closes the first-boot bases (the unsigned bridge and Boot UI, and
 	// proof of possession) this long after the device's first start; 0 leaves them open
 	// until it is provisioned.
@@ -72,6 +77,7 @@ type Node struct {
 	Trust     *auth.Trust
 	Replay    *auth.ReplayGuard
 	Recovered state.Action
+	Identity  ssh.Signer
 	Bridge    *bridge.Server
 	Metrics   *bridge.Metrics
 	log       *slog.Logger
@@ -175,7 +181,19 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if len(bo.Hub) == 0 {
 		hub = nil
 	}
-	n.Service = device.New(device.Options{
+	idPath := o.IdentityKey
+	if idPath == "" {
+		idPath = filepath.Join(st.Root, identity.DefaultFile)
+	}
+	id, created, err := identity.LoadOrCreate(idPath, "fleetprov-device:"+o.Device)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		o.Logger.Info("identity key created", "path", idPath)
+	}
+	n.Identity = id
+	n.Service = device.New(device.Options{Identity: id,
 		Fleet: o.Fleet, Device: o.Device, Groups: o.Groups, Prov: o.Prov, Jobs: n.Jobs, Trust: n.Trust, Replay: n.Replay,
 		Version: o.Version, Limits: o.Limits, SpoolDir: st.Root, HubConnected: hub, Logger: o.Logger,
 		Payloads: devicenats.Blobs{Conn: n.Conn, Fleet: o.Fleet},
@@ -200,6 +218,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		}
 	}
 	o.Logger.Info("worker started", "device", o.Device, "fleet", o.Fleet, "recovery", string(n.Recovered),
+		"identity", identity.Fingerprint(id.PublicKey()),
 		"nats", n.Broker.ClientURL(), "hub", len(bo.Hub) > 0)
 	return n, nil
 }

@@ -11,12 +11,16 @@ import (
 // Reply answers a request: accepted (with a job id for a job, or Data), or refused with
 // a code.
 type Reply struct {
-	Accepted bool            `json:"accepted"`
-	JobID    string          `json:"job_id,omitempty"`
-	Device   string          `json:"device,omitempty"`
-	Code     string          `json:"code,omitempty"`
-	Error    string          `json:"error,omitempty"`
-	Data     json.RawMessage `json:"data,omitempty"`
+	Accepted bool   `json:"accepted"`
+	JobID    string `json:"job_id,omitempty"`
+	Device   string `json:"device,omitempty"`
+	Fleet    string `json:"fleet,omitempty"`
+	// Request is the id of the envelope this answers: a device-signed reply is bound to
+	// its request, so it cannot be replayed as the answer to another.
+	Request string          `json:"request,omitempty"`
+	Code    string          `json:"code,omitempty"`
+	Error   string          `json:"error,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"`
 }
 
 // Err returns the reply's error as an *Error (nil when accepted).
@@ -54,6 +58,8 @@ type Presence struct {
 	DriftFiles   []string  `json:"drift_files,omitempty"`
 	Hub          *bool     `json:"hub_connected,omitempty"`
 	Time         time.Time `json:"time"`
+	// Identity is the fingerprint of the device's identity key (it signs this message).
+	Identity string `json:"identity,omitempty"`
 }
 
 // JobRef summarizes the device's last job for everyone who sees its presence: no id (a
@@ -68,11 +74,15 @@ type JobRef struct {
 // EventMsg is what travels on fleetprov.<fleet>.evt.<device>.<job>: one job event, or the
 // final record when Done.
 type EventMsg struct {
-	JobID  string        `json:"job_id"`
-	Device string        `json:"device"`
-	Event  *record.Event `json:"event,omitempty"`
-	Done   bool          `json:"done,omitempty"`
-	Job    *record.Job   `json:"job,omitempty"`
+	JobID  string `json:"job_id"`
+	Device string `json:"device"`
+	Fleet  string `json:"fleet,omitempty"`
+	// Seq numbers a job's messages from 1 (the final record last), so a signed event
+	// cannot be replayed into another job or out of order.
+	Seq   int           `json:"seq,omitempty"`
+	Event *record.Event `json:"event,omitempty"`
+	Done  bool          `json:"done,omitempty"`
+	Job   *record.Job   `json:"job,omitempty"`
 }
 
 // ValidationResult is the answer to validate.
@@ -115,3 +125,8 @@ type ExportResult struct {
 // browser request preflighted, and the bridge answers no preflight, so no web page can
 // send it. The publisher sends it on every request.
 const FirstBootHeader = "X-Fleetprov-First-Boot"
+
+// DeviceSignatureHeader carries base64(armored SSHSIG, namespace fleetprov-device-v1)
+// over the exact body of a device's reply, event or presence message, by the device's
+// identity key (NATS header; HTTP response header of POST /api/envelopes).
+const DeviceSignatureHeader = "Fleetprov-Device-Signature"
