@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -21,6 +23,8 @@ import (
 // connFlags are the connection and signing flags of every networked command.
 type connFlags struct {
 	server, creds, fleetName, key, keyID, via string
+	known                                     string
+	tofu                                      bool
 	timeout                                   time.Duration
 	env                                       cli.Env
 }
@@ -31,6 +35,8 @@ func (c *connFlags) register(fs *flag.FlagSet, signing bool) {
 	fs.StringVar(&c.fleetName, "fleet", "default", "fleet name")
 	fs.DurationVar(&c.timeout, "reply-timeout", 10*time.Second, "how long to wait for a device's answer")
 	fs.StringVar(&c.via, "via", "", "reach one device through its HTTP bridge (http://device:8080) instead of NATS")
+	fs.StringVar(&c.known, "known-devices", "", "file of enrolled device keys (default ~/.config/fleetprov/known_devices)")
+	fs.BoolVar(&c.tofu, "tofu", false, "trust on first use: enrol a device that is not in known-devices with the key it signs with (first use through a NATS server on localhost is always allowed, and printed)")
 	if signing {
 		fs.StringVar(&c.key, "key", "", "OpenSSH private key to sign with (default: the first suitable key in $SSH_AUTH_SOCK)")
 		fs.StringVar(&c.keyID, "key-id", "", "with ssh-agent: pick the key whose fingerprint or comment contains this")
@@ -68,6 +74,13 @@ func (c *connFlags) client(stdio cli.IO, sign bool) (cl *fleet.Client, closeFn f
 		}
 		return cl, func() {}, nil
 	}
+	known, tofu, err := c.knownDevices()
+	if err != nil {
+		return nil, nil, err
+	}
+	opts = append(opts, fleet.WithKnownDevices(known, tofu, func(dev, fp string) {
+		fmt.Fprintf(stdio.Stderr, "enrolled %s on first use: identity %s (recorded in %s)\n", dev, fp, known.Path())
+	}))
 	nc, err := c.connect()
 	if err != nil {
 		return nil, nil, err
@@ -175,4 +188,38 @@ func (t *targetFlags) target(need bool) (fleet.Target, error) {
 		return fleet.Target{}, cli.Usagef("give exactly one of --device, --group or --all (with --via: --device or nothing)")
 	}
 	return fleet.Target{Devices: t.devices, Group: t.group, All: t.all}, nil
+}
+
+// knownDevices loads the known-devices file and says whether first use is trusted:
+// with --tofu, or when the NATS server is on this machine (the quick start's standalone
+// worker), where a device is whatever runs here.
+func (c *connFlags) knownDevices() (*fleet.KnownDevices, bool, error) {
+	path := c.known
+	if path == "" {
+		if v, ok := c.env("FLEETPROV_KNOWN_DEVICES"); ok && v != "" {
+			path = v
+		} else if home, ok := c.env("HOME"); ok && home != "" {
+			path = filepath.Join(home, ".config", "fleetprov", "known_devices")
+		} else {
+			return nil, false, cli.Usagef("no known-devices file: pass --known-devices or set HOME")
+		}
+	}
+	k, err := fleet.LoadKnownDevices(path)
+	if err != nil {
+		return nil, false, err
+	}
+	return k, c.tofu || localServer(c.server), nil
+}
+
+// localServer reports whether a NATS URL names this machine.
+func localServer(server string) bool {
+	u, err := url.Parse(server)
+	if err != nil {
+		return false
+	}
+	switch u.Hostname() {
+	case "localhost", "127.0.0.1", "::1":
+		return true
+	}
+	return false
 }

@@ -42,6 +42,7 @@ semantic rule, and rendering of the Quadlet units. Exit status 1 when invalid.`,
 			currentCommand(),
 			exportCommand(),
 			patchCommand(),
+			enrollCommand(),
 			initCommand(),
 		},
 	}

@@ -15,7 +15,14 @@ import (
 func runPub(t *testing.T, args ...string) (int, string) {
 	t.Helper()
 	var out bytes.Buffer
-	code := run(context.Background(), args, cli.IO{Stdout: &out, Stderr: &out, Env: func(string) (string, bool) { return "", false }})
+	home := t.TempDir()
+	env := func(k string) (string, bool) {
+		if k == "HOME" {
+			return home, true
+		}
+		return "", false
+	}
+	code := run(context.Background(), args, cli.IO{Stdout: &out, Stderr: &out, Env: env})
 	return code, out.String()
 }
 

@@ -281,6 +281,11 @@ func report(w io.Writer, sum fleet.Summary, asJSON, asJSONL bool) error {
 	case sum.OK():
 		return nil
 	}
+	for _, d := range sum.Devices {
+		if d.State == fleet.StateImpostor {
+			return cli.Exit(cli.ExitImpostor, cli.ErrReported)
+		}
+	}
 	unauthorized := true
 	for _, d := range sum.Devices {
 		if d.Code != wire.ErrUnauthorized.Code {

@@ -64,7 +64,7 @@ func lsCommand(name string) *cli.Command {
 					fmt.Fprintf(stdio.Stdout, "%s\n", b)
 				} else {
 					tw := tabwriter.NewWriter(stdio.Stdout, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "DEVICE\tGROUPS\tPROVISIONED\tCONFIG\tLAST JOB\tDRIFT\tHUB\tVERSION")
+					fmt.Fprintln(tw, "DEVICE\tGROUPS\tPROVISIONED\tCONFIG\tLAST JOB\tDRIFT\tHUB\tVERSION\tENROLMENT")
 					for _, p := range found {
 						cfg := "-"
 						if len(p.ConfigSHA256) >= 12 {
@@ -78,7 +78,11 @@ func lsCommand(name string) *cli.Command {
 						if p.Hub != nil {
 							hub = map[bool]string{true: "up", false: "down"}[*p.Hub]
 						}
-						fmt.Fprintf(tw, "%s\t%v\t%v\t%s\t%s\t%v\t%s\t%s\n", p.Device, p.Groups, p.Provisioned, cfg, last, p.Drift, hub, p.Version)
+						enr := p.Enrollment
+						if enr == "" {
+							enr = "-"
+						}
+						fmt.Fprintf(tw, "%s\t%v\t%v\t%s\t%s\t%v\t%s\t%s\t%s\n", p.Device, p.Groups, p.Provisioned, cfg, last, p.Drift, hub, p.Version, enr)
 					}
 					tw.Flush()
 				}
@@ -174,6 +178,10 @@ func queryErr(err error) error {
 		return cli.Exit(cli.ExitUnreachable, err)
 	case errors.Is(err, wire.ErrUnauthorized):
 		return cli.Exit(cli.ExitUnauthorized, err)
+	case errors.Is(err, fleet.ErrImpostor):
+		return cli.Exit(cli.ExitImpostor, err)
+	case errors.Is(err, fleet.ErrUnenrolled):
+		return cli.Exit(cli.ExitFailed, err)
 	}
 	return err
 }

@@ -9,6 +9,9 @@ for i in $(seq 1 30); do
   [ "$n" -ge 3 ] && break
   sleep 1
 done
+# The demo network is trusted: enrol every device on first use (in production, enrol each
+# --device with the --fingerprint its console shows: worker identity).
+publisher enroll --all --tofu --server nats://hub:4222 --fleet demo
 publisher ls --server nats://hub:4222 --fleet demo
 publisher push /tmp/config.toml --group edge --server nats://hub:4222 --fleet demo --key /tmp/operator
 publisher push /tmp/config.toml --all --canary 1 --batch 2 --server nats://hub:4222 --fleet demo --key /tmp/operator

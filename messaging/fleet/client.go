@@ -4,8 +4,10 @@
 package fleet
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -19,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/messaging/blob"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
@@ -43,6 +46,53 @@ type Client struct {
 	now      func() time.Time
 	log      *slog.Logger
 	http     *httpTransport // set by NewHTTP: one device's bridge instead of NATS
+
+	known   *KnownDevices // nil: device signatures are not checked
+	tofu    bool
+	onFirst func(device, fingerprint string)
+}
+
+// WithKnownDevices makes the client check that everything a device says is signed by its
+// enrolled key: an unknown device is ErrUnenrolled (or, with tofu, enrolled on first use
+// and reported to onFirst), a wrong or missing signature ErrImpostor.
+func WithKnownDevices(k *KnownDevices, tofu bool, onFirst func(device, fingerprint string)) Option {
+	return func(c *Client) error { c.known, c.tofu, c.onFirst = k, tofu, onFirst; return nil }
+}
+
+// verifyDevice checks a device's signature over body against its enrolled key.
+func (c *Client) verifyDevice(device string, body []byte, sig64 string) error {
+	if c.known == nil {
+		return nil
+	}
+	if sig64 == "" {
+		return fmt.Errorf("%w: %s answered without its identity signature", ErrImpostor, device)
+	}
+	sig, err := base64.StdEncoding.DecodeString(sig64)
+	if err != nil {
+		return fmt.Errorf("%w: %s sent a malformed identity signature", ErrImpostor, device)
+	}
+	pub, err := auth.VerifySelf(body, sig, auth.NamespaceDevice)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrImpostor, device, err)
+	}
+	fp := ssh.FingerprintSHA256(pub)
+	known, ok := c.known.Lookup(c.fleet, device)
+	switch {
+	case ok && bytes.Equal(known.Marshal(), pub.Marshal()):
+		return nil
+	case ok:
+		return fmt.Errorf("%w: %s signed with %s, but its enrolled key is %s (if the device was reinstalled, check its new key with 'worker identity' and re-enrol: publisher enroll --device %s --fingerprint %s)",
+			ErrImpostor, device, fp, ssh.FingerprintSHA256(known), device, fp)
+	case c.tofu:
+		if err := c.known.Add(c.fleet, device, pub); err != nil {
+			return err
+		}
+		if c.onFirst != nil {
+			c.onFirst(device, fp)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: %s (key %s); enrol it with publisher enroll --device %s --fingerprint %s", ErrUnenrolled, device, fp, device, fp)
 }
 
 // Option configures a Client.
@@ -191,10 +241,17 @@ func (c *Client) Send(ctx context.Context, subject string, env *envelope.Envelop
 	if sig != "" {
 		msg.Header.Set(envelope.SignatureHeader, sig)
 	}
-	return c.request(ctx, msg, timeout)
+	r, err := c.request(ctx, msg, env.Device, timeout)
+	if err == nil && c.known != nil && (r.Request != env.ID || r.Fleet != c.fleet) {
+		// A signed reply to another request (or fleet) replayed at us.
+		return wire.Reply{}, fmt.Errorf("%w: %s answered request %q in fleet %q, not %q", ErrImpostor, r.Device, r.Request, r.Fleet, env.ID)
+	}
+	return r, err
 }
 
-func (c *Client) request(ctx context.Context, msg *nats.Msg, timeout time.Duration) (wire.Reply, error) {
+// request sends msg and decodes the reply; with known devices, the reply must be signed
+// by device (or, when device is "", by the device it names).
+func (c *Client) request(ctx context.Context, msg *nats.Msg, device string, timeout time.Duration) (wire.Reply, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	m, err := c.nc.RequestMsgWithContext(ctx, msg)
@@ -207,6 +264,15 @@ func (c *Client) request(ctx context.Context, msg *nats.Msg, timeout time.Durati
 	var r wire.Reply
 	if err := json.Unmarshal(m.Data, &r); err != nil {
 		return wire.Reply{}, fmt.Errorf("decoding reply: %w", err)
+	}
+	if device == "" {
+		device = r.Device
+	}
+	if c.known != nil && r.Device != device {
+		return wire.Reply{}, fmt.Errorf("%w: a reply for %s names device %q", ErrImpostor, device, r.Device)
+	}
+	if err := c.verifyDevice(device, m.Data, m.Header.Get(wire.DeviceSignatureHeader)); err != nil {
+		return wire.Reply{}, err
 	}
 	return r, nil
 }
@@ -245,8 +311,19 @@ func (c *Client) Discover(ctx context.Context, t Target, quiet, max time.Duratio
 		case m := <-ch:
 			var r wire.Reply
 			var p wire.Presence
-			if json.Unmarshal(m.Data, &r) == nil && r.Accepted && json.Unmarshal(r.Data, &p) == nil && p.Device != "" {
-				seen[p.Device] = p
+			if json.Unmarshal(m.Data, &r) == nil && r.Accepted && json.Unmarshal(r.Data, &p) == nil && p.Device != "" && r.Device == p.Device {
+				p.Enrollment = ""
+				if err := c.verifyDevice(p.Device, m.Data, m.Header.Get(wire.DeviceSignatureHeader)); errors.Is(err, ErrUnenrolled) {
+					p.Enrollment = EnrollmentUnenrolled
+				} else if err != nil {
+					c.log.Warn("ignoring a presence reply", "device", p.Device, "err", err)
+					p.Enrollment = EnrollmentImpostor
+				} else if c.known != nil {
+					p.Enrollment = EnrollmentEnrolled
+				}
+				if prev, ok := seen[p.Device]; !ok || prev.Enrollment != EnrollmentEnrolled {
+					seen[p.Device] = p
+				}
 			}
 			idle.Reset(quiet)
 		case <-idle.C:
@@ -281,13 +358,17 @@ func (c *Client) Ping(ctx context.Context, dev string, timeout time.Duration) (w
 	if err != nil {
 		return wire.Presence{}, err
 	}
-	r, err := c.request(ctx, nats.NewMsg(subj), timeout)
+	r, err := c.request(ctx, nats.NewMsg(subj), dev, timeout)
 	if err != nil {
 		return wire.Presence{}, err
 	}
 	var p wire.Presence
 	if err := json.Unmarshal(r.Data, &p); err != nil {
 		return p, fmt.Errorf("decoding presence: %w", err)
+	}
+	p.Enrollment = ""
+	if c.known != nil {
+		p.Enrollment = EnrollmentEnrolled
 	}
 	return p, nil
 }
@@ -303,7 +384,7 @@ func (c *Client) Job(ctx context.Context, dev, id string, timeout time.Duration)
 	}
 	msg := nats.NewMsg(subj)
 	msg.Data, _ = json.Marshal(map[string]string{"id": id})
-	r, err := c.request(ctx, msg, timeout)
+	r, err := c.request(ctx, msg, dev, timeout)
 	if err != nil {
 		return record.Job{}, err
 	}
@@ -332,6 +413,7 @@ func (c *Client) WatchJob(dev, id string) (<-chan wire.EventMsg, func(), error) 
 			close(ch)
 		}
 	}
+	lastSeq := 0
 	sub, err := c.nc.Subscribe(subjects.Events(c.fleet, dev, id), func(m *nats.Msg) {
 		var ev wire.EventMsg
 		if json.Unmarshal(m.Data, &ev) != nil {
@@ -341,6 +423,19 @@ func (c *Client) WatchJob(dev, id string) (<-chan wire.EventMsg, func(), error) 
 		defer mu.Unlock()
 		if closed {
 			return
+		}
+		if c.known != nil {
+			// Only the device's own signature, for this job, in order: a forged event, or
+			// one replayed from another job, is dropped.
+			err := c.verifyDevice(dev, m.Data, m.Header.Get(wire.DeviceSignatureHeader))
+			if err == nil && (ev.JobID != id || ev.Device != dev || ev.Fleet != c.fleet || ev.Seq <= lastSeq) {
+				err = fmt.Errorf("%w: event for job %s seq %d on job %s after seq %d", ErrImpostor, ev.JobID, ev.Seq, id, lastSeq)
+			}
+			if err != nil {
+				c.log.Warn("dropping a job event", "device", dev, "job_id", id, "err", err)
+				return
+			}
+			lastSeq = ev.Seq
 		}
 		select {
 		case ch <- ev:
@@ -365,3 +460,11 @@ func (c *Client) WatchJob(dev, id string) (<-chan wire.EventMsg, func(), error) 
 	}
 	return ch, stop, nil
 }
+
+// Enrollment states a discovered device can be in (wire.Presence.Enrollment, set by the
+// client, never taken from the device).
+const (
+	EnrollmentEnrolled   = "enrolled"
+	EnrollmentUnenrolled = "unenrolled"
+	EnrollmentImpostor   = "impostor"
+)

@@ -28,6 +28,8 @@ const (
 	StateRejected   = "rejected"
 	StateNoReply    = "no-reply"
 	StateSkipped    = "skipped"
+	StateUnenrolled = EnrollmentUnenrolled // not in known_devices: nothing sent is trusted
+	StateImpostor   = EnrollmentImpostor   // not signed by its enrolled key
 	StateAccepted   = "accepted" // with Detach: the job runs on, unwatched
 )
 
@@ -264,6 +266,12 @@ func (c *Client) pushOne(ctx context.Context, o PushOptions, prep *Prepared, dev
 	switch {
 	case errors.Is(err, ErrNoReply):
 		done(func(s *DeviceState) { s.State, s.Error = StateNoReply, "the device did not answer" })
+		return
+	case errors.Is(err, ErrImpostor):
+		done(func(s *DeviceState) { s.State, s.Error = StateImpostor, err.Error() })
+		return
+	case errors.Is(err, ErrUnenrolled):
+		done(func(s *DeviceState) { s.State, s.Error = StateUnenrolled, err.Error() })
 		return
 	case err != nil:
 		done(func(s *DeviceState) { s.State, s.Error = StateFailed, err.Error() })

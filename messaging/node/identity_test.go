@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,7 +18,9 @@ import (
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/identity"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
+	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/fleet"
 	"github.com/fleetprov/fleetprov/messaging/node"
 	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
@@ -115,5 +119,155 @@ func TestDeviceSignsWhatItSays(t *testing.T) {
 	again := nodetest.StartDevice(t, dev, "d1", func(o *node.Options) {})
 	if !bytes.Equal(again.Identity.PublicKey().Marshal(), key.Marshal()) {
 		t.Error("the identity key changed across a restart")
+	}
+}
+
+// publisherFor is a fleet client with its own known-devices file, as the publisher CLI.
+func publisherFor(t *testing.T, nc *nats.Conn, signer ssh.Signer, tofu bool) (*fleet.Client, *fleet.KnownDevices) {
+	t.Helper()
+	known, err := fleet.LoadKnownDevices(filepath.Join(t.TempDir(), "known_devices"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := fleet.New(nc, "test", fleet.WithSigner(signer), fleet.WithKnownDevices(known, tofu, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, known
+}
+
+// fakeDevice answers every request on device id's subjects like a device that accepts
+// and succeeds, signed by its own key (or unsigned).
+func fakeDevice(t *testing.T, nc *nats.Conn, id string, key ssh.Signer) {
+	t.Helper()
+	sub, err := nc.Subscribe(subjects.DeviceRequests("test", id), func(m *nats.Msg) {
+		var env envelope.Envelope
+		json.Unmarshal(m.Data, &env)
+		b, _ := json.Marshal(wire.Reply{Accepted: true, JobID: env.ID, Device: id, Fleet: "test", Request: env.ID})
+		out := &nats.Msg{Data: b, Header: nats.Header{}}
+		if key != nil {
+			sig, _ := auth.Sign(b, key, auth.NamespaceDevice)
+			out.Header.Set(wire.DeviceSignatureHeader, base64.StdEncoding.EncodeToString(sig))
+		}
+		m.RespondMsg(out)
+		if key != nil && env.ID != "" {
+			j := record.Job{ID: env.ID, Op: env.Op, State: record.Succeeded}
+			ev, _ := json.Marshal(wire.EventMsg{JobID: env.ID, Device: id, Fleet: "test", Seq: 1, Done: true, Job: &j})
+			sig, _ := auth.Sign(ev, key, auth.NamespaceDevice)
+			nc.PublishMsg(&nats.Msg{Subject: subjects.Events("test", id, env.ID), Data: ev,
+				Header: nats.Header{wire.DeviceSignatureHeader: []string{base64.StdEncoding.EncodeToString(sig)}}})
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Unsubscribe() })
+	nc.Flush()
+}
+
+// TestPublisherRefusesFakeDevices mounts the impostor attacks: a client on the hub that
+// answers for a device. An unknown device is not trusted without enrolment; a device
+// that signs with another key than its enrolled one, or not at all, is an impostor.
+// None of them shows as succeeded.
+func TestPublisherRefusesFakeDevices(t *testing.T) {
+	b := startBoth(t, provisiontest.New(t), nil)
+	admin, line := configtest.NewKey(t)
+	cfg := configtest.FixtureWithAdmin(t, "vm-full.config.toml", line)
+	ghostKey, _ := configtest.NewKey(t)
+	enrolledKey, _ := configtest.NewKey(t)
+	attacker, err := nats.Connect(b.node.Broker.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attacker.Close()
+	push := func(c *fleet.Client, dev string) fleet.DeviceState {
+		sum, err := c.Push(t.Context(), fleet.PushOptions{Target: fleet.Target{Devices: []string{dev}},
+			Payload: fleet.Payload{Data: cfg, ContentType: envelope.TypeTOML}, Timeout: 10 * time.Second, ReplyTimeout: 5 * time.Second}, nil)
+		if err != nil || len(sum.Devices) != 1 {
+			t.Fatalf("push = %+v, %v", sum, err)
+		}
+		return sum.Devices[0]
+	}
+
+	fakeDevice(t, attacker, "ghost", ghostKey)
+	c, known := publisherFor(t, b.nc, admin, false)
+	if d := push(c, "ghost"); d.State != fleet.StateUnenrolled {
+		t.Errorf("push to an unknown fake device = %s (%s); want unenrolled", d.State, d.Error)
+	}
+	known.Add("test", "ghost", enrolledKey.PublicKey())
+	if d := push(c, "ghost"); d.State != fleet.StateImpostor {
+		t.Errorf("push to a fake device with another key than the enrolled one = %s; want impostor", d.State)
+	}
+	fakeDevice(t, attacker, "mute", nil)
+	known.Add("test", "mute", enrolledKey.PublicKey())
+	if d := push(c, "mute"); d.State != fleet.StateImpostor {
+		t.Errorf("push to a device answering unsigned = %s; want impostor", d.State)
+	}
+	// The real device, enrolled on first use, works.
+	tofu, _ := publisherFor(t, b.nc, admin, true)
+	if d := push(tofu, "d1"); d.State != fleet.StateSucceeded {
+		t.Errorf("push to the real device = %s (%s); want succeeded", d.State, d.Error)
+	}
+}
+
+// TestPublisherDropsForgedAndReplayedEvents: while a real job fails and rolls back, an
+// attacker publishes a forged "succeeded" record for it, and replays a real, signed
+// "succeeded" event of an earlier job; the push reports what the device really did.
+func TestPublisherDropsForgedAndReplayedEvents(t *testing.T) {
+	b := startBoth(t, provisiontest.New(t), nil)
+	admin, line := configtest.NewKey(t)
+	good := configtest.FixtureWithAdmin(t, "vm-full.config.toml", line)
+	bad := bytes.Replace(good, []byte(`Image = "ghcr.io/example/myapp:latest"`), []byte(`Image = "ghcr.io/example/myapp:latest"`+"\nLabel = \"fleetprov.simulate=fail\""), 1)
+	c, _ := publisherFor(t, b.nc, admin, true)
+	attacker, err := nats.Connect(b.node.Broker.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attacker.Close()
+	// The attacker records the device's real events.
+	var mu sync.Mutex
+	var captured []*nats.Msg
+	attacker.Subscribe(subjects.Events("test", "d1", "*"), func(m *nats.Msg) {
+		mu.Lock()
+		captured = append(captured, m)
+		mu.Unlock()
+	})
+	opts := fleet.PushOptions{Target: fleet.Target{Devices: []string{"d1"}}, Timeout: 20 * time.Second, ReplyTimeout: 5 * time.Second}
+	opts.Payload = fleet.Payload{Data: good, ContentType: envelope.TypeTOML}
+	if sum, err := c.Push(t.Context(), opts, nil); err != nil || sum.Devices[0].State != fleet.StateSucceeded {
+		t.Fatalf("first push = %+v, %v", sum, err)
+	}
+	attacker.Flush()
+	mu.Lock()
+	var oldDone *nats.Msg
+	for _, m := range captured {
+		if bytes.Contains(m.Data, []byte(`"done":true`)) {
+			oldDone = m
+		}
+	}
+	mu.Unlock()
+	if oldDone == nil {
+		t.Fatal("no final event captured")
+	}
+	forger, _ := configtest.NewKey(t)
+	// As soon as the next envelope shows on the device's subject, forge and replay.
+	attacker.Subscribe(subjects.DeviceRequests("test", "d1"), func(m *nats.Msg) {
+		var env envelope.Envelope
+		if json.Unmarshal(m.Data, &env) != nil || env.ID == "" {
+			return
+		}
+		evSubj := subjects.Events("test", "d1", env.ID)
+		attacker.PublishMsg(&nats.Msg{Subject: evSubj, Data: oldDone.Data, Header: oldDone.Header}) // replayed, signed by d1
+		j := record.Job{ID: env.ID, State: record.Succeeded}
+		forged, _ := json.Marshal(wire.EventMsg{JobID: env.ID, Device: "d1", Fleet: "test", Seq: 1, Done: true, Job: &j})
+		sig, _ := auth.Sign(forged, forger, auth.NamespaceDevice)
+		attacker.PublishMsg(&nats.Msg{Subject: evSubj, Data: forged,
+			Header: nats.Header{wire.DeviceSignatureHeader: []string{base64.StdEncoding.EncodeToString(sig)}}})
+	})
+	attacker.Flush()
+	opts.Payload = fleet.Payload{Data: bad, ContentType: envelope.TypeTOML}
+	sum, err := c.Push(t.Context(), opts, nil)
+	if err != nil || sum.Devices[0].State != fleet.StateRolledBack {
+		t.Errorf("push of a failing config with forged and replayed events = %+v, %v; want rolled-back", sum.Devices, err)
 	}
 }

@@ -60,6 +60,9 @@ type Presence struct {
 	Time         time.Time `json:"time"`
 	// Identity is the fingerprint of the device's identity key (it signs this message).
 	Identity string `json:"identity,omitempty"`
+	// Enrollment is the publisher's verdict on the signature (enrolled, unenrolled,
+	// impostor); the publisher sets it, whatever a device sends.
+	Enrollment string `json:"enrollment,omitempty"`
 }
 
 // JobRef summarizes the device's last job for everyone who sees its presence: no id (a

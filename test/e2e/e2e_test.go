@@ -93,6 +93,7 @@ func (e *env) publisher(args ...string) (int, string) {
 		args = append(args, "--key", filepath.Join(e.keys, "id"))
 	}
 	cmd := exec.Command(filepath.Join(e.bins, "publisher"), args...)
+	cmd.Env = append(os.Environ(), "FLEETPROV_KNOWN_DEVICES="+filepath.Join(e.keys, "known_devices"))
 	out, err := cmd.CombinedOutput()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
@@ -255,6 +256,31 @@ func TestDevices(t *testing.T) {
 		}
 	})
 
+	// The enrolment flow: the fingerprint read on the device's console (worker identity)
+	// is what the publisher checks; a wrong one is refused as an impostor.
+	enrol := func(t *testing.T, d *device, id string) {
+		t.Helper()
+		lines := strings.Split(strings.TrimSpace(d.exec("worker", "identity")), "\n")
+		fp := lines[len(lines)-1]
+		if !strings.HasPrefix(fp, "SHA256:") {
+			t.Fatalf("worker identity printed %q", lines)
+		}
+		if code, out := e.publisher("enroll", "--device", id, "--fingerprint", "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"); code != 5 {
+			t.Errorf("enroll with a wrong fingerprint = %d; want 5 (impostor)\n%s", code, out)
+		}
+		if code, out := e.publisher("enroll", "--device", id, "--fingerprint", fp); code != 0 || !strings.Contains(out, "enrolled") {
+			t.Fatalf("enroll %s = %d\n%s", id, code, out)
+		}
+	}
+
+	t.Run("1b_enrol_by_fingerprint", func(t *testing.T) {
+		defer use(t)()
+		enrol(t, d1, "e2e-dev1")
+		if code, out := e.publisher("ls", "--device", "e2e-dev1"); code != 0 || !strings.Contains(out, "enrolled") {
+			t.Errorf("ls after enrolment = %d\n%s", code, out)
+		}
+	})
+
 	t.Run("2_rootless_over_nats", func(t *testing.T) {
 		defer use(t)()
 		t0 := time.Now()
@@ -400,7 +426,9 @@ func TestDevices(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("re-converging d1 = %d\n%s", code, out)
 		}
-		// d2 is unprovisioned: first-boot apply of its own config (proof of possession).
+		// d2 is unprovisioned: enrolled by fingerprint, then a first-boot apply of its own
+		// config (proof of possession).
+		enrol(t, d2, "e2e-dev2")
 		w2 := workload{admin: e.adminLine, webPort: d2.webPort, appPort: d2.appPort}
 		code, out = e.publisher("push", e.writeConfig("grp-d2.toml", w2), "--device", "e2e-dev2", "--timeout", "3m")
 		if code != 0 {

@@ -26,6 +26,7 @@ const (
 	ExitUsage        = 2
 	ExitUnreachable  = 3
 	ExitUnauthorized = 4
+	ExitImpostor     = 5 // a device's answer was not signed by its enrolled key
 )
 
 // ExitError carries the exit code for an error; Run returns ExitFailed for other errors.

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/fleetprov/fleetprov/cmd/internal/cli"
+	"github.com/fleetprov/fleetprov/messaging/fleet"
+)
+
+func enrollCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "enroll",
+		Args:  "--device ID [--fingerprint SHA256:...] | --group G --tofu | --all --tofu",
+		Short: "record devices' identity keys in known-devices, so their answers can be trusted",
+		Long: `Asks each device for its presence and takes its identity key from the signature.
+With --fingerprint (one device: compare it with 'worker identity' on the device's console)
+the key must match; with --tofu it is trusted as it is (a trusted network); otherwise the
+fingerprint is shown and you are asked to confirm on a terminal. A device already enrolled
+with another key is re-enrolled only with a matching --fingerprint.`,
+		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
+			var cf connFlags
+			cf.register(fs, false)
+			var tf targetFlags
+			tf.register(fs)
+			want := fs.String("fingerprint", "", "the fingerprint the device's key must have (SHA256:..., from 'worker identity')")
+			discovery := fs.Duration("discovery-timeout", 3*time.Second, "upper bound for discovery")
+			asJSON := fs.Bool("json", false, "print the outcome per device as JSON")
+			return func(ctx context.Context, args []string, stdio cli.IO) error {
+				cf.env = stdio.Env
+				t, err := tf.target(true)
+				if err != nil {
+					return err
+				}
+				if *want != "" && len(t.Devices) != 1 {
+					return cli.Usagef("--fingerprint checks one --device")
+				}
+				if len(t.Devices) == 0 && !cf.tofu {
+					return cli.Usagef("enrolling a --group or --all needs --tofu (or enrol each --device with its --fingerprint)")
+				}
+				if cf.via != "" {
+					return cli.Usagef("enroll works over NATS; --via is not supported")
+				}
+				known, _, err := cf.knownDevices()
+				if err != nil {
+					return err
+				}
+				nc, err := cf.connect()
+				if err != nil {
+					return err
+				}
+				defer nc.Close()
+				cl, err := fleet.New(nc, cf.fleetName)
+				if err != nil {
+					return cli.Usagef("%v", err)
+				}
+				ids, err := cl.Identities(ctx, t, 300*time.Millisecond, *discovery, cf.timeout)
+				if err != nil {
+					return err
+				}
+				type outcome struct {
+					Device      string `json:"device"`
+					Fingerprint string `json:"fingerprint"`
+					Status      string `json:"status"` // enrolled, already, refused
+					Error       string `json:"error,omitempty"`
+				}
+				var out []outcome
+				impostor := false
+				for _, id := range ids {
+					o := outcome{Device: id.Device, Fingerprint: id.Fingerprint}
+					prev, had := known.Lookup(cf.fleetName, id.Device)
+					same := had && bytes.Equal(prev.Marshal(), id.Key.Marshal())
+					switch {
+					case same:
+						o.Status = "already"
+					case *want != "" && *want != id.Fingerprint:
+						o.Status, o.Error, impostor = "refused", "the device signs with "+id.Fingerprint+", not "+*want, true
+					case had && *want == "":
+						o.Status, o.Error, impostor = "refused", "already enrolled with another key; re-enrol with --fingerprint "+id.Fingerprint+" if the device was reinstalled", true
+					case *want == "" && !cf.tofu && !confirm(stdio, id):
+						o.Status, o.Error = "refused", "not confirmed"
+					default:
+						if err := known.Add(cf.fleetName, id.Device, id.Key); err != nil {
+							return err
+						}
+						o.Status = "enrolled"
+					}
+					out = append(out, o)
+				}
+				if *asJSON {
+					b, _ := json.MarshalIndent(out, "", "  ")
+					fmt.Fprintf(stdio.Stdout, "%s\n", b)
+				} else {
+					for _, o := range out {
+						fmt.Fprintf(stdio.Stdout, "%s\t%s\t%s\t%s\n", o.Device, o.Status, o.Fingerprint, o.Error)
+					}
+				}
+				switch {
+				case len(out) == 0:
+					return cli.Exit(cli.ExitUnreachable, fmt.Errorf("no device answered with a signed presence"))
+				case impostor:
+					return cli.Exit(cli.ExitImpostor, cli.ErrReported)
+				}
+				for _, o := range out {
+					if o.Status == "refused" {
+						return cli.Exit(cli.ExitFailed, cli.ErrReported)
+					}
+				}
+				return nil
+			}
+		},
+	}
+}
+
+// confirm asks on the terminal whether to trust a device's key.
+func confirm(stdio cli.IO, id fleet.Identity) bool {
+	f, ok := stdio.Stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		fmt.Fprintf(stdio.Stderr, "%s: identity %s — pass --fingerprint (from 'worker identity' on the device) or --tofu; no terminal to ask\n", id.Device, id.Fingerprint)
+		return false
+	}
+	fmt.Fprintf(stdio.Stderr, "Enrol %s with identity %s? Compare with 'worker identity' on its console. [y/N] ", id.Device, id.Fingerprint)
+	line, _ := bufio.NewReader(f).ReadString('\n')
+	return strings.EqualFold(strings.TrimSpace(line), "y") || strings.EqualFold(strings.TrimSpace(line), "yes")
+}

@@ -1,0 +1,179 @@
+package fleet
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fleetprov/fleetprov/core/auth"
+	"github.com/fleetprov/fleetprov/core/state"
+	"github.com/fleetprov/fleetprov/messaging/subjects"
+	"github.com/fleetprov/fleetprov/messaging/wire"
+)
+
+var (
+	// ErrUnenrolled is returned for a device whose key is not in known_devices (and
+	// first use is not allowed).
+	ErrUnenrolled = errors.New("device not enrolled")
+	// ErrImpostor is returned when what a device says is not signed by its enrolled key
+	// (or not signed at all, or signed for another request or job).
+	ErrImpostor = errors.New("impostor")
+)
+
+// KnownDevices is the publisher's record of enrolled device keys, like known_hosts:
+// one line per device, "<fleet>/<device> <key type> <base64 key>".
+type KnownDevices struct {
+	path string
+	mu   sync.Mutex
+	keys map[string]ssh.PublicKey
+}
+
+// LoadKnownDevices reads path; a missing file is an empty record.
+func LoadKnownDevices(path string) (*KnownDevices, error) {
+	k := &KnownDevices{path: path, keys: map[string]ssh.PublicKey{}}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return k, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading known devices: %w", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, rest, ok := strings.Cut(line, " ")
+		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(rest))
+		if !ok || err != nil || !strings.Contains(name, "/") {
+			return nil, fmt.Errorf("%s line %d: want \"<fleet>/<device> <key>\"", path, n)
+		}
+		k.keys[name] = pub
+	}
+	return k, nil
+}
+
+// Lookup returns a device's enrolled key.
+func (k *KnownDevices) Lookup(fleet, device string) (ssh.PublicKey, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	pub, ok := k.keys[fleet+"/"+device]
+	return pub, ok
+}
+
+// Add enrols (or re-enrols) a device's key and writes the file (0600, atomically).
+func (k *KnownDevices) Add(fleet, device string, pub ssh.PublicKey) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.keys[fleet+"/"+device] = pub
+	names := make([]string, 0, len(k.keys))
+	for n := range k.keys {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b bytes.Buffer
+	b.WriteString("# fleetprov known devices: <fleet>/<device> <identity key> (publisher enroll)\n")
+	for _, n := range names {
+		fmt.Fprintf(&b, "%s %s", n, ssh.MarshalAuthorizedKey(k.keys[n]))
+	}
+	if err := os.MkdirAll(filepath.Dir(k.path), 0o700); err != nil {
+		return fmt.Errorf("writing known devices: %w", err)
+	}
+	return state.WriteFileAtomic(k.path, b.Bytes(), 0o600)
+}
+
+// Path returns the file's path.
+func (k *KnownDevices) Path() string { return k.path }
+
+// Identity is a device's identity key as it signs its presence, unverified against
+// known_devices (for enrolment).
+type Identity struct {
+	Device      string        `json:"device"`
+	Key         ssh.PublicKey `json:"-"`
+	Fingerprint string        `json:"fingerprint"`
+}
+
+// Identities pings target (or each of t.Devices) and returns each device's identity key,
+// taken from the signature of its presence reply (which must verify with that key).
+func (c *Client) Identities(ctx context.Context, t Target, quiet, max, timeout time.Duration) ([]Identity, error) {
+	var subjs []string
+	if len(t.Devices) > 0 {
+		for _, d := range t.Devices {
+			s, err := subjects.Build(subjects.Subject{Fleet: c.fleet, Kind: subjects.Device, Name: d, Op: "ping"})
+			if err != nil {
+				return nil, err
+			}
+			subjs = append(subjs, s)
+		}
+	} else {
+		s, err := t.pingSubject(c.fleet)
+		if err != nil {
+			return nil, err
+		}
+		subjs = append(subjs, s)
+	}
+	inbox := c.nc.NewRespInbox()
+	ch := make(chan *nats.Msg, 4096)
+	sub, err := c.nc.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return nil, fmt.Errorf("discovering: %w", err)
+	}
+	defer sub.Unsubscribe()
+	for _, s := range subjs {
+		if err := c.nc.PublishRequest(s, inbox, nil); err != nil {
+			return nil, fmt.Errorf("discovering: %w", err)
+		}
+	}
+	seen := map[string]Identity{}
+	deadline, idle := time.NewTimer(max), time.NewTimer(quiet)
+	defer deadline.Stop()
+	defer idle.Stop()
+	for {
+		select {
+		case m := <-ch:
+			var r wire.Reply
+			sig, _ := base64.StdEncoding.DecodeString(m.Header.Get(wire.DeviceSignatureHeader))
+			if json.Unmarshal(m.Data, &r) == nil && r.Device != "" {
+				if pub, err := auth.VerifySelf(m.Data, sig, auth.NamespaceDevice); err == nil {
+					seen[r.Device] = Identity{Device: r.Device, Key: pub, Fingerprint: ssh.FingerprintSHA256(pub)}
+				} else {
+					c.log.Warn("presence without a valid identity signature", "device", r.Device, "err", err)
+				}
+			}
+			idle.Reset(quiet)
+			if len(t.Devices) > 0 && len(seen) == len(t.Devices) {
+				return sortIdentities(seen), nil
+			}
+		case <-idle.C:
+			return sortIdentities(seen), nil
+		case <-deadline.C:
+			return sortIdentities(seen), nil
+		case <-ctx.Done():
+			return sortIdentities(seen), ctx.Err()
+		}
+	}
+}
+
+func sortIdentities(m map[string]Identity) []Identity {
+	out := make([]Identity, 0, len(m))
+	for _, id := range m {
+		out = append(out, id)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Device < out[j].Device })
+	return out
+}
