@@ -30,7 +30,7 @@ const (
 	StateSkipped    = "skipped"
 	StateUnenrolled = EnrollmentUnenrolled // not in known_devices: nothing sent is trusted
 	StateImpostor   = EnrollmentImpostor   // not signed by its enrolled key
-	StateAccepted   = "accepted" // with Detach: the job runs on, unwatched
+	StateAccepted   = "accepted"           // with Detach: the job runs on, unwatched
 )
 
 // DeviceState is one device's progress in a push.
