@@ -46,14 +46,15 @@ func main() {
 	mode := flag.String("mode", "leaf", "leaf: one embedded server per device, leaf-linked; direct: device services on hub connections")
 	fixture := flag.String("config", "test/testdata/atomixos/vm-full.config.toml", "config to push")
 	batch := flag.Int("batch", 0, "devices in flight (0: all)")
+	verify := flag.Bool("verify", true, "check device signatures against known devices (enrolled on first use), as the publisher does")
 	flag.Parse()
-	if err := run(*n, *mode, *fixture, *batch); err != nil {
+	if err := run(*n, *mode, *fixture, *batch, *verify); err != nil {
 		fmt.Fprintln(os.Stderr, "fleetpush:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n int, mode, fixture string, batch int) error {
+func run(n int, mode, fixture string, batch int, verify bool) error {
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
@@ -119,7 +120,15 @@ func run(n int, mode, fixture string, batch int) error {
 		return err
 	}
 	defer nc.Close()
-	c, _ := fleet.New(nc, "bench", fleet.WithSigner(signer))
+	opts := []fleet.Option{fleet.WithSigner(signer)}
+	if verify {
+		known, err := fleet.LoadKnownDevices(filepath.Join(root, "known_devices"))
+		if err != nil {
+			return err
+		}
+		opts = append(opts, fleet.WithKnownDevices(known, true, nil))
+	}
+	c, _ := fleet.New(nc, "bench", opts...)
 	t1 := time.Now()
 	var found int
 	for time.Since(t1) < 180*time.Second {
