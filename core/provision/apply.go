@@ -440,18 +440,11 @@ func copyTree(src, dst string, lim bundle.Limits) error {
 // following a final link, so a FIFO swapped in cannot hang the copy) and returns the
 // source's info.
 func copyFileIn(sr, dr *os.Root, name string, limit int64) (fs.FileInfo, error) {
-	in, err := sr.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	in, info, err := state.OpenRegularIn(sr, name)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("copying files/%s: %w", name, err)
 	}
 	defer in.Close()
-	info, err := in.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !info.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s changed while it was copied", name)
-	}
 	if info.Size() > limit {
 		return nil, fmt.Errorf("%w: files/%s is %d bytes; the active files/ tree must stay within the bundle limits", bundle.ErrTooLarge, name, info.Size())
 	}

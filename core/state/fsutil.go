@@ -3,10 +3,12 @@ package state
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // WriteFileAtomic writes data to path durably: a temp file in the same directory is
@@ -128,4 +130,28 @@ func SyncDirIn(root *os.Root, dir string) error {
 		return fmt.Errorf("syncing dir: %w", err)
 	}
 	return nil
+}
+
+// ErrNotRegular is returned by OpenRegularIn for anything but a regular file.
+var ErrNotRegular = errors.New("not a regular file")
+
+// OpenRegularIn opens name inside root for reading only if it is a regular file: opened
+// non-blocking and without following a final link, then checked by descriptor, so a
+// FIFO, device or link someone else put there (the app user, in its own directories)
+// can neither block the caller nor redirect it.
+func OpenRegularIn(root *os.Root, name string) (*os.File, fs.FileInfo, error) {
+	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if !info.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s: %w", name, ErrNotRegular)
+	}
+	return f, info, nil
 }
