@@ -277,8 +277,10 @@ func (c *Client) request(ctx context.Context, msg *nats.Msg, device string, time
 	return r, nil
 }
 
-// Discover pings target and collects presence replies until quiet passes with no new
-// reply, or max elapses.
+// Discover pings target and collects presence replies until no new reply came for the
+// quiet window, or max elapses. The window opens at the first reply (a large fleet's
+// first answer can take longer than quiet to cross the hub) and grows with the fleet: it
+// is at least a quarter of the time the replies have been arriving.
 func (c *Client) Discover(ctx context.Context, t Target, quiet, max time.Duration) ([]wire.Presence, error) {
 	if c.http != nil {
 		p, err := c.http.ping(ctx)
@@ -303,12 +305,16 @@ func (c *Client) Discover(ctx context.Context, t Target, quiet, max time.Duratio
 	}
 	deadline := time.NewTimer(max)
 	defer deadline.Stop()
-	idle := time.NewTimer(quiet)
+	idle := time.NewTimer(max) // armed for real by the first reply
 	defer idle.Stop()
 	seen := map[string]wire.Presence{}
+	var first time.Time
 	for {
 		select {
 		case m := <-ch:
+			if first.IsZero() {
+				first = time.Now()
+			}
 			var r wire.Reply
 			var p wire.Presence
 			if json.Unmarshal(m.Data, &r) == nil && r.Accepted && json.Unmarshal(r.Data, &p) == nil && p.Device != "" && r.Device == p.Device {
@@ -325,7 +331,11 @@ func (c *Client) Discover(ctx context.Context, t Target, quiet, max time.Duratio
 					seen[p.Device] = p
 				}
 			}
-			idle.Reset(quiet)
+			window := quiet
+			if grown := time.Since(first) / 4; grown > window {
+				window = grown
+			}
+			idle.Reset(window)
 		case <-idle.C:
 			return sortPresence(seen), nil
 		case <-deadline.C:
@@ -404,47 +414,8 @@ func (c *Client) WatchJob(dev, id string) (<-chan wire.EventMsg, func(), error) 
 	if c.http != nil {
 		return c.http.watch(dev, id)
 	}
-	ch := make(chan wire.EventMsg, 256)
-	var mu sync.Mutex
-	closed := false
-	closeCh := func() {
-		if !closed {
-			closed = true
-			close(ch)
-		}
-	}
-	lastSeq := 0
-	sub, err := c.nc.Subscribe(subjects.Events(c.fleet, dev, id), func(m *nats.Msg) {
-		var ev wire.EventMsg
-		if json.Unmarshal(m.Data, &ev) != nil {
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if closed {
-			return
-		}
-		if c.known != nil {
-			// Only the device's own signature, for this job, in order: a forged event, or
-			// one replayed from another job, is dropped.
-			err := c.verifyDevice(dev, m.Data, m.Header.Get(wire.DeviceSignatureHeader))
-			if err == nil && (ev.JobID != id || ev.Device != dev || ev.Fleet != c.fleet || ev.Seq <= lastSeq) {
-				err = fmt.Errorf("%w: event for job %s seq %d on job %s after seq %d", ErrImpostor, ev.JobID, ev.Seq, id, lastSeq)
-			}
-			if err != nil {
-				c.log.Warn("dropping a job event", "device", dev, "job_id", id, "err", err)
-				return
-			}
-			lastSeq = ev.Seq
-		}
-		select {
-		case ch <- ev:
-		default: // a reader that does not keep up misses events, never the process
-		}
-		if ev.Done {
-			closeCh()
-		}
-	})
+	w := c.newWatch(dev, id)
+	sub, err := c.nc.Subscribe(subjects.Events(c.fleet, dev, id), w.deliver)
 	if err != nil {
 		return nil, nil, fmt.Errorf("watching job: %w", err)
 	}
@@ -452,14 +423,116 @@ func (c *Client) WatchJob(dev, id string) (<-chan wire.EventMsg, func(), error) 
 		sub.Unsubscribe()
 		return nil, nil, err
 	}
-	stop := func() {
-		sub.Unsubscribe()
-		mu.Lock()
-		closeCh()
-		mu.Unlock()
-	}
-	return ch, stop, nil
+	return w.ch, func() { sub.Unsubscribe(); w.close() }, nil
 }
+
+// watch is one job's event stream: with known devices, only the device's own signed
+// events for this job, in order, get through.
+type watch struct {
+	c       *Client
+	dev, id string
+	ch      chan wire.EventMsg
+	mu      sync.Mutex
+	closed  bool
+	lastSeq int
+}
+
+func (c *Client) newWatch(dev, id string) *watch {
+	return &watch{c: c, dev: dev, id: id, ch: make(chan wire.EventMsg, 256)}
+}
+
+func (w *watch) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.closed = true
+		close(w.ch)
+	}
+}
+
+func (w *watch) deliver(m *nats.Msg) {
+	var ev wire.EventMsg
+	if json.Unmarshal(m.Data, &ev) != nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
+	if w.c.known != nil {
+		// Only the device's own signature, for this job, in order: a forged event, or one
+		// replayed from another job, is dropped.
+		err := w.c.verifyDevice(w.dev, m.Data, m.Header.Get(wire.DeviceSignatureHeader))
+		if err == nil && (ev.JobID != w.id || ev.Device != w.dev || ev.Fleet != w.c.fleet || ev.Seq <= w.lastSeq) {
+			err = fmt.Errorf("%w: event for job %s seq %d on job %s after seq %d", ErrImpostor, ev.JobID, ev.Seq, w.id, w.lastSeq)
+		}
+		if err != nil {
+			w.c.log.Warn("dropping a job event", "device", w.dev, "job_id", w.id, "err", err)
+			return
+		}
+		w.lastSeq = ev.Seq
+	}
+	select {
+	case w.ch <- ev:
+	default: // a reader that does not keep up misses events, never the process
+	}
+	if ev.Done {
+		w.closed = true
+		close(w.ch)
+	}
+}
+
+// eventHub follows the jobs of a whole push with one subscription to the fleet's event
+// subjects, not one per device: every subscription the publisher makes on the hub is
+// interest the hub sends to every leaf-linked device.
+type eventHub struct {
+	c       *Client
+	sub     *nats.Subscription
+	mu      sync.Mutex
+	watches map[string]*watch // by job id
+}
+
+func (c *Client) newEventHub() (*eventHub, error) {
+	h := &eventHub{c: c, watches: map[string]*watch{}}
+	sub, err := c.nc.Subscribe(subjects.Events(c.fleet, "*", "*"), func(m *nats.Msg) {
+		s, err := subjects.Parse(m.Subject)
+		if err != nil {
+			return
+		}
+		h.mu.Lock()
+		w := h.watches[s.Job]
+		h.mu.Unlock()
+		if w != nil && w.dev == s.Name {
+			w.deliver(m)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("watching jobs: %w", err)
+	}
+	if err := c.nc.Flush(); err != nil {
+		sub.Unsubscribe()
+		return nil, err
+	}
+	h.sub = sub
+	return h, nil
+}
+
+// watch starts following a job; it needs no round trip to the server.
+func (h *eventHub) watch(dev, id string) (<-chan wire.EventMsg, func()) {
+	w := h.c.newWatch(dev, id)
+	h.mu.Lock()
+	h.watches[id] = w
+	h.mu.Unlock()
+	return w.ch, func() {
+		h.mu.Lock()
+		delete(h.watches, id)
+		h.mu.Unlock()
+		w.close()
+	}
+}
+
+func (h *eventHub) stop() { h.sub.Unsubscribe() }
 
 // Enrollment states a discovered device can be in (wire.Presence.Enrollment, set by the
 // client, never taken from the device).

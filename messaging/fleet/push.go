@@ -157,6 +157,13 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 		return Summary{}, err
 	}
 	defer prep.Close()
+	var hub *eventHub
+	if c.http == nil {
+		if hub, err = c.newEventHub(); err != nil {
+			return Summary{}, err
+		}
+		defer hub.stop()
+	}
 
 	var mu sync.Mutex
 	states := map[string]*DeviceState{}
@@ -188,7 +195,7 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				c.pushOne(ctx, o, prep, d, update)
+				c.pushOne(ctx, o, prep, hub, d, update)
 			}()
 		}
 		wg.Wait()
@@ -247,7 +254,7 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 }
 
 // pushOne delivers one device's envelope and follows its job to the end.
-func (c *Client) pushOne(ctx context.Context, o PushOptions, prep *Prepared, dev string, update func(string, func(*DeviceState))) {
+func (c *Client) pushOne(ctx context.Context, o PushOptions, prep *Prepared, hub *eventHub, dev string, update func(string, func(*DeviceState))) {
 	t0 := time.Now()
 	done := func(f func(*DeviceState)) {
 		update(dev, func(s *DeviceState) { f(s); s.Seconds = time.Since(t0).Round(time.Millisecond).Seconds() })
@@ -255,8 +262,12 @@ func (c *Client) pushOne(ctx context.Context, o PushOptions, prep *Prepared, dev
 	env := c.NewEnvelope(o.Op, dev, "", o.Payload)
 	prep.Attach(env)
 	subj, _ := subjects.Build(subjects.Subject{Fleet: c.fleet, Kind: subjects.Device, Name: dev, Op: o.Op})
-	events, stop, err := c.WatchJob(dev, env.ID)
-	if err != nil {
+	var events <-chan wire.EventMsg
+	var stop func()
+	var err error
+	if hub != nil {
+		events, stop = hub.watch(dev, env.ID)
+	} else if events, stop, err = c.WatchJob(dev, env.ID); err != nil {
 		done(func(s *DeviceState) { s.State, s.Error = StateFailed, err.Error() })
 		return
 	}

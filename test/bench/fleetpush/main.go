@@ -152,6 +152,15 @@ func run(n int, mode, fixture string, batch int, verify bool) error {
 	fmt.Printf("mode=%s devices=%d startup=%s discovery=%s push=%s devices/s=%.1f ok=%v counts=%v peakRSS=%s goroutines=%d\n",
 		mode, n, startup.Round(time.Millisecond), discovery.Round(time.Millisecond), push.Round(time.Millisecond),
 		float64(n)/push.Seconds(), sum.OK(), sum.Counts, peakRSS(), runtime.NumGoroutine())
+	reasons := map[string]int{}
+	for _, d := range sum.Devices {
+		if d.State != fleet.StateSucceeded {
+			reasons[d.State+": "+d.Error[:min(len(d.Error), 100)]]++
+		}
+	}
+	for r, k := range reasons {
+		fmt.Printf("  %d× %s\n", k, r)
+	}
 	return nil
 }
 
