@@ -239,7 +239,7 @@ func (s *Server) envelope(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	reply := s.o.Service.HandleEnvelope(r.Context(), raw, int(s.o.MaxBody), r.Header.Get(envelope.SignatureHeader), "http",
-		(*envelope.Envelope).BindDirect)
+		(*envelope.Envelope).BindDirect, false)
 	status := http.StatusOK
 	switch {
 	case !reply.Accepted:

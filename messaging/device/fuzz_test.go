@@ -106,7 +106,7 @@ func FuzzEnvelopeAndChunks(f *testing.F) {
 		bind := func(e *envelope.Envelope, fleet, dev string, groups []string) error {
 			return e.BindDirect(fleet, dev, groups)
 		}
-		reply := svc.HandleEnvelope(context.Background(), raw, envelope.MaxSize, sig, "fuzz", bind)
+		reply := svc.HandleEnvelope(context.Background(), raw, envelope.MaxSize, sig, "fuzz", bind, false)
 		if reply.Accepted && !(resign && digestOK) {
 			t.Fatalf("accepted without a valid signature over a matching payload: %+v", reply)
 		}

@@ -81,12 +81,12 @@ func (s *Service) validate(ctx context.Context, r *Request) (wire.Reply, error) 
 
 // Current is the device's desired state and drift.
 func (s *Service) Current(ctx context.Context) (provision.Current, error) {
-	return s.o.Prov.Current(ctx)
+	return s.cachedCurrent(ctx)
 }
 
 func (s *Service) current(ctx context.Context, r *Request) (wire.Reply, error) {
 	defer r.Close()
-	cur, err := s.o.Prov.Current(ctx)
+	cur, err := s.cachedCurrent(ctx)
 	if err != nil {
 		return wire.Reply{}, err
 	}

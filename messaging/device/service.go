@@ -81,6 +81,10 @@ type Service struct {
 	presenceMu sync.Mutex
 	presence   wire.Presence
 	presenceAt time.Time
+
+	curMu    sync.Mutex
+	curCache provision.Current
+	curAt    time.Time
 }
 
 // presenceTTL is how long a computed presence answers pings: computing it re-renders the
@@ -183,7 +187,7 @@ func (s *Service) computePresence(ctx context.Context) wire.Presence {
 	if p.Groups == nil {
 		p.Groups = []string{}
 	}
-	if cur, err := s.o.Prov.Current(ctx); err == nil {
+	if cur, err := s.cachedCurrent(ctx); err == nil {
 		p.Provisioned, p.ConfigSHA256 = cur.Provisioned, cur.Digest
 		p.Drift, p.DriftFiles = len(cur.Drift) > 0, cur.Drift
 	}
@@ -250,6 +254,9 @@ func (s *Service) fanOut(id string, ch <-chan record.Event, cancel func()) {
 			s.presenceMu.Lock()
 			s.presenceAt = time.Time{}
 			s.presenceMu.Unlock()
+			s.curMu.Lock()
+			s.curAt = time.Time{}
+			s.curMu.Unlock()
 			s.notify(wire.EventMsg{JobID: id, Device: s.o.Device, Fleet: s.o.Fleet, Seq: seq + 1, Done: true, Job: &j})
 		}
 	}()
@@ -327,4 +334,22 @@ func (s *Service) SignedHeader(body []byte) map[string][]string {
 		h[wire.DeviceSignatureHeader] = []string{sig}
 	}
 	return h
+}
+
+// cachedCurrent is the device's desired state and drift, computed at most once per
+// presenceTTL (it re-renders the active config and reads every derived file): pings,
+// heartbeats and `current` requests share it. A finished job invalidates it.
+func (s *Service) cachedCurrent(ctx context.Context) (provision.Current, error) {
+	s.curMu.Lock()
+	defer s.curMu.Unlock()
+	now := s.o.Now()
+	if !s.curAt.IsZero() && now.Sub(s.curAt) < presenceTTL && !now.Before(s.curAt) {
+		return s.curCache, nil
+	}
+	cur, err := s.o.Prov.Current(ctx)
+	if err != nil {
+		return cur, err
+	}
+	s.curCache, s.curAt = cur, now
+	return cur, nil
 }

@@ -38,9 +38,13 @@ type Binder func(env *envelope.Envelope, fleet, device string, groups []string) 
 // HandleEnvelope is the whole life of a signed envelope on any transport: decode (at
 // most max bytes), bind, verify, dispatch. Refusals come back as a refused reply with
 // the code FromError gives; the cause is logged.
-func (s *Service) HandleEnvelope(ctx context.Context, raw []byte, max int, sigHeader, source string, bind Binder) wire.Reply {
+//
+// replyBound says the transport checked that a read-only request's answer goes to the
+// requester itself (envelope.BindReply, NATS): such a request needs no replay record,
+// since sending it again only answers the same requester.
+func (s *Service) HandleEnvelope(ctx context.Context, raw []byte, max int, sigHeader, source string, bind Binder, replyBound bool) wire.Reply {
 	var id, op string
-	reply, err := s.handleEnvelope(ctx, raw, max, sigHeader, source, bind, &id, &op)
+	reply, err := s.handleEnvelope(ctx, raw, max, sigHeader, source, bind, replyBound, &id, &op)
 	if err != nil {
 		werr := FromError(err)
 		switch {
@@ -57,7 +61,7 @@ func (s *Service) HandleEnvelope(ctx context.Context, raw []byte, max int, sigHe
 	return reply
 }
 
-func (s *Service) handleEnvelope(ctx context.Context, raw []byte, max int, sigHeader, source string, bind Binder, id, op *string) (wire.Reply, error) {
+func (s *Service) handleEnvelope(ctx context.Context, raw []byte, max int, sigHeader, source string, bind Binder, replyBound bool, id, op *string) (wire.Reply, error) {
 	env, err := envelope.DecodeLimit(raw, max)
 	if err != nil {
 		return wire.Reply{}, err
@@ -66,7 +70,7 @@ func (s *Service) handleEnvelope(ctx context.Context, raw []byte, max int, sigHe
 	if err := bind(env, s.o.Fleet, s.o.Device, s.Groups()); err != nil {
 		return wire.Reply{}, err
 	}
-	req, err := s.Verify(ctx, env, raw, sigHeader)
+	req, err := s.verify(ctx, env, raw, sigHeader, replyBound && envelope.ReadOnly(env.Op))
 	if err != nil {
 		return wire.Reply{}, err
 	}
@@ -78,6 +82,10 @@ func (s *Service) handleEnvelope(ctx context.Context, raw []byte, max int, sigHe
 // and policy, replay, payload. The replay record is made only once the signature is
 // known good, so forged envelopes cannot burn ids.
 func (s *Service) Verify(ctx context.Context, env *envelope.Envelope, raw []byte, sigHeader string) (*Request, error) {
+	return s.verify(ctx, env, raw, sigHeader, false)
+}
+
+func (s *Service) verify(ctx context.Context, env *envelope.Envelope, raw []byte, sigHeader string, noReplayRecord bool) (*Request, error) {
 	if err := env.CheckTime(s.o.Now()); err != nil {
 		return nil, err
 	}
@@ -90,7 +98,9 @@ func (s *Service) Verify(ctx context.Context, env *envelope.Envelope, raw []byte
 	if err != nil {
 		return nil, err
 	}
-	if err := s.o.Replay.Accept(env.ID, env.ExpiresAt); err != nil {
+	if noReplayRecord {
+		// A read-only request bound to its requester's inbox: no fsynced record.
+	} else if err := s.o.Replay.Accept(env.ID, env.ExpiresAt); err != nil {
 		if errors.Is(err, auth.ErrReplayed) {
 			return nil, wire.Errorf(wire.ErrReplayed, "envelope %s was already accepted", env.ID)
 		}

@@ -266,9 +266,12 @@ func (a *Adapter) handle(ctx context.Context, m *nats.Msg) wire.Reply {
 		return wire.OK(j)
 	}
 	bind := func(env *envelope.Envelope, fleet, dev string, groups []string) error {
-		return env.Bind(subj, fleet, dev, groups)
+		if err := env.Bind(subj, fleet, dev, groups); err != nil {
+			return err
+		}
+		return env.BindReply(m.Reply)
 	}
-	return a.svc.HandleEnvelope(ctx, m.Data, envelope.MaxSize, m.Header.Get(envelope.SignatureHeader), "nats", bind)
+	return a.svc.HandleEnvelope(ctx, m.Data, envelope.MaxSize, m.Header.Get(envelope.SignatureHeader), "nats", bind, true)
 }
 
 func (a *Adapter) publishPresence() {

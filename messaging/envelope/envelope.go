@@ -13,6 +13,7 @@ import (
 	"io"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -71,6 +72,10 @@ type Envelope struct {
 	ContentType   string           `json:"content_type"`
 	Payload       []byte           `json:"payload,omitempty"`
 	PayloadRef    *wire.PayloadRef `json:"payload_ref,omitempty"`
+	// ReplyTo binds a read-only request (current, export, validate) sent over NATS to the
+	// requester: the reply subject must start with it (the requester's inbox prefix), so a
+	// captured envelope sent again with another reply subject is refused.
+	ReplyTo string `json:"reply_to,omitempty"`
 }
 
 var (
@@ -163,6 +168,8 @@ func (e *Envelope) check() error {
 		return wire.Errorf(wire.ErrInvalid, "payload and payload_ref are exclusive")
 	case e.PayloadRef != nil && (e.PayloadRef.Size <= 0 || e.PayloadRef.Size > 1<<30):
 		return wire.Errorf(wire.ErrInvalid, "payload_ref.size out of range")
+	case e.ReplyTo != "" && (len(e.ReplyTo) > 256 || strings.ContainsAny(e.ReplyTo, " \t\r\n*>")):
+		return wire.Errorf(wire.ErrInvalid, "reply_to must be a literal subject prefix")
 	}
 	if e.PayloadRef != nil {
 		s, err := subjects.Parse(e.PayloadRef.Subject)
@@ -248,6 +255,21 @@ func (e *Envelope) BindDirect(fleet, device string, groups []string) error {
 func (e *Envelope) CheckPayload(payload []byte) error {
 	if Digest(payload) != e.PayloadSHA256 {
 		return wire.Errorf(wire.ErrInvalid, "payload sha256 mismatch")
+	}
+	return nil
+}
+
+// ReadOnly reports whether op only reads the device's state (no job, no change).
+func ReadOnly(op string) bool { return op == "current" || op == "export" || op == "validate" }
+
+// BindReply checks a read-only request's reply_to against the reply subject it came
+// with: present, and a prefix of it.
+func (e *Envelope) BindReply(reply string) error {
+	if !ReadOnly(e.Op) {
+		return nil
+	}
+	if e.ReplyTo == "" || !strings.HasPrefix(reply, e.ReplyTo) {
+		return wire.Errorf(wire.ErrWrongTarget, "a %s request must name the inbox its answer goes to (reply_to), and come from it", e.Op)
 	}
 	return nil
 }

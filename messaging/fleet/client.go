@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -51,6 +52,9 @@ type Client struct {
 	tofu    bool
 	onFirst func(device, fingerprint string)
 }
+
+// Signer returns the key envelopes are signed with (nil without one).
+func (c *Client) Signer() ssh.Signer { return c.signer }
 
 // WithKnownDevices makes the client check that everything a device says is signed by its
 // enrolled key: an unknown device is ErrUnenrolled (or, with tofu, enrolled on first use
@@ -221,8 +225,13 @@ func (p *Prepared) Attach(e *envelope.Envelope) {
 	e.Payload = p.p.Data
 }
 
-// Send signs env (exact bytes) and requests it on subject, waiting up to timeout.
+// Send signs env (exact bytes) and requests it on subject, waiting up to timeout. A
+// read-only request over NATS is bound to this connection's inbox (reply_to).
 func (c *Client) Send(ctx context.Context, subject string, env *envelope.Envelope, timeout time.Duration) (wire.Reply, error) {
+	if c.http == nil && envelope.ReadOnly(env.Op) && env.ReplyTo == "" {
+		inbox := c.nc.NewRespInbox()
+		env.ReplyTo = inbox[:strings.LastIndexByte(inbox, '.')+1]
+	}
 	raw, err := env.Encode()
 	if err != nil {
 		return wire.Reply{}, err

@@ -68,6 +68,11 @@ func (b *both) env(s ssh.Signer, op string, payload []byte, mutate func(*envelop
 	if len(payload) == 0 {
 		e.ContentType = envelope.TypeNone
 	}
+	if envelope.ReadOnly(op) {
+		// Bound to this connection's inbox, as the publisher does (ignored over HTTP).
+		inbox := b.nc.NewRespInbox()
+		e.ReplyTo = inbox[:strings.LastIndexByte(inbox, '.')+1]
+	}
 	if mutate != nil {
 		mutate(e)
 	}
@@ -174,8 +179,10 @@ func TestSameCodeOnBothTransports(t *testing.T) {
 					e.IssuedAt, e.ExpiresAt = time.Now().Add(-9*time.Minute), time.Now().Add(-3*time.Minute) // past the 2 min skew
 				})
 			}},
-		{name: "replayed", want: "replayed", rig: b, op: "current",
-			make: func() ([]byte, string) { return b.env(admin, "current", nil, nil) },
+		// A mutating request is remembered (a read-only one bound to its requester's inbox
+		// needs no record: sent again, it answers the same requester).
+		{name: "replayed", want: "replayed", rig: b, op: "apply",
+			make: func() ([]byte, string) { return b.env(admin, "apply", cfg, nil) },
 			before: func(op string, raw []byte, sig string, viaHTTP bool) {
 				var r wire.Reply
 				if viaHTTP {
@@ -186,6 +193,7 @@ func TestSameCodeOnBothTransports(t *testing.T) {
 				if !r.Accepted {
 					t.Fatalf("first send refused: %+v", r)
 				}
+				fptest.WaitFor(t, 30*time.Second, "the first job to finish", func() bool { return b.node.Jobs.Active() == "" })
 			}},
 		{name: "invalid_digest", want: "invalid", rig: b, op: "validate",
 			make: func() ([]byte, string) {
@@ -260,9 +268,9 @@ func TestSameCodeOnBothTransports(t *testing.T) {
 		os.RemoveAll(replay)
 		os.WriteFile(replay, []byte("not a directory"), 0o600)
 		defer os.Remove(replay)
-		raw, sig := b.env(admin, "current", nil, nil)
-		nr := b.overNATS("current", raw, sig)
-		raw, sig = b.env(admin, "current", nil, nil)
+		raw, sig := b.env(admin, "apply", cfg, nil)
+		nr := b.overNATS("apply", raw, sig)
+		raw, sig = b.env(admin, "apply", cfg, nil)
 		hr, status := b.overHTTP(raw, sig)
 		for name, r := range map[string]wire.Reply{"NATS": nr, "HTTP": hr} {
 			if r.Code != "internal" || strings.Contains(r.Error, dev.StateDir) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -17,8 +18,10 @@ import (
 	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/identity"
+	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/core/record"
+	"github.com/fleetprov/fleetprov/internal/fptest"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
 	"github.com/fleetprov/fleetprov/messaging/node"
@@ -232,23 +235,23 @@ func TestPublisherDropsForgedAndReplayedEvents(t *testing.T) {
 		captured = append(captured, m)
 		mu.Unlock()
 	})
+	attacker.Flush()
 	opts := fleet.PushOptions{Target: fleet.Target{Devices: []string{"d1"}}, Timeout: 20 * time.Second, ReplyTimeout: 5 * time.Second}
 	opts.Payload = fleet.Payload{Data: good, ContentType: envelope.TypeTOML}
 	if sum, err := c.Push(t.Context(), opts, nil); err != nil || sum.Devices[0].State != fleet.StateSucceeded {
 		t.Fatalf("first push = %+v, %v", sum, err)
 	}
-	attacker.Flush()
-	mu.Lock()
 	var oldDone *nats.Msg
-	for _, m := range captured {
-		if bytes.Contains(m.Data, []byte(`"done":true`)) {
-			oldDone = m
+	fptest.WaitFor(t, 10*time.Second, "the attacker to capture the final event", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range captured {
+			if bytes.Contains(m.Data, []byte(`"done":true`)) {
+				oldDone = m
+			}
 		}
-	}
-	mu.Unlock()
-	if oldDone == nil {
-		t.Fatal("no final event captured")
-	}
+		return oldDone != nil
+	})
 	forger, _ := configtest.NewKey(t)
 	// As soon as the next envelope shows on the device's subject, forge and replay.
 	attacker.Subscribe(subjects.DeviceRequests("test", "d1"), func(m *nats.Msg) {
@@ -269,5 +272,52 @@ func TestPublisherDropsForgedAndReplayedEvents(t *testing.T) {
 	sum, err := c.Push(t.Context(), opts, nil)
 	if err != nil || sum.Devices[0].State != fleet.StateRolledBack {
 		t.Errorf("push of a failing config with forged and replayed events = %+v, %v; want rolled-back", sum.Devices, err)
+	}
+}
+
+// TestCapturedReadOnlyEnvelopeBoundToItsInbox: an attacker who captured an operator's
+// signed export request sends it again with its own reply inbox; the device refuses it
+// (the envelope names the operator's inbox), and answers the operator as before.
+func TestCapturedReadOnlyEnvelopeBoundToItsInbox(t *testing.T) {
+	admin, line := configtest.NewKey(t)
+	dev := provisiontest.New(t)
+	cfg := configtest.FixtureWithAdmin(t, "vm-full.config.toml", line)
+	if _, err := dev.Prov.Apply(t.Context(), provision.Input{Reader: bytes.NewReader(cfg)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	b := startBoth(t, dev, nil)
+	attacker, err := nats.Connect(b.node.Broker.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attacker.Close()
+	captured := make(chan *nats.Msg, 1)
+	attacker.Subscribe(subjects.DeviceRequests("test", "d1"), func(m *nats.Msg) {
+		select {
+		case captured <- m:
+		default:
+		}
+	})
+	attacker.Flush()
+	c, _ := publisherFor(t, b.nc, admin, true)
+	env := c.NewEnvelope("export", "d1", "", fleet.Payload{})
+	subj := subjects.Subject{Fleet: "test", Kind: subjects.Device, Name: "d1", Op: "export"}.String()
+	if r, err := c.Send(t.Context(), subj, env, 5*time.Second); err != nil || !r.Accepted {
+		t.Fatalf("the operator's export = %+v, %v", r, err)
+	}
+	m := <-captured
+	replay := nats.NewMsg(m.Subject)
+	replay.Data, replay.Header = m.Data, m.Header
+	res, err := attacker.RequestMsg(replay, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r wire.Reply
+	json.Unmarshal(res.Data, &r)
+	if r.Accepted || r.Code != "wrong-target" || len(r.Data) != 0 {
+		t.Errorf("the captured export sent from another inbox = %+v; want wrong-target and no bundle", r)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dev.StateDir, "replay")); len(entries) != 0 {
+		t.Errorf("read-only requests bound to their inbox left %d replay records; want 0", len(entries))
 	}
 }
