@@ -25,6 +25,9 @@ type connFlags struct {
 	server, creds, fleetName, key, keyID, via string
 	known                                     string
 	tofu                                      bool
+	// named: the command addresses devices by id (--device), so first use through a
+	// local NATS server may enrol them; discovery (--group, --all) never enrols by itself.
+	named bool
 	timeout                                   time.Duration
 	env                                       cli.Env
 }
@@ -36,7 +39,7 @@ func (c *connFlags) register(fs *flag.FlagSet, signing bool) {
 	fs.DurationVar(&c.timeout, "reply-timeout", 10*time.Second, "how long to wait for a device's answer")
 	fs.StringVar(&c.via, "via", "", "reach one device through its HTTP bridge (http://device:8080) instead of NATS")
 	fs.StringVar(&c.known, "known-devices", "", "file of enrolled device keys (default ~/.config/fleetprov/known_devices)")
-	fs.BoolVar(&c.tofu, "tofu", false, "trust on first use: enrol a device that is not in known-devices with the key it signs with (first use through a NATS server on localhost is always allowed, and printed)")
+	fs.BoolVar(&c.tofu, "tofu", false, "trust on first use: enrol a device that is not in known-devices with the key it signs with (a device named with --device through a NATS server on localhost is enrolled on first use anyway, and printed)")
 	if signing {
 		fs.StringVar(&c.key, "key", "", "OpenSSH private key to sign with (default: the first suitable key in $SSH_AUTH_SOCK)")
 		fs.StringVar(&c.keyID, "key-id", "", "with ssh-agent: pick the key whose fingerprint or comment contains this")
@@ -208,7 +211,7 @@ func (c *connFlags) knownDevices() (*fleet.KnownDevices, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	return k, c.tofu || localServer(c.server), nil
+	return k, c.tofu || (c.named && localServer(c.server)), nil
 }
 
 // localServer reports whether a NATS URL names this machine.

@@ -86,6 +86,7 @@ Examples:
 				if cf.via != "" && len(target.Devices) == 0 {
 					target.All = true
 				}
+				cf.named = len(target.Devices) > 0
 				cl, done, err := cf.client(stdio, true)
 				if err != nil {
 					return err

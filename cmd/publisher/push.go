@@ -93,6 +93,7 @@ unauthorized.`,
 					}
 				}
 				o.Payload = fleet.Payload{Data: raw, ContentType: contentType(raw)}
+				cf.named = len(o.Target.Devices) > 0
 				cl, done, err := cf.client(stdio, true)
 				if err != nil {
 					return err

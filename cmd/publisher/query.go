@@ -41,6 +41,7 @@ func lsCommand(name string) *cli.Command {
 				if len(t.Devices) == 0 && t.Group == "" {
 					t.All = true
 				}
+				cf.named = len(t.Devices) > 0
 				cl, done, err := cf.client(stdio, false)
 				if err != nil {
 					return err
@@ -111,6 +112,7 @@ func jobCommand() *cli.Command {
 				if len(args) != 1 || *dev == "" {
 					return cli.Usagef("expected a job ID and --device")
 				}
+				cf.named = true
 				cl, done, err := cf.client(stdio, false)
 				if err != nil {
 					return err
@@ -188,6 +190,7 @@ func queryErr(err error) error {
 
 // signedQuery sends a signed read-only op to one device and returns the reply data.
 func signedQuery(ctx context.Context, cf *connFlags, stdio cli.IO, dev, op string, body []byte) (*fleet.Client, func(), json.RawMessage, error) {
+	cf.named = true
 	cl, closeFn, err := cf.client(stdio, true)
 	if err != nil {
 		return nil, nil, nil, err

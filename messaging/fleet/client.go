@@ -414,6 +414,10 @@ func (c *Client) Job(ctx context.Context, dev, id string, timeout time.Duration)
 	if err := json.Unmarshal(r.Data, &j); err != nil {
 		return j, fmt.Errorf("decoding job: %w", err)
 	}
+	if j.ID != id {
+		// A signed record of another job, replayed as the answer.
+		return record.Job{}, fmt.Errorf("%w: %s answered for job %q, not %q", ErrImpostor, dev, j.ID, id)
+	}
 	return j, nil
 }
 
