@@ -27,9 +27,9 @@ type connFlags struct {
 	tofu                                      bool
 	// named: the command addresses devices by id (--device), so first use through a
 	// local NATS server may enrol them; discovery (--group, --all) never enrols by itself.
-	named bool
-	timeout                                   time.Duration
-	env                                       cli.Env
+	named   bool
+	timeout time.Duration
+	env     cli.Env
 }
 
 func (c *connFlags) register(fs *flag.FlagSet, signing bool) {
