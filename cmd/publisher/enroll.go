@@ -63,7 +63,7 @@ with another key is re-enrolled only with a matching --fingerprint.`,
 				if err != nil {
 					return cli.Usagef("%v", err)
 				}
-				ids, err := cl.Identities(ctx, t, 300*time.Millisecond, *discovery, cf.timeout)
+				ids, err := cl.Identities(ctx, t, 300*time.Millisecond, *discovery)
 				if err != nil {
 					return err
 				}

@@ -293,6 +293,17 @@ func (m *Manager) List() []record.Job {
 	return out
 }
 
+// Last returns the newest job's record (false when there is none), without copying the
+// whole history as List does.
+func (m *Manager) Last() (record.Job, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.order) == 0 {
+		return record.Job{}, false
+	}
+	return m.jobs[m.order[len(m.order)-1]].Clone(), true
+}
+
 // Active returns the id of the mutating job in flight, or "".
 func (m *Manager) Active() string {
 	m.mu.Lock()

@@ -130,7 +130,7 @@ func (s *Service) export(ctx context.Context, r *Request) (wire.Reply, error) {
 		cancel()
 		return wire.Reply{}, wire.Wrap(wire.ErrInternal, "offering the export", err)
 	}
-	context.AfterFunc(sctx, cancel)
+	context.AfterFunc(sctx, cancel) // releases the context once it ends
 	res.Payload = ref
 	return wire.OK(res), nil
 }

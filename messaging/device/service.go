@@ -78,19 +78,16 @@ type Service struct {
 
 	refusals *rate.Limiter
 
-	presenceMu sync.Mutex
-	presence   wire.Presence
-	presenceAt time.Time
-
 	curMu    sync.Mutex
 	curCache provision.Current
 	curAt    time.Time
 }
 
-// presenceTTL is how long a computed presence answers pings: computing it re-renders the
-// active config to check drift (about a millisecond), so a flood of pings costs one
-// computation a second. A finished job invalidates it.
-const presenceTTL = time.Second
+// currentTTL is how long a computed current state (config digest and drift) answers
+// pings, heartbeats and `current`: computing it re-renders the active config and reads
+// every derived file (about a millisecond), so a flood of pings costs one computation a
+// second. A finished job invalidates it.
+const currentTTL = time.Second
 
 // refusalLogRate bounds the "request refused" log lines per second.
 const refusalLogRate = 10
@@ -158,27 +155,9 @@ func (s *Service) RefreshGroups() []string {
 }
 
 // Presence is what the device announces: identity, groups, provisioned state, config
-// digest and drift, its last job, and the hub link. It is computed at most once per
-// presenceTTL (busy and the hub link are always current).
+// digest and drift (from cachedCurrent, the one expensive part), its last job, and the
+// hub link.
 func (s *Service) Presence(ctx context.Context) wire.Presence {
-	s.presenceMu.Lock()
-	defer s.presenceMu.Unlock()
-	now := s.o.Now()
-	if !s.presenceAt.IsZero() && now.Sub(s.presenceAt) < presenceTTL && now.After(s.presenceAt.Add(-time.Second)) {
-		p := s.presence
-		p.Busy = s.o.Jobs.Active() != ""
-		if s.o.HubConnected != nil {
-			up := s.o.HubConnected()
-			p.Hub = &up
-		}
-		return p
-	}
-	p := s.computePresence(ctx)
-	s.presence, s.presenceAt = p, now
-	return p
-}
-
-func (s *Service) computePresence(ctx context.Context) wire.Presence {
 	p := wire.Presence{Device: s.o.Device, Fleet: s.o.Fleet, Groups: s.Groups(), Version: s.o.Version, Time: s.o.Now().UTC(),
 		Busy: s.o.Jobs.Active() != ""}
 	if s.o.Identity != nil {
@@ -191,8 +170,7 @@ func (s *Service) computePresence(ctx context.Context) wire.Presence {
 		p.Provisioned, p.ConfigSHA256 = cur.Provisioned, cur.Digest
 		p.Drift, p.DriftFiles = len(cur.Drift) > 0, cur.Drift
 	}
-	if list := s.o.Jobs.List(); len(list) > 0 {
-		j := list[0]
+	if j, ok := s.o.Jobs.Last(); ok {
 		p.LastJob = &wire.JobRef{Op: j.Op, State: j.State, Code: j.Code, RollbackStatus: j.RollbackStatus}
 	}
 	if s.o.HubConnected != nil {
@@ -251,9 +229,6 @@ func (s *Service) fanOut(id string, ch <-chan record.Event, cancel func()) {
 		}
 		if j, err := s.o.Jobs.Get(id); err == nil {
 			s.RefreshGroups()
-			s.presenceMu.Lock()
-			s.presenceAt = time.Time{}
-			s.presenceMu.Unlock()
 			s.curMu.Lock()
 			s.curAt = time.Time{}
 			s.curMu.Unlock()
@@ -337,13 +312,13 @@ func (s *Service) SignedHeader(body []byte) map[string][]string {
 }
 
 // cachedCurrent is the device's desired state and drift, computed at most once per
-// presenceTTL (it re-renders the active config and reads every derived file): pings,
+// currentTTL (it re-renders the active config and reads every derived file): pings,
 // heartbeats and `current` requests share it. A finished job invalidates it.
 func (s *Service) cachedCurrent(ctx context.Context) (provision.Current, error) {
 	s.curMu.Lock()
 	defer s.curMu.Unlock()
 	now := s.o.Now()
-	if !s.curAt.IsZero() && now.Sub(s.curAt) < presenceTTL && !now.Before(s.curAt) {
+	if !s.curAt.IsZero() && now.Sub(s.curAt) < currentTTL && !now.Before(s.curAt) {
 		return s.curCache, nil
 	}
 	cur, err := s.o.Prov.Current(ctx)

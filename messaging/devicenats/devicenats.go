@@ -59,7 +59,7 @@ type Adapter struct {
 // the connection (a callback that only enqueues keeps up with the socket, so the server
 // never sees a slow consumer). Past queueLen, requests are dropped, counted, and the
 // requester sees no reply.
-// The unsigned read-only ops (ping: a cached presence; job: a lookup) are answered in the
+// The unsigned read-only ops (ping: a presence whose drift part is cached; job: a lookup) are answered in the
 // callback itself, and a signed op without a signature is refused there too: they cost
 // microseconds, so the callback keeps pace with the socket and a slow payload fetch or a
 // flood never holds up discovery.
@@ -193,7 +193,7 @@ func (a *Adapter) dispatch(m *nats.Msg) {
 		a.drop()
 		return
 	case op == "ping" || op == "job":
-		// Cheap to answer (a cached presence, a lookup): answered here, never queued
+		// Cheap to answer (a presence with cached drift, a lookup): answered here, never queued
 		// behind slow requests.
 		a.respond(m, a.handle(a.svc.Context(), m))
 		return
@@ -315,11 +315,10 @@ func (b Blobs) Fetch(ctx context.Context, ref wire.PayloadRef, limit int64, w io
 // Serve implements device.Payloads: the blob is offered until ctx ends.
 func (b Blobs) Serve(ctx context.Context, name string, data []byte) (*wire.PayloadRef, error) {
 	subj := subjects.Subject{Fleet: b.Fleet, Kind: subjects.Blob, Name: name}.String()
-	stop, err := blob.Serve(ctx, b.Conn, subj, data)
-	if err != nil {
+	// blob.Serve unsubscribes by itself when ctx ends.
+	if _, err := blob.Serve(ctx, b.Conn, subj, data); err != nil {
 		return nil, err
 	}
-	context.AfterFunc(ctx, stop)
 	return &wire.PayloadRef{Subject: subj, Size: int64(len(data))}, nil
 }
 

@@ -286,10 +286,7 @@ func (c *Client) request(ctx context.Context, msg *nats.Msg, device string, time
 	return r, nil
 }
 
-// Discover pings target and collects presence replies until no new reply came for the
-// quiet window, or max elapses. The window opens at the first reply (a large fleet's
-// first answer can take longer than quiet to cross the hub) and grows with the fleet: it
-// is at least a quarter of the time the replies have been arriving.
+// Discover pings target and collects the presence replies (see gather for when it stops).
 func (c *Client) Discover(ctx context.Context, t Target, quiet, max time.Duration) ([]wire.Presence, error) {
 	if c.http != nil {
 		p, err := c.http.ping(ctx)
@@ -302,21 +299,51 @@ func (c *Client) Discover(ctx context.Context, t Target, quiet, max time.Duratio
 	if err != nil {
 		return nil, err
 	}
+	seen := map[string]wire.Presence{}
+	err = c.gather(ctx, []string{subj}, quiet, max, nil, func(m *nats.Msg) bool {
+		var r wire.Reply
+		var p wire.Presence
+		if json.Unmarshal(m.Data, &r) == nil && r.Accepted && json.Unmarshal(r.Data, &p) == nil && p.Device != "" && r.Device == p.Device {
+			p.Enrollment = ""
+			if err := c.verifyDevice(p.Device, m.Data, m.Header.Get(wire.DeviceSignatureHeader)); errors.Is(err, ErrUnenrolled) {
+				p.Enrollment = EnrollmentUnenrolled
+			} else if err != nil {
+				c.log.Warn("ignoring a presence reply", "device", p.Device, "err", err)
+				p.Enrollment = EnrollmentImpostor
+			} else if c.known != nil {
+				p.Enrollment = EnrollmentEnrolled
+			}
+			if prev, ok := seen[p.Device]; !ok || prev.Enrollment != EnrollmentEnrolled {
+				seen[p.Device] = p
+			}
+		}
+		return false
+	})
+	return sortPresence(seen), err
+}
+
+// gather publishes an empty request on each subject to one inbox and hands every reply
+// to each until it reports it has all it wants, no new reply came for the quiet window,
+// or max elapses. The window opens at the first reply (a large fleet's first answer can
+// take longer than quiet to cross the hub) and grows with the fleet: it is at least a
+// quarter of the time the replies have been arriving.
+func (c *Client) gather(ctx context.Context, subjs []string, quiet, max time.Duration, body []byte, each func(*nats.Msg) (done bool)) error {
 	inbox := c.nc.NewRespInbox()
 	ch := make(chan *nats.Msg, 4096)
 	sub, err := c.nc.ChanSubscribe(inbox, ch)
 	if err != nil {
-		return nil, fmt.Errorf("discovering: %w", err)
+		return fmt.Errorf("discovering: %w", err)
 	}
 	defer sub.Unsubscribe()
-	if err := c.nc.PublishRequest(subj, inbox, nil); err != nil {
-		return nil, fmt.Errorf("discovering: %w", err)
+	for _, s := range subjs {
+		if err := c.nc.PublishRequest(s, inbox, body); err != nil {
+			return fmt.Errorf("discovering: %w", err)
+		}
 	}
 	deadline := time.NewTimer(max)
 	defer deadline.Stop()
 	idle := time.NewTimer(max) // armed for real by the first reply
 	defer idle.Stop()
-	seen := map[string]wire.Presence{}
 	var first time.Time
 	for {
 		select {
@@ -324,21 +351,8 @@ func (c *Client) Discover(ctx context.Context, t Target, quiet, max time.Duratio
 			if first.IsZero() {
 				first = time.Now()
 			}
-			var r wire.Reply
-			var p wire.Presence
-			if json.Unmarshal(m.Data, &r) == nil && r.Accepted && json.Unmarshal(r.Data, &p) == nil && p.Device != "" && r.Device == p.Device {
-				p.Enrollment = ""
-				if err := c.verifyDevice(p.Device, m.Data, m.Header.Get(wire.DeviceSignatureHeader)); errors.Is(err, ErrUnenrolled) {
-					p.Enrollment = EnrollmentUnenrolled
-				} else if err != nil {
-					c.log.Warn("ignoring a presence reply", "device", p.Device, "err", err)
-					p.Enrollment = EnrollmentImpostor
-				} else if c.known != nil {
-					p.Enrollment = EnrollmentEnrolled
-				}
-				if prev, ok := seen[p.Device]; !ok || prev.Enrollment != EnrollmentEnrolled {
-					seen[p.Device] = p
-				}
+			if each(m) {
+				return nil
 			}
 			window := quiet
 			if grown := time.Since(first) / 4; grown > window {
@@ -346,11 +360,11 @@ func (c *Client) Discover(ctx context.Context, t Target, quiet, max time.Duratio
 			}
 			idle.Reset(window)
 		case <-idle.C:
-			return sortPresence(seen), nil
+			return nil
 		case <-deadline.C:
-			return sortPresence(seen), nil
+			return nil
 		case <-ctx.Done():
-			return sortPresence(seen), ctx.Err()
+			return ctx.Err()
 		}
 	}
 }

@@ -110,7 +110,7 @@ type Identity struct {
 
 // Identities pings target (or each of t.Devices) and returns each device's identity key,
 // taken from the signature of its presence reply (which must verify with that key).
-func (c *Client) Identities(ctx context.Context, t Target, quiet, max, timeout time.Duration) ([]Identity, error) {
+func (c *Client) Identities(ctx context.Context, t Target, quiet, max time.Duration) ([]Identity, error) {
 	var subjs []string
 	if len(t.Devices) > 0 {
 		for _, d := range t.Devices {
@@ -127,46 +127,20 @@ func (c *Client) Identities(ctx context.Context, t Target, quiet, max, timeout t
 		}
 		subjs = append(subjs, s)
 	}
-	inbox := c.nc.NewRespInbox()
-	ch := make(chan *nats.Msg, 4096)
-	sub, err := c.nc.ChanSubscribe(inbox, ch)
-	if err != nil {
-		return nil, fmt.Errorf("discovering: %w", err)
-	}
-	defer sub.Unsubscribe()
-	for _, s := range subjs {
-		if err := c.nc.PublishRequest(s, inbox, nil); err != nil {
-			return nil, fmt.Errorf("discovering: %w", err)
-		}
-	}
 	seen := map[string]Identity{}
-	deadline, idle := time.NewTimer(max), time.NewTimer(quiet)
-	defer deadline.Stop()
-	defer idle.Stop()
-	for {
-		select {
-		case m := <-ch:
-			var r wire.Reply
-			sig, _ := base64.StdEncoding.DecodeString(m.Header.Get(wire.DeviceSignatureHeader))
-			if json.Unmarshal(m.Data, &r) == nil && r.Device != "" {
-				if pub, err := auth.VerifySelf(m.Data, sig, auth.NamespaceDevice); err == nil {
-					seen[r.Device] = Identity{Device: r.Device, Key: pub, Fingerprint: ssh.FingerprintSHA256(pub)}
-				} else {
-					c.log.Warn("presence without a valid identity signature", "device", r.Device, "err", err)
-				}
+	err := c.gather(ctx, subjs, quiet, max, nil, func(m *nats.Msg) bool {
+		var r wire.Reply
+		sig, _ := base64.StdEncoding.DecodeString(m.Header.Get(wire.DeviceSignatureHeader))
+		if json.Unmarshal(m.Data, &r) == nil && r.Device != "" {
+			if pub, err := auth.VerifySelf(m.Data, sig, auth.NamespaceDevice); err == nil {
+				seen[r.Device] = Identity{Device: r.Device, Key: pub, Fingerprint: ssh.FingerprintSHA256(pub)}
+			} else {
+				c.log.Warn("presence without a valid identity signature", "device", r.Device, "err", err)
 			}
-			idle.Reset(quiet)
-			if len(t.Devices) > 0 && len(seen) == len(t.Devices) {
-				return sortIdentities(seen), nil
-			}
-		case <-idle.C:
-			return sortIdentities(seen), nil
-		case <-deadline.C:
-			return sortIdentities(seen), nil
-		case <-ctx.Done():
-			return sortIdentities(seen), ctx.Err()
 		}
-	}
+		return len(t.Devices) > 0 && len(seen) == len(t.Devices)
+	})
+	return sortIdentities(seen), err
 }
 
 func sortIdentities(m map[string]Identity) []Identity {

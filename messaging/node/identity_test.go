@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -319,5 +320,39 @@ func TestCapturedReadOnlyEnvelopeBoundToItsInbox(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(filepath.Join(dev.StateDir, "replay")); len(entries) != 0 {
 		t.Errorf("read-only requests bound to their inbox left %d replay records; want 0", len(entries))
+	}
+}
+
+// TestReplayedJobRecordRefused: the publisher falls back to asking for a job's record
+// when it missed the final event; an attacker answering with a genuine signed record of
+// another job (an old "succeeded") must not be taken for this job's.
+func TestReplayedJobRecordRefused(t *testing.T) {
+	b := startBoth(t, provisiontest.New(t), nil)
+	admin, _ := configtest.NewKey(t)
+	deviceKey, _ := configtest.NewKey(t)
+	attacker, err := nats.Connect(b.node.Broker.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attacker.Close()
+	// "ghost" is enrolled with deviceKey; its signed record of job "old-job" was captured.
+	old, _ := json.Marshal(record.Job{ID: "old-job", Op: "apply", State: record.Succeeded})
+	reply, _ := json.Marshal(wire.Reply{Accepted: true, Device: "ghost", Fleet: "test", Data: old})
+	sig, _ := auth.Sign(reply, deviceKey, auth.NamespaceDevice)
+	sub, err := attacker.Subscribe(subjects.Subject{Fleet: "test", Kind: subjects.Device, Name: "ghost", Op: "job"}.String(), func(m *nats.Msg) {
+		m.RespondMsg(&nats.Msg{Data: reply, Header: nats.Header{wire.DeviceSignatureHeader: []string{base64.StdEncoding.EncodeToString(sig)}}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	attacker.Flush()
+	c, known := publisherFor(t, b.nc, admin, false)
+	known.Add("test", "ghost", deviceKey.PublicKey())
+	if j, err := c.Job(t.Context(), "ghost", "old-job", 5*time.Second); err != nil || j.State != record.Succeeded {
+		t.Fatalf("the record asked for = %+v, %v", j, err)
+	}
+	if j, err := c.Job(t.Context(), "ghost", "new-job", 5*time.Second); !errors.Is(err, fleet.ErrImpostor) {
+		t.Errorf("another job's record as the answer for new-job = %+v, %v; want ErrImpostor", j, err)
 	}
 }
