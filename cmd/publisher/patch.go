@@ -22,7 +22,7 @@ func patchCommand() *cli.Command {
 (every error comes back at once), then applies it through the normal pipeline.
 
 Kinds and ops:
-  users, containers, container-networks, container-volumes, container-builds
+  users, containers, container-networks, container-volumes, container-builds, secrets
       --name NAME --set '{...}' (put: create or replace)  or  --name NAME --delete
   network, activation
       --set '{...}' (RFC 7396 merge: objects merge, null deletes a key)
@@ -30,7 +30,11 @@ Kinds and ops:
 Examples:
   publisher patch --device gw1 --kind users --name bob --set '{"isAdmin":false,"ssh_key":"ssh-ed25519 AAAA..."}'
   publisher patch --device gw1 --kind activation --set '{"timeout_seconds":120}'
-  publisher patch --group edge --kind containers --name old --delete`,
+  publisher patch --group edge --kind containers --name old --delete
+  publisher patch --device gw1 --kind secrets --name api-token --set '{"description":"API token"}' --secret api-token=@tok.txt
+
+--secret NAME=@FILE / --secrets DIR send values along, sealed to each enrolled device
+(publisher secrets set rotates values without changing the config).`,
 		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
 			var cf connFlags
 			cf.register(fs, true)
@@ -43,6 +47,8 @@ Examples:
 			del := fs.Bool("delete", false, "delete --name")
 			timeout := fs.Duration("timeout", 5*time.Minute, "per device, from send to final result")
 			asJSON := fs.Bool("json", false, "print the summary as JSON")
+			var sf secretFlags
+			sf.register(fs)
 			return func(ctx context.Context, args []string, stdio cli.IO) error {
 				cf.env = stdio.Env
 				if len(args) != 0 {
@@ -52,7 +58,7 @@ Examples:
 				switch *kind {
 				case "network", "activation":
 					p.Op = "merge"
-				case "users", "containers", "container-networks", "container-volumes", "container-builds":
+				case "users", "containers", "container-networks", "container-volumes", "container-builds", "secrets":
 					if *name == "" {
 						return cli.Usagef("--kind %s needs --name", *kind)
 					}
@@ -78,6 +84,10 @@ Examples:
 					}
 					p.Value = raw
 				}
+				sv, err := sf.values(stdio.Stdin)
+				if err != nil {
+					return err
+				}
 				body, _ := json.Marshal(p)
 				target, err := tf.target(cf.via == "")
 				if err != nil {
@@ -94,7 +104,7 @@ Examples:
 				defer done()
 				view := newView(stdio.Stdout, *asJSON, false)
 				sum, err := cl.Push(ctx, fleet.PushOptions{Op: "patch", Target: target, Timeout: *timeout, ReplyTimeout: cf.timeout,
-					Payload: fleet.Payload{Data: body, ContentType: envelope.TypeJSON}}, view.update)
+					Payload: fleet.Payload{Data: body, ContentType: envelope.TypeJSON}, Secrets: sv}, view.update)
 				view.finish()
 				if err != nil {
 					return err

@@ -34,6 +34,11 @@ func pushCommand() *cli.Command {
 worker's own rules), then one envelope per device is signed (so one device's envelope is
 useless to another) and delivered. --group and --all first discover the devices (ping).
 
+Secrets: --secrets DIR (one file per secret, named after it) or --secret NAME=@FILE give
+the values of the secrets the config declares. They are sealed to each device's enrolled
+identity key (publisher enroll); a device that is not enrolled is reported as unenrolled
+and gets nothing. Values not given keep what the device has.
+
 Rollouts: --canary N runs the first N devices alone and stops unless all succeeded;
 --batch N or N% limits the devices in flight; --batch-sleep pauses between batches;
 --max-failures N or N% stops starting new devices once more have failed.
@@ -57,6 +62,8 @@ unauthorized.`,
 			asJSON := fs.Bool("json", false, "print the summary as JSON")
 			asJSONL := fs.Bool("jsonl", false, "print every device state change as a JSON line")
 			noValidate := fs.Bool("no-validate", false, "skip local validation")
+			var sf secretFlags
+			sf.register(fs)
 			return func(ctx context.Context, args []string, stdio cli.IO) error {
 				cf.env = stdio.Env
 				if len(args) != 1 {
@@ -85,11 +92,17 @@ unauthorized.`,
 				if err != nil {
 					return cli.Usagef("reading %s: %v", args[0], err)
 				}
+				if o.Secrets, err = sf.values(stdio.Stdin); err != nil {
+					return err
+				}
 				if !*noValidate {
 					v, err := check.Input(ctx, bytes.NewReader(raw), check.Options{})
 					rep := v.Report
 					if err != nil {
 						return cli.PrintValidation(stdio.Stderr, args[0], rep, false)
+					}
+					if err := checkDeclared(o.Secrets, v.Model, args[0]); err != nil {
+						return err
 					}
 				}
 				o.Payload = fleet.Payload{Data: raw, ContentType: contentType(raw)}

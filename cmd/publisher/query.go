@@ -9,10 +9,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
+	"github.com/fleetprov/fleetprov/core/check"
 	"github.com/fleetprov/fleetprov/messaging/blob"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
@@ -298,6 +300,10 @@ func exportCommand() *cli.Command {
 					return err
 				}
 				fmt.Fprintf(stdio.Stderr, "wrote %s (%d bytes, %s, sha256 %s)\n", *out, len(b), res.Format, res.SHA256[:12])
+				if v, err := check.Input(ctx, bytes.NewReader(b), check.Options{}); err == nil && len(v.Model.Secrets) > 0 {
+					fmt.Fprintf(stdio.Stderr, "note: secret values are never exported (%s); re-applying this export needs them again: --secrets DIR or --secret NAME=@FILE\n",
+						strings.Join(v.Model.SecretNames(), ", "))
+				}
 				return nil
 			}
 		},

@@ -17,6 +17,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/state"
 	"github.com/fleetprov/fleetprov/core/system"
 	"github.com/fleetprov/fleetprov/core/system/dbus"
+	"github.com/fleetprov/fleetprov/core/system/podman"
 	"github.com/fleetprov/fleetprov/core/system/simulate"
 )
 
@@ -67,6 +68,7 @@ func (f *deviceFlags) backend() (system.Backend, *simulate.Sim, error) {
 	case "dbus":
 		be := dbus.New()
 		be.Probes = probe.Real{}
+		be.Secrets = podman.Secrets{}
 		return be, nil, nil
 	case "simulate":
 		var fail []string

@@ -153,6 +153,11 @@ func (d *decoder) model(doc map[string]any) Model {
 	if t, ok := d.table(doc, root, "fleet"); ok {
 		m.Fleet = d.fleet(t, at("fleet"))
 	}
+	if t, ok := d.table(doc, root, "secrets"); ok {
+		if s := d.secrets(t, at("secrets")); len(s) > 0 {
+			m.Secrets = s
+		}
+	}
 	return m
 }
 

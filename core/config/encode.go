@@ -90,6 +90,12 @@ func Encode(m Model) []byte {
 			}
 		}
 	}
+	for _, name := range SortedKeys(m.Secrets) {
+		e.table("secrets", name)
+		if d := m.Secrets[name].Description; d != "" {
+			e.kv("description", quote(d))
+		}
+	}
 	return []byte(e.b.String())
 }
 

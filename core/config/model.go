@@ -18,6 +18,9 @@ type Model struct {
 	Activation Activation      `json:"activation"`
 	Containers Containers      `json:"containers"`
 	Fleet      *Fleet          `json:"fleet,omitempty"`
+	// Secrets declares the secrets containers use (fleetprov extension); values travel
+	// encrypted beside the config, never in it.
+	Secrets map[string]Secret `json:"secrets,omitempty"`
 }
 
 // User is one device account.

@@ -339,6 +339,7 @@ func checkModel(r *Report, m *Model) {
 	}
 	checkActivation(r, m)
 	checkContainers(r, m)
+	checkSecrets(r, m)
 	if m.Fleet != nil {
 		for _, name := range SortedKeys(m.Fleet.Signers) {
 			u, ok := m.Users[name]

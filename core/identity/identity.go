@@ -54,6 +54,38 @@ func LoadOrCreate(path, comment string) (signer ssh.Signer, created bool, err er
 // Load reads an unencrypted OpenSSH (or PEM) private key, such as
 // /etc/ssh/ssh_host_ed25519_key. A key readable by others is refused.
 func Load(path string) (ssh.Signer, error) {
+	b, err := read(path)
+	if err != nil {
+		return nil, err
+	}
+	s, err := ssh.ParsePrivateKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("parsing the identity key %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Private returns the ed25519 private key at path, with Load's checks; secrets are
+// decrypted with it (an identity key of another type cannot receive secrets).
+func Private(path string) (ed25519.PrivateKey, error) {
+	b, err := read(path)
+	if err != nil {
+		return nil, err
+	}
+	k, err := ssh.ParseRawPrivateKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("parsing the identity key %s: %w", path, err)
+	}
+	switch k := k.(type) {
+	case *ed25519.PrivateKey:
+		return *k, nil
+	case ed25519.PrivateKey:
+		return k, nil
+	}
+	return nil, fmt.Errorf("identity key %s is %T: secrets need an ed25519 key", path, k)
+}
+
+func read(path string) ([]byte, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading the identity key: %w", err)
@@ -65,11 +97,7 @@ func Load(path string) (ssh.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the identity key: %w", err)
 	}
-	s, err := ssh.ParsePrivateKey(b)
-	if err != nil {
-		return nil, fmt.Errorf("parsing the identity key %s: %w", path, err)
-	}
-	return s, nil
+	return b, nil
 }
 
 // Fingerprint is the key's SHA256:... fingerprint, as ssh-keygen -l prints it.

@@ -33,6 +33,9 @@ type Input struct {
 	// trusted, the device still unprovisioned for a first-boot basis, the envelope not
 	// expired). Its error rejects the apply, wrapped in ErrNotAuthorized.
 	Authorize func() error
+	// Secrets, when set, is a sealed set of secret values (age, to this device's
+	// identity key) that the input brings; values not sent keep the ones the device has.
+	Secrets []byte
 	// Base, when set, is the sha256 of the active config this input was built on (a
 	// partial update); the apply fails with ErrStaleBase if the active config is another
 	// by the time the lock is held.
@@ -91,6 +94,11 @@ type applyRun struct {
 	deployed deployed
 	promoted bool
 	res      Result
+	report   config.Report
+	// secretsChanged lists the secrets whose value this apply sets or changes.
+	secretsChanged []string
+	// sameConfig: the input is the active config.toml again (a secrets rotation).
+	sameConfig bool
 }
 
 type stage struct {
@@ -118,6 +126,7 @@ func (p *Provisioner) Apply(ctx context.Context, in Input, emit func(record.Even
 		{"recover", (*applyRun).recover, false},
 		{"unpack", (*applyRun).unpack, false},
 		{"validate", (*applyRun).validate, false},
+		{"secrets", (*applyRun).secretsStage, true},
 		{"write-candidate", (*applyRun).writeCandidate, false},
 		{"render-containers", (*applyRun).render, false},
 		{"write-quadlets", (*applyRun).writeQuadlets, false},
@@ -217,7 +226,10 @@ func (a *applyRun) validate(ctx context.Context) error {
 	for _, w := range r.Warnings() {
 		a.res.Warnings = append(a.res.Warnings, w.Error())
 	}
-	a.model = m
+	a.model, a.report = m, r
+	if active, err := a.p.opts.State.ReadActive(); err == nil && !a.files {
+		a.sameConfig = Digest(active) == Digest(a.raw)
+	}
 	if a.in.Check != nil {
 		if err := a.in.Check(m); err != nil {
 			return err
@@ -288,7 +300,19 @@ func (a *applyRun) promote(ctx context.Context) error {
 }
 
 func (a *applyRun) deploy(ctx context.Context) error {
-	d, err := a.p.deploy(ctx, a.emit)
+	var only func(config.Unit) bool
+	if a.sameConfig && a.in.Secrets != nil {
+		// A rotation: restart exactly the containers that use a changed secret.
+		users := a.model.SecretUsers()
+		restart := map[string]bool{}
+		for _, s := range a.secretsChanged {
+			for _, c := range users[s] {
+				restart[c] = true
+			}
+		}
+		only = func(u config.Unit) bool { return u.Kind == "container" && restart[u.Name] }
+	}
+	d, err := a.p.deploy(ctx, a.emit, only)
 	a.deployed = d
 	return err
 }
@@ -328,7 +352,7 @@ func (a *applyRun) fail(ctx context.Context, cause error) {
 		if err := st.Discard(); err != nil {
 			a.p.log.Error("discarding failed initial state", "err", err)
 		}
-		if _, err := a.p.deploy(ctx, a.emit); err != nil {
+		if _, err := a.p.deploy(ctx, a.emit, nil); err != nil {
 			a.p.log.Error("removing units of the discarded state", "err", err)
 		}
 		return
@@ -342,7 +366,7 @@ func (a *applyRun) fail(ctx context.Context, cause error) {
 	}
 	if err == nil {
 		var d deployed
-		if d, err = a.p.deploy(ctx, a.emit); err == nil {
+		if d, err = a.p.deploy(ctx, a.emit, nil); err == nil {
 			err = a.p.activate(ctx, m, d, a.emit)
 		}
 	}

@@ -22,8 +22,10 @@ type deployed struct {
 // deploy stops the services whose units disappear, syncs the active state's units into the
 // Quadlet dirs, reloads the managers and restarts the units in order. With no active state it
 // removes every managed unit. Restart failures are reported as events, not errors: the
-// health check that follows decides.
-func (p *Provisioner) deploy(ctx context.Context, emit func(record.Event)) (deployed, error) {
+// health check that follows decides. The active secrets are put into Podman's stores
+// before any unit restarts. only, when not nil, picks the units to restart (a secrets
+// rotation restarts just their users); nil restarts all.
+func (p *Provisioner) deploy(ctx context.Context, emit func(record.Event), only func(config.Unit) bool) (deployed, error) {
 	var d deployed
 	active := p.opts.State.Active()
 	if p.opts.State.HasActive() {
@@ -97,7 +99,13 @@ func (p *Provisioner) deploy(ctx context.Context, emit func(record.Event)) (depl
 			return d, fmt.Errorf("reloading the user manager: %w", err)
 		}
 	}
+	if err := p.syncSecrets(ctx, acc, emit); err != nil {
+		return d, fmt.Errorf("installing secrets: %w", err)
+	}
 	for _, u := range quadlet.RestartOrder(d.rendered.Runtime.Units) {
+		if only != nil && !only(u) {
+			continue
+		}
 		mgr := sysUnits
 		if u.Mode == config.ModeRootless {
 			mgr = userUnits
@@ -180,7 +188,7 @@ func (p *Provisioner) SyncQuadlet(ctx context.Context, emit func(record.Event)) 
 	if !p.opts.State.HasActive() {
 		return state.ErrNoActive
 	}
-	_, err = p.deploy(ctx, emit)
+	_, err = p.deploy(ctx, emit, nil)
 	return err
 }
 

@@ -53,6 +53,9 @@ type Current struct {
 	Config      *config.Model `json:"config,omitempty"`
 	// Drift lists the files on disk that no longer match what the active config renders to.
 	Drift []string `json:"drift"`
+	// Secrets lists the declared secrets: names, keyed digests and when each was set,
+	// never values.
+	Secrets []SecretInfo `json:"secrets,omitempty"`
 }
 
 // Current reads the active config and checks it for drift. Read-only; never fixes.
@@ -72,7 +75,14 @@ func (p *Provisioner) Current(ctx context.Context) (Current, error) {
 	if err != nil {
 		return Current{}, err
 	}
-	return Current{Provisioned: true, Digest: Digest(raw), Config: &m, Drift: drift}, nil
+	infos, err := p.secretInfos(m)
+	if err != nil {
+		return Current{}, err
+	}
+	if len(infos) == 0 {
+		infos = nil
+	}
+	return Current{Provisioned: true, Digest: Digest(raw), Config: &m, Drift: drift, Secrets: infos}, nil
 }
 
 // Digest returns the hex sha256 of a config.

@@ -19,7 +19,12 @@ var patchKinds = map[string][]string{
 	"container-networks": {"containers", "network"},
 	"container-volumes":  {"containers", "volume"},
 	"container-builds":   {"containers", "build"},
+	"secrets":            {"secrets"},
 }
+
+// IsSecretsSet reports whether a patch is a secrets rotation: {"kind":"secrets","op":"set"}
+// changes no config; the new values travel sealed in the envelope.
+func IsSecretsSet(p config.Patch) bool { return p.Kind == "secrets" && p.Op == "set" }
 
 // PreparePatch applies p to the active config and validates the result, and returns it
 // as an apply input bound to that active config (Input.Base): if another apply changes
@@ -36,6 +41,13 @@ func (p *Provisioner) PreparePatch(patch config.Patch) (Input, error) {
 	if err != nil {
 		return Input{}, fmt.Errorf("parsing active config: %w", err)
 	}
+	if IsSecretsSet(patch) {
+		if _, err = ApplyPatch(m, patch, p.opts.Config); err != nil {
+			return Input{}, err
+		}
+		// The active config.toml again, byte for byte: only the secrets change.
+		return Input{Reader: bytes.NewReader(raw), Base: Digest(raw)}, nil
+	}
 	m, err = ApplyPatch(m, patch, p.opts.Config)
 	if err != nil {
 		return Input{}, err
@@ -49,6 +61,12 @@ func ApplyPatch(m config.Model, patch config.Patch, opts config.Options) (config
 		var r config.Report
 		r.Errorf(config.Path{patch.Kind}, format, args...)
 		return &InvalidError{Report: r, Err: config.ErrInvalid}
+	}
+	if IsSecretsSet(patch) {
+		if patch.Name != "" || len(patch.Value) > 0 {
+			return config.Model{}, invalid("a secrets set takes no name or value: the values travel sealed beside the patch")
+		}
+		return m, nil
 	}
 	var doc map[string]any
 	if _, err := toml.Decode(string(config.Encode(m)), &doc); err != nil {

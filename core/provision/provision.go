@@ -8,12 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fleetprov/fleetprov/core/bundle"
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/quadlet"
 	"github.com/fleetprov/fleetprov/core/record"
+	"github.com/fleetprov/fleetprov/core/secrets"
 	"github.com/fleetprov/fleetprov/core/state"
 	"github.com/fleetprov/fleetprov/core/system"
 )
@@ -26,6 +28,9 @@ type Options struct {
 	Quadlet quadlet.Dirs
 	// AppUser runs rootless containers (default appsvc).
 	AppUser string
+	// IdentityKey is the device's identity key, which opens its secrets (empty:
+	// <state>/identity_ed25519).
+	IdentityKey string
 	// Hook is the activation hook's path (empty: none).
 	Hook string
 	// Config carries the device-dependent validation rules (bridge port).
@@ -44,6 +49,8 @@ type Options struct {
 type Provisioner struct {
 	opts Options
 	log  *slog.Logger
+	krMu sync.Mutex
+	kr   *secrets.Keyring
 }
 
 // New returns a Provisioner.
@@ -100,7 +107,7 @@ func (p *Provisioner) Recover(ctx context.Context, then func(state.Action) error
 	}
 	switch act {
 	case state.ActionRestoredRollback, state.ActionKeptActive, state.ActionPromotedRollback, state.ActionDiscarded:
-		if _, err := p.deploy(ctx, func(record.Event) {}); err != nil && !errors.Is(err, state.ErrNoActive) {
+		if _, err := p.deploy(ctx, func(record.Event) {}, nil); err != nil && !errors.Is(err, state.ErrNoActive) {
 			return act, fmt.Errorf("re-deploying after recovery: %w", err)
 		}
 	}

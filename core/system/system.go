@@ -70,6 +70,15 @@ type Probes interface {
 	Exec(ctx context.Context, acc *Account, container string, argv []string) (exit int, output string, err error)
 }
 
+// Secrets is Podman's secret store: the system's, or the app user's when acc is not nil.
+// Values come from memory (never a file on disk).
+type Secrets interface {
+	// Put creates or replaces a secret (podman secret create --replace NAME -).
+	Put(ctx context.Context, acc *Account, name string, value []byte) error
+	// Remove deletes a secret; a missing one is not an error.
+	Remove(ctx context.Context, acc *Account, name string) error
+}
+
 // Account is a local user account.
 type Account struct {
 	Name string
@@ -100,8 +109,9 @@ type Backend struct {
 	User     func(a Account) Units // the app user's manager
 	Accounts Accounts
 	Hooks    Hooks
-	Logs     Logs   // nil: no logs in failure reports
-	Probes   Probes // nil: typed health checks cannot run (an activation with checks fails)
+	Logs     Logs    // nil: no logs in failure reports
+	Probes   Probes  // nil: typed health checks cannot run (an activation with checks fails)
+	Secrets  Secrets // nil: a config that declares secrets cannot be deployed
 }
 
 // HookError reports a hook that ran and failed.

@@ -64,7 +64,7 @@ func (s *Service) submit(r *Request, in provision.Input) (wire.Reply, error) {
 }
 
 func (s *Service) apply(ctx context.Context, r *Request) (wire.Reply, error) {
-	return s.submit(r, provision.Input{Reader: r.Payload, Check: r.Decision.CheckPossession()})
+	return s.submit(r, provision.Input{Reader: r.Payload, Check: r.Decision.CheckPossession(), Secrets: r.Env.Secrets})
 }
 
 // Validate checks an input offline as this device would (its validation options).
@@ -146,10 +146,15 @@ func (s *Service) patch(ctx context.Context, r *Request) (wire.Reply, error) {
 		r.Close()
 		return wire.Reply{}, wire.Errorf(wire.ErrInvalid, "patch body: %w", err)
 	}
+	if provision.IsSecretsSet(p) && r.Env.Secrets == nil {
+		r.Close()
+		return wire.Reply{}, wire.Errorf(wire.ErrInvalid, "a secrets set carries no secrets")
+	}
 	in, err := s.PreparePatch(p)
 	if err != nil {
 		r.Close()
 		return wire.Reply{}, err
 	}
+	in.Secrets = r.Env.Secrets
 	return s.submit(r, in)
 }

@@ -76,6 +76,10 @@ type Envelope struct {
 	// requester: the reply subject must start with it (the requester's inbox prefix), so a
 	// captured envelope sent again with another reply subject is refused.
 	ReplyTo string `json:"reply_to,omitempty"`
+	// Secrets is a sealed set of secret values (age, binary, to the target device's
+	// identity key), for apply and patch only. It is inside the signed bytes: nobody
+	// can swap in values of their own.
+	Secrets []byte `json:"secrets,omitempty"`
 }
 
 var (
@@ -168,6 +172,10 @@ func (e *Envelope) check() error {
 		return wire.Errorf(wire.ErrInvalid, "payload and payload_ref are exclusive")
 	case e.PayloadRef != nil && (e.PayloadRef.Size <= 0 || e.PayloadRef.Size > 1<<30):
 		return wire.Errorf(wire.ErrInvalid, "payload_ref.size out of range")
+	case e.Secrets != nil && e.Op != "apply" && e.Op != "patch":
+		return wire.Errorf(wire.ErrInvalid, "secrets travel only with apply and patch, not %s", e.Op)
+	case e.Secrets != nil && len(e.Secrets) == 0:
+		return wire.Errorf(wire.ErrInvalid, "secrets is empty")
 	case e.ReplyTo != "" && (len(e.ReplyTo) > 256 || strings.ContainsAny(e.ReplyTo, " \t\r\n*>")):
 		return wire.Errorf(wire.ErrInvalid, "reply_to must be a literal subject prefix")
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fleetprov/fleetprov/core/record"
+	"github.com/fleetprov/fleetprov/core/secrets"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
 	"github.com/fleetprov/fleetprov/messaging/wire"
 )
@@ -94,6 +95,9 @@ type PushOptions struct {
 	Detach bool
 	// Discovery bounds finding the devices of a group or all (default 2s; quiet 300ms).
 	Discovery time.Duration
+	// Secrets, when set, are sealed to each device's enrolled identity key and sent in
+	// its envelope; a device that is not enrolled gets nothing (state unenrolled).
+	Secrets secrets.Values
 }
 
 // Summary is the outcome of a push.
@@ -253,6 +257,24 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 	return sum, ctx.Err()
 }
 
+// sealFor seals values to one device's enrolled identity key. A device that is not in
+// known_devices cannot receive secrets, whatever the first-use policy: its key would be
+// whatever answered.
+func (c *Client) sealFor(dev string, v secrets.Values) ([]byte, error) {
+	if c.known == nil {
+		return nil, fmt.Errorf("%w: secrets need the device's enrolled key (known_devices)", ErrUnenrolled)
+	}
+	pub, ok := c.known.Lookup(c.fleet, dev)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s cannot receive secrets until it is enrolled (publisher enroll --device %s)", ErrUnenrolled, dev, dev)
+	}
+	r, err := secrets.Recipient(pub)
+	if err != nil {
+		return nil, err
+	}
+	return secrets.Seal(v, r)
+}
+
 // pushOne delivers one device's envelope and follows its job to the end.
 func (c *Client) pushOne(ctx context.Context, o PushOptions, prep *Prepared, hub *eventHub, dev string, update func(string, func(*DeviceState))) {
 	t0 := time.Now()
@@ -261,6 +283,18 @@ func (c *Client) pushOne(ctx context.Context, o PushOptions, prep *Prepared, hub
 	}
 	env := c.NewEnvelope(o.Op, dev, "", o.Payload)
 	prep.Attach(env)
+	if o.Secrets != nil {
+		sealed, err := c.sealFor(dev, o.Secrets)
+		if err != nil {
+			st := StateFailed
+			if errors.Is(err, ErrUnenrolled) {
+				st = StateUnenrolled
+			}
+			done(func(s *DeviceState) { s.State, s.Error = st, err.Error() })
+			return
+		}
+		env.Secrets = sealed
+	}
 	subj, _ := subjects.Build(subjects.Subject{Fleet: c.fleet, Kind: subjects.Device, Name: dev, Op: o.Op})
 	var events <-chan wire.EventMsg
 	var stop func()

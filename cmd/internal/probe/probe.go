@@ -12,11 +12,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"strconv"
 	"syscall"
-	"time"
 
 	"github.com/fleetprov/fleetprov/core/system"
 )
@@ -69,29 +66,13 @@ func (Real) Exec(ctx context.Context, acc *system.Account, container string, arg
 	}
 	var cmd *exec.Cmd
 	if container == "" {
-		cmd = exec.CommandContext(ctx, argv[0], argv[1:]...)
+		cmd = system.Command(ctx, acc, argv[0], argv[1:]...)
 	} else {
-		cmd = exec.CommandContext(ctx, "podman", append([]string{"exec", container}, argv...)...)
-	}
-	if acc != nil {
-		// The app user's Podman: its own uid, home and runtime dir.
-		runtimeDir := "/run/user/" + strconv.Itoa(acc.UID)
-		cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + acc.Home,
-			"USER=" + acc.Name, "XDG_RUNTIME_DIR=" + runtimeDir}
-		cmd.Dir = acc.Home
-		if os.Geteuid() == 0 && acc.UID != 0 {
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(acc.UID), Gid: uint32(acc.GID)}}
-		}
+		cmd = system.Command(ctx, acc, "podman", append([]string{"exec", container}, argv...)...)
 	}
 	// Like activation hooks: its own process group, killed whole at the deadline, and
 	// the output pipe given up 2 s later, so nothing the command left behind (or another
 	// process of the app user holding the pipe) can hold the activation past its deadline.
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
-	cmd.SysProcAttr.Setpgid = true
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 2 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &limited{&out}, &limited{&out}
 	err := cmd.Run()

@@ -51,13 +51,14 @@ type Sim struct {
 	transcript []string
 	states     map[string]string // "system/web.service" -> active|failed|inactive|activating
 	fail       map[string]bool
-	restarts   map[string]int // crash-looping units' NRestarts
-	pending    map[string]int // slow starters' remaining activating reads
+	restarts   map[string]int    // crash-looping units' NRestarts
+	pending    map[string]int    // slow starters' remaining activating reads
+	secrets    map[string][]byte // "system/name" -> value (Podman's secret store)
 }
 
 // New returns a simulated OS.
 func New(opts Options) *Sim {
-	s := &Sim{opts: opts, states: map[string]string{}, fail: map[string]bool{}, restarts: map[string]int{}, pending: map[string]int{}}
+	s := &Sim{opts: opts, states: map[string]string{}, fail: map[string]bool{}, restarts: map[string]int{}, pending: map[string]int{}, secrets: map[string][]byte{}}
 	for _, f := range opts.Fail {
 		s.fail[f] = true
 	}
@@ -74,7 +75,44 @@ func (s *Sim) Backend() system.Backend {
 		Hooks:    system.ExecHooks{},
 		Logs:     logs{sim: s},
 		Probes:   probes{sim: s},
+		Secrets:  secretStore{sim: s},
 	}
+}
+
+type secretStore struct{ sim *Sim }
+
+func scopeOf(acc *system.Account) string {
+	if acc != nil {
+		return "user(" + acc.Name + ")"
+	}
+	return "system"
+}
+
+// Put implements system.Secrets; the transcript shows the value's length, never the value.
+func (st secretStore) Put(ctx context.Context, acc *system.Account, name string, value []byte) error {
+	st.sim.mu.Lock()
+	defer st.sim.mu.Unlock()
+	st.sim.record("%s: podman secret create --replace %s (%d bytes)", scopeOf(acc), name, len(value))
+	st.sim.secrets[scopeOf(acc)+"/"+name] = append([]byte(nil), value...)
+	return ctx.Err()
+}
+
+// Remove implements system.Secrets.
+func (st secretStore) Remove(ctx context.Context, acc *system.Account, name string) error {
+	st.sim.mu.Lock()
+	defer st.sim.mu.Unlock()
+	st.sim.record("%s: podman secret rm %s", scopeOf(acc), name)
+	delete(st.sim.secrets, scopeOf(acc)+"/"+name)
+	return ctx.Err()
+}
+
+// Secret returns a value in the simulated Podman secret store of scope ("system" or
+// "user(<name>)").
+func (s *Sim) Secret(scope, name string) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.secrets[scope+"/"+name]
+	return v, ok
 }
 
 type probes struct{ sim *Sim }
