@@ -31,7 +31,10 @@ type deps struct {
 type deviceFlags struct {
 	stateDir, system, quadletDir, rootlessDir, appUser, hook, simulateFail, logFormat, logLevel string
 	bridgePort                                                                                  int
-	deps                                                                                        deps
+	// identityKey opens the device's secrets (set by serve's --identity-key; empty:
+	// STATE_DIR/identity_ed25519).
+	identityKey string
+	deps        deps
 }
 
 func (f *deviceFlags) register(fs *flag.FlagSet, defaultLevel string) {
@@ -114,8 +117,10 @@ func (f *deviceFlags) provisioner(log *slog.Logger) (*provision.Provisioner, *si
 		AppUser: f.appUser,
 		Hook:    f.hook,
 		Config:  config.Options{BridgePort: f.bridgePort},
-		Logger:  log,
-		Fault:   f.deps.fault,
+		// Local commands (apply, sync-quadlet) read the same key serve uses by default.
+		IdentityKey: f.identityKey,
+		Logger:      log,
+		Fault:       f.deps.fault,
 	})
 	return p, sim, nil
 }

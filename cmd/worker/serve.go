@@ -72,6 +72,7 @@ Standalone demo (no root, no systemd):
 				if !subjects.ValidToken(id) || !subjects.ValidToken(*fleetName) {
 					return cli.Usagef("--device-id and --fleet must match ^[A-Za-z0-9_-]{1,64}$")
 				}
+				df.identityKey = *idKey
 				p, _, err := df.provisioner(log)
 				if err != nil {
 					return err
