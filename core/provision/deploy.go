@@ -99,7 +99,8 @@ func (p *Provisioner) deploy(ctx context.Context, emit func(record.Event), only 
 			return d, fmt.Errorf("reloading the user manager: %w", err)
 		}
 	}
-	if err := p.syncSecrets(ctx, acc, emit); err != nil {
+	removeSecrets, err := p.syncSecrets(ctx, acc, emit)
+	if err != nil {
 		return d, fmt.Errorf("installing secrets: %w", err)
 	}
 	for _, u := range quadlet.RestartOrder(d.rendered.Runtime.Units) {
@@ -118,6 +119,9 @@ func (p *Provisioner) deploy(ctx context.Context, emit func(record.Event), only 
 			ev.Status, ev.Message = "failed", err.Error()
 		}
 		emit(ev)
+	}
+	if err := removeSecrets(); err != nil {
+		return d, err
 	}
 	p.fault("deploy:restarted")
 	return d, nil

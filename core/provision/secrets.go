@@ -163,32 +163,33 @@ type podmanSecrets struct {
 }
 
 // syncSecrets puts the active state's secrets into the Podman stores of the containers
-// that use them (the system's for rootful ones, the app user's for rootless ones) and
-// removes the ones fleetprov made before that are no longer wanted there.
-func (p *Provisioner) syncSecrets(ctx context.Context, acc system.Account, emit func(record.Event)) error {
+// that use them (the system's for rootful ones, the app user's for rootless ones). It
+// returns the second half, run once the units restarted: removing the secrets fleetprov
+// made before that are no longer wanted (their users are gone by then).
+func (p *Provisioner) syncSecrets(ctx context.Context, acc system.Account, emit func(record.Event)) (func() error, error) {
 	recPath := filepath.Join(p.opts.State.Root, podmanSecretsFile)
 	var had podmanSecrets
 	if b, err := os.ReadFile(recPath); err == nil {
 		if err := json.Unmarshal(b, &had); err != nil {
-			return fmt.Errorf("reading %s: %w", recPath, err)
+			return nil, fmt.Errorf("reading %s: %w", recPath, err)
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("reading %s: %w", recPath, err)
+		return nil, fmt.Errorf("reading %s: %w", recPath, err)
 	}
 	var want podmanSecrets
 	values := secrets.Values{}
 	if p.opts.State.HasActive() {
 		m, err := p.activeModel()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if len(m.Secrets) > 0 {
 			kr, err := p.keyring()
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if values, _, err = kr.Load(p.opts.State.Active()); err != nil {
-				return err
+				return nil, err
 			}
 			defer clearValues(values)
 		}
@@ -205,47 +206,66 @@ func (p *Provisioner) syncSecrets(ctx context.Context, acc system.Account, emit 
 		slices.Sort(want.User)
 	}
 	if (len(want.System) > 0 || len(want.User) > 0 || len(had.System) > 0 || len(had.User) > 0) && p.opts.Backend.Secrets == nil {
-		return fmt.Errorf("the %s backend has no secret store", p.opts.Backend.Name)
+		return nil, fmt.Errorf("the %s backend has no secret store", p.opts.Backend.Name)
 	}
-	for _, store := range []struct {
+	type store struct {
 		acc       *system.Account
+		mode      string
 		want, had []string
-	}{{nil, want.System, had.System}, {&acc, want.User, had.User}} {
-		mode := config.ModeRootful
-		if store.acc != nil {
-			mode = config.ModeRootless
-		}
-		for _, name := range store.want {
+	}
+	stores := []store{{nil, config.ModeRootful, want.System, had.System}, {&acc, config.ModeRootless, want.User, had.User}}
+	// Record the union first: a crash between a put and the removals must not forget a
+	// secret fleetprov made.
+	union := podmanSecrets{System: mergeSorted(want.System, had.System), User: mergeSorted(want.User, had.User)}
+	if err := writeRecord(recPath, union); err != nil {
+		return nil, err
+	}
+	for _, st := range stores {
+		for _, name := range st.want {
 			v, ok := values[name]
 			if !ok {
-				return fmt.Errorf("secret %s is used but has no value in the active state", name)
+				return nil, fmt.Errorf("secret %s is used but has no value in the active state", name)
 			}
-			if err := p.opts.Backend.Secrets.Put(ctx, store.acc, name, v); err != nil {
-				return err
+			if err := p.opts.Backend.Secrets.Put(ctx, st.acc, name, v); err != nil {
+				return nil, err
 			}
-			emit(record.Event{Step: "secret-install", Mode: mode, Status: "installed", Message: name})
-		}
-		for _, name := range store.had {
-			if slices.Contains(store.want, name) {
-				continue
-			}
-			if err := p.opts.Backend.Secrets.Remove(ctx, store.acc, name); err != nil {
-				return err
-			}
-			emit(record.Event{Step: "secret-install", Mode: mode, Status: "removed", Message: name})
+			emit(record.Event{Step: "secret-install", Mode: st.mode, Status: "installed", Message: name})
 		}
 	}
-	if len(want.System) == 0 && len(want.User) == 0 {
-		if err := os.Remove(recPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("removing %s: %w", recPath, err)
+	return func() error {
+		for _, st := range stores {
+			for _, name := range st.had {
+				if slices.Contains(st.want, name) {
+					continue
+				}
+				if err := p.opts.Backend.Secrets.Remove(ctx, st.acc, name); err != nil {
+					return fmt.Errorf("removing secrets: %w", err)
+				}
+				emit(record.Event{Step: "secret-install", Mode: st.mode, Status: "removed", Message: name})
+			}
+		}
+		return writeRecord(recPath, want)
+	}, nil
+}
+
+func writeRecord(path string, r podmanSecrets) error {
+	if len(r.System) == 0 && len(r.User) == 0 {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("removing %s: %w", path, err)
 		}
 		return nil
 	}
-	b, _ := json.Marshal(want)
-	if err := state.WriteFileAtomic(recPath, b, 0o600); err != nil {
-		return fmt.Errorf("writing %s: %w", recPath, err)
+	b, _ := json.Marshal(r)
+	if err := state.WriteFileAtomic(path, b, 0o600); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
+}
+
+func mergeSorted(a, b []string) []string {
+	out := slices.Concat(a, b)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 func appendUnique(s []string, v string) []string {

@@ -27,6 +27,8 @@ type workload struct {
 	webPort, appPort  int
 	app, broken, slow bool
 	check             string // an [activation.health.web] table body
+	// secret: web (rootful) mounts secret tok as a file, app (rootless) gets it as $TOK.
+	secret bool
 }
 
 func (w workload) toml() string {
@@ -51,6 +53,9 @@ Pull = "never"
 Exec = ["/bin/httpd", "-f", "-p", "%d"]
 StopTimeout = 1
 `, w.webPort)
+	if w.secret {
+		b.WriteString("Secret = [\"tok,type=mount,target=/run/secrets/tok\"]\n")
+	}
 	if w.app {
 		fmt.Fprintf(&b, `
 [containers.container.app]
@@ -62,9 +67,15 @@ Exec = ["/bin/httpd", "-f", "-p", "8080"]
 StopTimeout = 1
 PublishPort = ["%d:8080"]
 `, w.appPort)
+		if w.secret {
+			b.WriteString("Secret = [\"tok,type=env,target=TOK\"]\n")
+		}
 	}
 	if w.check != "" {
 		b.WriteString("\n[activation.health.web]\n" + w.check + "\n")
+	}
+	if w.secret {
+		b.WriteString("\n[secrets.tok]\ndescription = \"e2e token\"\n")
 	}
 	if w.broken {
 		b.WriteString(`
@@ -89,7 +100,7 @@ type env struct {
 func (e *env) publisher(args ...string) (int, string) {
 	e.t.Helper()
 	args = append(args, "--server", e.hub.ClientURL(), "--fleet", "e2e")
-	if args[0] == "push" || args[0] == "current" || args[0] == "export" {
+	if args[0] == "push" || args[0] == "current" || args[0] == "export" || args[0] == "secrets" {
 		args = append(args, "--key", filepath.Join(e.keys, "id"))
 	}
 	cmd := exec.Command(filepath.Join(e.bins, "publisher"), args...)
@@ -308,6 +319,42 @@ func TestDevices(t *testing.T) {
 		}
 		if out := d1.exec("sh", "-c", "stat -c %U /home/appsvc/.config /home/appsvc/.config/containers"); strings.Contains(out, "root") {
 			t.Errorf("the app user's config dirs belong to root:\n%s", out)
+		}
+	})
+
+	t.Run("2b_secrets_rootful_and_rootless", func(t *testing.T) {
+		defer use(t)()
+		t0 := time.Now()
+		defer mark("step2b", t0)
+		w := w1
+		w.app, w.secret = true, true
+		tok := filepath.Join(e.keys, "tok")
+		os.WriteFile(tok, []byte("e2e-token-v1"), 0o600)
+		code, out := e.publisher("push", e.writeConfig("d1-secret.toml", w), "--device", "e2e-dev1", "--timeout", "3m", "--secret", "tok=@"+tok)
+		if code != 0 {
+			t.Fatalf("push with a secret = %d\n%s\n%s", code, out, d1.exec("journalctl", "--no-pager", "-n", "60", "-u", "fleetprov-worker.service"))
+		}
+		read := func() (file, env string) {
+			file, _ = d1.execOut("sh", "-c", "podman exec systemd-web /bin/busybox cat /run/secrets/tok 2>/dev/null")
+			env, _ = d1.user("podman", "exec", "systemd-app", "/bin/busybox", "env")
+			return file, env
+		}
+		if file, env := read(); file != "e2e-token-v1" || !strings.Contains(env, "TOK=e2e-token-v1") {
+			t.Errorf("rootful mounted file = %q; rootless env has TOK: %v", file, strings.Contains(env, "TOK="))
+		}
+		if out := d1.exec("sh", "-c", "grep -rl e2e-token-v1 /var/lib/fleetprov || true"); strings.TrimSpace(out) != "" {
+			t.Errorf("plaintext in the state dir: %s", out)
+		}
+		// Rotation without the config: both containers see the new value.
+		os.WriteFile(tok, []byte("e2e-token-v2"), 0o600)
+		if code, out := e.publisher("secrets", "set", "--device", "e2e-dev1", "--secret", "tok=@"+tok); code != 0 {
+			t.Fatalf("secrets set = %d\n%s", code, out)
+		}
+		if file, env := read(); file != "e2e-token-v2" || !strings.Contains(env, "TOK=e2e-token-v2") {
+			t.Errorf("after rotation: rootful file = %q; rootless env has the new value: %v", file, strings.Contains(env, "TOK=e2e-token-v2"))
+		}
+		if code, out := e.publisher("secrets", "ls", "--device", "e2e-dev1"); code != 0 || !strings.Contains(out, "tok") || !strings.Contains(out, "app,web") || strings.Contains(out, "e2e-token") {
+			t.Errorf("secrets ls = %d\n%s", code, out)
 		}
 	})
 
