@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -68,7 +69,7 @@ func (s *secretFlags) values(stdin io.Reader) (secrets.Values, error) {
 			if strings.HasPrefix(e.Name(), ".") || !e.Type().IsRegular() {
 				continue
 			}
-			b, err := os.ReadFile(filepath.Join(s.dir, e.Name()))
+			b, err := readSecretFile(filepath.Join(s.dir, e.Name()))
 			if err != nil {
 				return nil, cli.Usagef("--secrets: %v", err)
 			}
@@ -83,14 +84,15 @@ func (s *secretFlags) values(stdin io.Reader) (secrets.Values, error) {
 	for _, it := range s.items {
 		name, src, ok := strings.Cut(it, "=")
 		if !ok || !strings.HasPrefix(src, "@") {
-			return nil, cli.Usagef("--secret %q: expected NAME=@FILE (a value on the command line would land in shell history and ps)", it)
+			// Never echo it: it may be the value itself.
+			return nil, cli.Usagef("--secret %s: expected NAME=@FILE (a value on the command line would land in shell history and ps)", name)
 		}
 		var b []byte
 		var err error
 		if src == "@-" {
 			b, err = io.ReadAll(io.LimitReader(stdin, secrets.MaxValue+1))
 		} else {
-			b, err = os.ReadFile(src[1:])
+			b, err = readSecretFile(src[1:])
 		}
 		if err != nil {
 			return nil, cli.Usagef("--secret %s: %v", name, err)
@@ -100,6 +102,25 @@ func (s *secretFlags) values(stdin io.Reader) (secrets.Values, error) {
 		}
 	}
 	return v, nil
+}
+
+// readSecretFile reads one value: a regular file (opened without following a final
+// link and without blocking on a FIFO, checked on the open descriptor), at most
+// MaxValue+1 bytes, so the size check that follows sees an oversized file.
+func readSecretFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	return io.ReadAll(io.LimitReader(f, secrets.MaxValue+1))
 }
 
 // checkDeclared fails when a value is given for a secret the config does not declare.

@@ -151,11 +151,17 @@ func (p *Provisioner) Export(ctx context.Context, w io.Writer, format bundle.For
 		return err
 	}
 	files := filepath.Join(p.opts.State.Active(), "files")
-	var fsys = os.DirFS(files)
 	if !dirExists(files) {
-		fsys = nil
+		return bundle.Create(w, format, raw, nil)
 	}
-	return bundle.Create(w, format, raw, fsys)
+	// The app user owns files/ and may swap a file for a link while it is bundled: read
+	// it through an os.Root, so no link leads out of it (to the identity key, say).
+	root, err := os.OpenRoot(files)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", files, err)
+	}
+	defer root.Close()
+	return bundle.Create(w, format, raw, root.FS())
 }
 
 // ActiveModel returns the parsed active config, or state.ErrNoActive.

@@ -214,17 +214,22 @@ func (p *Provisioner) syncSecrets(ctx context.Context, acc system.Account, emit 
 		want, had []string
 	}
 	stores := []store{{nil, config.ModeRootful, want.System, had.System}, {&acc, config.ModeRootless, want.User, had.User}}
-	// Record the union first: a crash between a put and the removals must not forget a
-	// secret fleetprov made.
-	union := podmanSecrets{System: mergeSorted(want.System, had.System), User: mergeSorted(want.User, had.User)}
-	if err := writeRecord(recPath, union); err != nil {
-		return nil, err
-	}
-	for _, st := range stores {
+	// The record grows before each put (a crash right after it must not forget a secret
+	// fleetprov made) and keeps what it had until the removals ran.
+	rec := podmanSecrets{System: slices.Clone(had.System), User: slices.Clone(had.User)}
+	for i, st := range stores {
 		for _, name := range st.want {
 			v, ok := values[name]
 			if !ok {
 				return nil, fmt.Errorf("secret %s is used but has no value in the active state", name)
+			}
+			if i == 0 {
+				rec.System = mergeSorted(rec.System, []string{name})
+			} else {
+				rec.User = mergeSorted(rec.User, []string{name})
+			}
+			if err := writeRecord(recPath, rec); err != nil {
+				return nil, err
 			}
 			if err := p.opts.Backend.Secrets.Put(ctx, st.acc, name, v); err != nil {
 				return nil, err
@@ -239,7 +244,16 @@ func (p *Provisioner) syncSecrets(ctx context.Context, acc system.Account, emit 
 					continue
 				}
 				if err := p.opts.Backend.Secrets.Remove(ctx, st.acc, name); err != nil {
-					return fmt.Errorf("removing secrets: %w", err)
+					// The app user can make its own Podman fail; that must not fail the
+					// apply (or its rollback). The name stays recorded for the next try.
+					p.log.Warn("removing a secret no longer used", "secret", name, "mode", st.mode, "err", err)
+					emit(record.Event{Step: "secret-install", Mode: st.mode, Status: "failed", Message: name + ": " + err.Error()})
+					if st.acc == nil {
+						want.System = mergeSorted(want.System, []string{name})
+					} else {
+						want.User = mergeSorted(want.User, []string{name})
+					}
+					continue
 				}
 				emit(record.Event{Step: "secret-install", Mode: st.mode, Status: "removed", Message: name})
 			}

@@ -76,6 +76,17 @@ func (k *KnownDevices) Lookup(fleet, device string) (ssh.PublicKey, bool) {
 	return pub, ok
 }
 
+// snapshot copies the enrolled keys as they are now.
+func (k *KnownDevices) snapshot() map[string]ssh.PublicKey {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make(map[string]ssh.PublicKey, len(k.keys))
+	for n, pub := range k.keys {
+		out[n] = pub
+	}
+	return out
+}
+
 // Add enrols (or re-enrols) a device's key and writes the file (0600, atomically).
 func (k *KnownDevices) Add(fleet, device string, pub ssh.PublicKey) error {
 	k.mu.Lock()

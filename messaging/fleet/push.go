@@ -13,6 +13,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/secrets"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
 	"github.com/fleetprov/fleetprov/messaging/wire"
+	"golang.org/x/crypto/ssh"
 )
 
 // Device outcomes of a push. Where a device's job decides the outcome, the word is the
@@ -138,6 +139,12 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 	if c.signer == nil {
 		return Summary{}, fmt.Errorf("%w: pushing needs a signing key", ErrInvalidOption)
 	}
+	// Secrets go only to keys enrolled before this push: first use (tofu) during its
+	// discovery or replies would trust whatever answered, an impostor included.
+	var enrolled map[string]ssh.PublicKey
+	if o.Secrets != nil && c.known != nil {
+		enrolled = c.known.snapshot()
+	}
 	devices := append([]string(nil), o.Target.Devices...)
 	if len(devices) == 0 {
 		found, err := c.Discover(ctx, o.Target, 300*time.Millisecond, o.Discovery)
@@ -199,7 +206,7 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				c.pushOne(ctx, o, prep, hub, d, update)
+				c.pushOne(ctx, o, prep, hub, enrolled, d, update)
 			}()
 		}
 		wg.Wait()
@@ -257,14 +264,14 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 	return sum, ctx.Err()
 }
 
-// sealFor seals values to one device's enrolled identity key. A device that is not in
-// known_devices cannot receive secrets, whatever the first-use policy: its key would be
-// whatever answered.
-func (c *Client) sealFor(dev string, v secrets.Values) ([]byte, error) {
-	if c.known == nil {
+// sealFor seals values to one device's identity key as enrolled before the push began.
+// A device that was not in known_devices then cannot receive secrets, whatever the
+// first-use policy: its key would be whatever answered.
+func (c *Client) sealFor(enrolled map[string]ssh.PublicKey, dev string, v secrets.Values) ([]byte, error) {
+	if enrolled == nil {
 		return nil, fmt.Errorf("%w: secrets need the device's enrolled key (known_devices)", ErrUnenrolled)
 	}
-	pub, ok := c.known.Lookup(c.fleet, dev)
+	pub, ok := enrolled[c.fleet+"/"+dev]
 	if !ok {
 		return nil, fmt.Errorf("%w: %s cannot receive secrets until it is enrolled (publisher enroll --device %s)", ErrUnenrolled, dev, dev)
 	}
@@ -276,7 +283,7 @@ func (c *Client) sealFor(dev string, v secrets.Values) ([]byte, error) {
 }
 
 // pushOne delivers one device's envelope and follows its job to the end.
-func (c *Client) pushOne(ctx context.Context, o PushOptions, prep *Prepared, hub *eventHub, dev string, update func(string, func(*DeviceState))) {
+func (c *Client) pushOne(ctx context.Context, o PushOptions, prep *Prepared, hub *eventHub, enrolled map[string]ssh.PublicKey, dev string, update func(string, func(*DeviceState))) {
 	t0 := time.Now()
 	done := func(f func(*DeviceState)) {
 		update(dev, func(s *DeviceState) { f(s); s.Seconds = time.Since(t0).Round(time.Millisecond).Seconds() })
@@ -284,7 +291,7 @@ func (c *Client) pushOne(ctx context.Context, o PushOptions, prep *Prepared, hub
 	env := c.NewEnvelope(o.Op, dev, "", o.Payload)
 	prep.Attach(env)
 	if o.Secrets != nil {
-		sealed, err := c.sealFor(dev, o.Secrets)
+		sealed, err := c.sealFor(enrolled, dev, o.Secrets)
 		if err != nil {
 			st := StateFailed
 			if errors.Is(err, ErrUnenrolled) {

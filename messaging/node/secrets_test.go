@@ -3,6 +3,7 @@ package node_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
@@ -26,6 +28,8 @@ import (
 	"github.com/fleetprov/fleetprov/messaging/fleet"
 	"github.com/fleetprov/fleetprov/messaging/node"
 	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
+	"github.com/fleetprov/fleetprov/messaging/subjects"
+	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
 func secretConfig(adminLine string) []byte {
@@ -182,6 +186,62 @@ func TestSecretsNeverInTheClear(t *testing.T) {
 			if bytes.Contains(b, []byte(v)) {
 				t.Errorf("%s contains the secret %q", name, v)
 			}
+		}
+	}
+}
+
+// TestSecretsNotSealedToFirstUseImpostor: with --tofu, a hostile NATS client answers the
+// fleet-wide discovery as device "evil", signing with its own key. First use trusts it,
+// but secrets go only to keys enrolled before the push: evil gets no envelope with
+// secrets, and is reported unenrolled.
+func TestSecretsNotSealedToFirstUseImpostor(t *testing.T) {
+	b := startBoth(t, provisiontest.New(t), nil)
+	admin, line := configtest.NewKey(t)
+	evilKey, _ := configtest.NewKey(t)
+	attacker, err := nats.Connect(b.node.Broker.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attacker.Close()
+	reply := func(m *nats.Msg, r wire.Reply) {
+		body, _ := json.Marshal(r)
+		sig, _ := auth.Sign(body, evilKey, auth.NamespaceDevice)
+		m.RespondMsg(&nats.Msg{Data: body, Header: nats.Header{wire.DeviceSignatureHeader: []string{base64.StdEncoding.EncodeToString(sig)}}})
+	}
+	attacker.Subscribe(subjects.Subject{Fleet: "test", Kind: subjects.All, Op: "ping"}.String(), func(m *nats.Msg) {
+		p, _ := json.Marshal(wire.Presence{Device: "evil"})
+		reply(m, wire.Reply{Accepted: true, Device: "evil", Fleet: "test", Data: p})
+	})
+	var leaked sync.Mutex
+	var got [][]byte
+	attacker.Subscribe(subjects.DeviceRequests("test", "evil"), func(m *nats.Msg) {
+		var env envelope.Envelope
+		json.Unmarshal(m.Data, &env)
+		leaked.Lock()
+		got = append(got, env.Secrets)
+		leaked.Unlock()
+		reply(m, wire.Reply{Accepted: true, JobID: env.ID, Device: "evil", Fleet: "test", Request: env.ID})
+	})
+	attacker.Flush()
+	c, known := publisherFor(t, b.nc, admin, true)
+	known.Add("test", "d1", b.node.Identity.PublicKey())
+	sum, err := c.Push(t.Context(), fleet.PushOptions{Target: fleet.Target{All: true}, Secrets: secrets.Values{"db-password": []byte("x")},
+		Payload: fleet.Payload{Data: secretConfig(line), ContentType: envelope.TypeTOML}, Timeout: 10 * time.Second, ReplyTimeout: 2 * time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]fleet.DeviceState{}
+	for _, d := range sum.Devices {
+		states[d.Device] = d
+	}
+	if states["evil"].State != fleet.StateUnenrolled || states["d1"].State != fleet.StateSucceeded {
+		t.Errorf("push = %+v", sum.Devices)
+	}
+	leaked.Lock()
+	defer leaked.Unlock()
+	for _, s := range got {
+		if s != nil {
+			t.Error("the impostor received sealed secrets")
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/fleetprov/fleetprov/core/system"
 )
@@ -16,6 +17,16 @@ import (
 type Secrets struct {
 	// Podman is the podman binary (default "podman").
 	Podman string
+	// Timeout bounds one podman call (default 30s): the app user can stall its own
+	// Podman (a held lock), and must not hold an apply or its rollback with it.
+	Timeout time.Duration
+}
+
+func (s Secrets) timeout() time.Duration {
+	if s.Timeout <= 0 {
+		return 30 * time.Second
+	}
+	return s.Timeout
 }
 
 func (s Secrets) bin() string {
@@ -27,7 +38,11 @@ func (s Secrets) bin() string {
 
 // Put implements system.Secrets. The secret is labelled as fleetprov's.
 func (s Secrets) Put(ctx context.Context, acc *system.Account, name string, value []byte) error {
-	cmd := system.Command(ctx, acc, s.bin(), "secret", "create", "--replace", "--label", "fleetprov.managed=true", name, "-")
+	ctx, cancel := context.WithTimeout(ctx, s.timeout())
+	defer cancel()
+	// --driver file: the app user's containers.conf must not pick a driver that runs
+	// its own commands.
+	cmd := system.Command(ctx, acc, s.bin(), "secret", "create", "--replace", "--driver", "file", "--label", "fleetprov.managed=true", name, "-")
 	cmd.Stdin = bytes.NewReader(value)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -39,6 +54,8 @@ func (s Secrets) Put(ctx context.Context, acc *system.Account, name string, valu
 
 // Remove implements system.Secrets.
 func (s Secrets) Remove(ctx context.Context, acc *system.Account, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout())
+	defer cancel()
 	cmd := system.Command(ctx, acc, s.bin(), "secret", "rm", "--ignore", name)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
