@@ -93,23 +93,8 @@ Examples:
 				if err != nil {
 					return err
 				}
-				if cf.via != "" && len(target.Devices) == 0 {
-					target.All = true
-				}
-				cf.named = len(target.Devices) > 0
-				cl, done, err := cf.client(stdio, true)
-				if err != nil {
-					return err
-				}
-				defer done()
-				view := newView(stdio.Stdout, *asJSON, false)
-				sum, err := cl.Push(ctx, fleet.PushOptions{Op: "patch", Target: target, Timeout: *timeout, ReplyTimeout: cf.timeout,
-					Payload: fleet.Payload{Data: body, ContentType: envelope.TypeJSON}, Secrets: sv}, view.update)
-				view.finish()
-				if err != nil {
-					return err
-				}
-				return report(stdio.Stdout, sum, *asJSON, false)
+				return rollout(ctx, &cf, stdio, fleet.PushOptions{Op: "patch", Target: target, Timeout: *timeout, ReplyTimeout: cf.timeout,
+					Payload: fleet.Payload{Data: body, ContentType: envelope.TypeJSON}, Secrets: sv}, *asJSON, false)
 			}
 		},
 	}

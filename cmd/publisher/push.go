@@ -73,9 +73,6 @@ unauthorized.`,
 				if err != nil {
 					return err
 				}
-				if cf.via != "" && len(target.Devices) == 0 {
-					target.All = true // the one device behind --via
-				}
 				o := fleet.PushOptions{Target: target, BatchSleep: *batchSleep, Canary: *canary, Timeout: *timeout, Detach: *detach,
 					Discovery: *discovery, ReplyTimeout: cf.timeout}
 				if o.Batch, err = parseCount(*batch); err != nil {
@@ -106,22 +103,32 @@ unauthorized.`,
 					}
 				}
 				o.Payload = fleet.Payload{Data: raw, ContentType: contentType(raw)}
-				cf.named = len(o.Target.Devices) > 0
-				cl, done, err := cf.client(stdio, true)
-				if err != nil {
-					return err
-				}
-				defer done()
-				view := newView(stdio.Stdout, *asJSON, *asJSONL)
-				sum, err := cl.Push(ctx, o, view.update)
-				view.finish()
-				if err != nil {
-					return err
-				}
-				return report(stdio.Stdout, sum, *asJSON, *asJSONL)
+				return rollout(ctx, &cf, stdio, o, *asJSON, *asJSONL)
 			}
 		},
 	}
+}
+
+// rollout connects, pushes o to its target with a live view, and reports the summary
+// (push, patch and secrets set all end here). Through --via with no device named, the
+// target is the one device behind the bridge.
+func rollout(ctx context.Context, cf *connFlags, stdio cli.IO, o fleet.PushOptions, asJSON, asJSONL bool) error {
+	if cf.via != "" && len(o.Target.Devices) == 0 {
+		o.Target.All = true
+	}
+	cf.named = len(o.Target.Devices) > 0
+	cl, done, err := cf.client(stdio, true)
+	if err != nil {
+		return err
+	}
+	defer done()
+	view := newView(stdio.Stdout, asJSON, asJSONL)
+	sum, err := cl.Push(ctx, o, view.update)
+	view.finish()
+	if err != nil {
+		return err
+	}
+	return report(stdio.Stdout, sum, asJSON, asJSONL)
 }
 
 func contentType(raw []byte) string {

@@ -10,13 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/secrets"
+	"github.com/fleetprov/fleetprov/core/state"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
 )
@@ -104,22 +104,20 @@ func (s *secretFlags) values(stdin io.Reader) (secrets.Values, error) {
 	return v, nil
 }
 
-// readSecretFile reads one value: a regular file (opened without following a final
-// link and without blocking on a FIFO, checked on the open descriptor), at most
-// MaxValue+1 bytes, so the size check that follows sees an oversized file.
+// readSecretFile reads one value: a regular file (state.OpenRegularIn: no final link
+// followed, no blocking on a FIFO), at most MaxValue+1 bytes, so the size check that
+// follows sees an oversized file.
 func readSecretFile(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	root, err := os.OpenRoot(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	f, _, err := state.OpenRegularIn(root, filepath.Base(path))
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
 	return io.ReadAll(io.LimitReader(f, secrets.MaxValue+1))
 }
 
@@ -190,24 +188,9 @@ Examples:
 				if v == nil {
 					return cli.Usagef("secrets set needs --secret NAME=@FILE or --secrets DIR")
 				}
-				if cf.via != "" && len(target.Devices) == 0 {
-					target.All = true
-				}
-				cf.named = len(target.Devices) > 0
-				cl, done, err := cf.client(stdio, true)
-				if err != nil {
-					return err
-				}
-				defer done()
 				body, _ := json.Marshal(config.Patch{Kind: "secrets", Op: "set"})
-				view := newView(stdio.Stdout, *asJSON, false)
-				sum, err := cl.Push(ctx, fleet.PushOptions{Op: "patch", Target: target, Timeout: *timeout, ReplyTimeout: cf.timeout,
-					Payload: fleet.Payload{Data: body, ContentType: envelope.TypeJSON}, Secrets: v}, view.update)
-				view.finish()
-				if err != nil {
-					return err
-				}
-				return report(stdio.Stdout, sum, *asJSON, false)
+				return rollout(ctx, &cf, stdio, fleet.PushOptions{Op: "patch", Target: target, Timeout: *timeout, ReplyTimeout: cf.timeout,
+					Payload: fleet.Payload{Data: body, ContentType: envelope.TypeJSON}, Secrets: v}, *asJSON, false)
 			}
 		},
 	}

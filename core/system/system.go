@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
-	"syscall"
-	"time"
 )
 
 // UnitState is what a systemd manager says about one unit.
@@ -137,15 +135,12 @@ type ExecHooks struct{}
 
 // Run implements Hooks.
 func (ExecHooks) Run(ctx context.Context, path string, env []string) error {
-	cmd := exec.CommandContext(ctx, path)
+	// Its own process group, killed whole at the deadline: a hook's children must not
+	// outlive it or hold its output open.
+	cmd := Command(ctx, nil, path)
 	cmd.Env = append(cmd.Environ(), env...)
-	// The hook runs in its own process group, and the deadline kills the whole group: a
-	// hook's children must not outlive it or hold its output open.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 2 * time.Second
 	var stderr bytes.Buffer
-	cmd.Stderr = &limitedBuffer{buf: &stderr, max: 200}
+	cmd.Stderr = &LimitedWriter{Buf: &stderr, Max: 200}
 	err := cmd.Run()
 	if err == nil {
 		return nil
@@ -160,18 +155,16 @@ func (ExecHooks) Run(ctx context.Context, path string, env []string) error {
 	return fmt.Errorf("running activation hook %s: %w", path, err)
 }
 
-type limitedBuffer struct {
-	buf *bytes.Buffer
-	max int
+// LimitedWriter keeps the first Max bytes written into Buf and drops the rest, without
+// failing the writer (a command's output must not block or fail the command).
+type LimitedWriter struct {
+	Buf *bytes.Buffer
+	Max int
 }
 
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if rem := l.max - l.buf.Len(); rem > 0 {
-		if len(p) > rem {
-			l.buf.Write(p[:rem])
-		} else {
-			l.buf.Write(p)
-		}
+func (l *LimitedWriter) Write(p []byte) (int, error) {
+	if room := l.Max - l.Buf.Len(); room > 0 {
+		l.Buf.Write(p[:min(len(p), room)])
 	}
 	return len(p), nil
 }

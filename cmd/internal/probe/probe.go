@@ -74,7 +74,8 @@ func (Real) Exec(ctx context.Context, acc *system.Account, container string, arg
 	// the output pipe given up 2 s later, so nothing the command left behind (or another
 	// process of the app user holding the pipe) can hold the activation past its deadline.
 	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &limited{&out}, &limited{&out}
+	lw := &system.LimitedWriter{Buf: &out, Max: maxOutput}
+	cmd.Stdout, cmd.Stderr = lw, lw
 	err := cmd.Run()
 	if cmd.Process != nil {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // what the check left behind
@@ -87,14 +88,4 @@ func (Real) Exec(ctx context.Context, acc *system.Account, container string, arg
 		return 0, out.String(), fmt.Errorf("running %s: %w", argv[0], err)
 	}
 	return 0, out.String(), nil
-}
-
-// limited keeps the first maxOutput bytes and drops the rest.
-type limited struct{ b *bytes.Buffer }
-
-func (l *limited) Write(p []byte) (int, error) {
-	if room := maxOutput - l.b.Len(); room > 0 {
-		l.b.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
 }

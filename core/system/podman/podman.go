@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -22,54 +23,41 @@ type Secrets struct {
 	Timeout time.Duration
 }
 
-func (s Secrets) timeout() time.Duration {
-	if s.Timeout <= 0 {
-		return 30 * time.Second
-	}
-	return s.Timeout
-}
-
-func (s Secrets) bin() string {
-	if s.Podman == "" {
-		return "podman"
-	}
-	return s.Podman
-}
-
-// Put implements system.Secrets. The secret is labelled as fleetprov's.
+// Put implements system.Secrets. The secret is labelled as fleetprov's; --driver file
+// keeps the app user's containers.conf from picking a driver that runs its own commands.
 func (s Secrets) Put(ctx context.Context, acc *system.Account, name string, value []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout())
-	defer cancel()
-	// --driver file: the app user's containers.conf must not pick a driver that runs
-	// its own commands.
-	cmd := system.Command(ctx, acc, s.bin(), "secret", "create", "--replace", "--driver", "file", "--label", "fleetprov.managed=true", name, "-")
-	cmd.Stdin = bytes.NewReader(value)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("podman secret create %s%s: %w: %s", name, who(acc), err, firstLine(out.String()))
-	}
-	return nil
+	return s.run(ctx, acc, bytes.NewReader(value), "secret create "+name, "secret", "create", "--replace", "--driver", "file", "--label", "fleetprov.managed=true", name, "-")
 }
 
 // Remove implements system.Secrets.
 func (s Secrets) Remove(ctx context.Context, acc *system.Account, name string) error {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout())
+	return s.run(ctx, acc, nil, "secret rm "+name, "secret", "rm", "--ignore", name)
+}
+
+// run runs one bounded podman call; its error names the call (what; never stdin) and the
+// first line podman printed.
+func (s Secrets) run(ctx context.Context, acc *system.Account, stdin io.Reader, what string, args ...string) error {
+	timeout, bin := s.Timeout, s.Podman
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	if bin == "" {
+		bin = "podman"
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := system.Command(ctx, acc, s.bin(), "secret", "rm", "--ignore", name)
+	cmd := system.Command(ctx, acc, bin, args...)
+	cmd.Stdin = stdin
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("podman secret rm %s%s: %w: %s", name, who(acc), err, firstLine(out.String()))
+		who := ""
+		if acc != nil {
+			who = " (as " + acc.Name + ")"
+		}
+		return fmt.Errorf("podman %s%s: %w: %s", what, who, err, firstLine(out.String()))
 	}
 	return nil
-}
-
-func who(acc *system.Account) string {
-	if acc == nil {
-		return ""
-	}
-	return " (as " + acc.Name + ")"
 }
 
 func firstLine(s string) string {
