@@ -312,7 +312,7 @@ func (a *applyRun) deploy(ctx context.Context) error {
 		}
 		only = func(u config.Unit) bool { return u.Kind == "container" && restart[u.Name] }
 	}
-	d, err := a.p.deploy(ctx, a.emit, only)
+	d, err := a.p.deploy(ctx, &a.model, a.emit, only)
 	a.deployed = d
 	return err
 }
@@ -352,7 +352,7 @@ func (a *applyRun) fail(ctx context.Context, cause error) {
 		if err := st.Discard(); err != nil {
 			a.p.log.Error("discarding failed initial state", "err", err)
 		}
-		if _, err := a.p.deploy(ctx, a.emit, nil); err != nil {
+		if _, err := a.p.deploy(ctx, nil, a.emit, nil); err != nil {
 			a.p.log.Error("removing units of the discarded state", "err", err)
 		}
 		return
@@ -366,7 +366,7 @@ func (a *applyRun) fail(ctx context.Context, cause error) {
 	}
 	if err == nil {
 		var d deployed
-		if d, err = a.p.deploy(ctx, a.emit, nil); err == nil {
+		if d, err = a.p.deploy(ctx, &m, a.emit, nil); err == nil {
 			err = a.p.activate(ctx, m, d, a.emit)
 		}
 	}

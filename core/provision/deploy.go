@@ -24,8 +24,9 @@ type deployed struct {
 // removes every managed unit. Restart failures are reported as events, not errors: the
 // health check that follows decides. The active secrets are put into Podman's stores
 // before any unit restarts. only, when not nil, picks the units to restart (a secrets
-// rotation restarts just their users); nil restarts all.
-func (p *Provisioner) deploy(ctx context.Context, emit func(record.Event), only func(config.Unit) bool) (deployed, error) {
+// rotation restarts just their users); nil restarts all. m is the active model when the
+// caller has it parsed (nil: read when needed).
+func (p *Provisioner) deploy(ctx context.Context, m *config.Model, emit func(record.Event), only func(config.Unit) bool) (deployed, error) {
 	var d deployed
 	active := p.opts.State.Active()
 	if p.opts.State.HasActive() {
@@ -99,7 +100,7 @@ func (p *Provisioner) deploy(ctx context.Context, emit func(record.Event), only 
 			return d, fmt.Errorf("reloading the user manager: %w", err)
 		}
 	}
-	removeSecrets, err := p.syncSecrets(ctx, acc, emit)
+	removeSecrets, err := p.syncSecrets(ctx, m, acc, emit)
 	if err != nil {
 		return d, fmt.Errorf("installing secrets: %w", err)
 	}
@@ -192,7 +193,7 @@ func (p *Provisioner) SyncQuadlet(ctx context.Context, emit func(record.Event)) 
 	if !p.opts.State.HasActive() {
 		return state.ErrNoActive
 	}
-	_, err = p.deploy(ctx, emit, nil)
+	_, err = p.deploy(ctx, nil, emit, nil)
 	return err
 }
 

@@ -166,7 +166,7 @@ type podmanSecrets struct {
 // that use them (the system's for rootful ones, the app user's for rootless ones). It
 // returns the second half, run once the units restarted: removing the secrets fleetprov
 // made before that are no longer wanted (their users are gone by then).
-func (p *Provisioner) syncSecrets(ctx context.Context, acc system.Account, emit func(record.Event)) (func() error, error) {
+func (p *Provisioner) syncSecrets(ctx context.Context, m *config.Model, acc system.Account, emit func(record.Event)) (func() error, error) {
 	recPath := filepath.Join(p.opts.State.Root, podmanSecretsFile)
 	var had podmanSecrets
 	if b, err := os.ReadFile(recPath); err == nil {
@@ -179,9 +179,12 @@ func (p *Provisioner) syncSecrets(ctx context.Context, acc system.Account, emit 
 	var want podmanSecrets
 	values := secrets.Values{}
 	if p.opts.State.HasActive() {
-		m, err := p.activeModel()
-		if err != nil {
-			return nil, err
+		if m == nil {
+			am, err := p.activeModel()
+			if err != nil {
+				return nil, err
+			}
+			m = &am
 		}
 		if len(m.Secrets) > 0 {
 			kr, err := p.keyring()

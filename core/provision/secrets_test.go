@@ -262,10 +262,11 @@ func TestSecretsRejected(t *testing.T) {
 	// The missing-value error points at the declaration's line.
 	_, err := applyS(t, d, provision.Input{Reader: bytes.NewReader(secretsConfig(false, "[secrets.new-one]\n"))})
 	var inv *provision.InvalidError
-	if errors.As(err, &inv) {
-		if errs := inv.Report.Errors(); len(errs) == 0 || errs[0].Line == 0 {
-			t.Errorf("no line in %+v", errs)
-		}
+	if !errors.As(err, &inv) {
+		t.Fatalf("missing value: %v; want an InvalidError", err)
+	}
+	if errs := inv.Report.Errors(); len(errs) == 0 || errs[0].Line == 0 {
+		t.Errorf("no line in %+v", errs)
 	}
 	wantSecret(t, d, appStore, "api-token", "tok")
 }
