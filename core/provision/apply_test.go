@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -341,5 +342,35 @@ func TestUnsignedFirstBootRace(t *testing.T) {
 	}
 	if after := provisiontest.Tree(t, d.StateDir); after != before {
 		t.Errorf("state changed")
+	}
+}
+
+// TestCheckHealthExecRunsInTheContainer: worker check-health runs an exec check in the
+// container it names (as an apply does), never on the host.
+func TestCheckHealthExecRunsInTheContainer(t *testing.T) {
+	d := provisiontest.New(t)
+	cfg := fmt.Sprintf(`version = 1
+[users.admin]
+isAdmin = true
+ssh_key = %q
+[activation]
+required = ["web"]
+[activation.health.web]
+exec = ["pg_isready"]
+[containers.container.web]
+privileged = true
+[containers.container.web.Container]
+Image = "localhost/web:latest"
+ContainerName = "db"
+`, configtest.AdminKey)
+	if _, _, err := apply(t, d, []byte(cfg)); err != nil {
+		t.Fatal(err)
+	}
+	d.Sim.Reset()
+	if err := d.Prov.CheckHealth(context.Background(), func(record.Event) {}); err != nil {
+		t.Fatal(err)
+	}
+	if tr := d.Sim.Transcript(); !strings.Contains(tr, "probe exec db: pg_isready") {
+		t.Errorf("check-health did not run the exec check in container db:\n%s", tr)
 	}
 }

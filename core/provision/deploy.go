@@ -130,24 +130,22 @@ func (p *Provisioner) deploy(ctx context.Context, m *config.Model, emit func(rec
 
 // activate runs the activation policy of the active state.
 func (p *Provisioner) activate(ctx context.Context, m config.Model, d deployed, emit func(record.Event)) error {
-	spec := activation.Spec{
-		Policy:         m.Activation,
-		Units:          d.rendered.Runtime.Units,
-		Hook:           p.opts.Hook,
-		HookEnv:        []string{"FLEETPROV_CONFIG_DIR=" + p.opts.State.Active()},
-		AppUser:        d.account,
-		ContainerNames: containerNames(m),
-	}
+	spec := p.spec(m.Activation, m, d.rendered.Runtime.Units, d.account)
+	spec.Hook, spec.HookEnv = p.opts.Hook, []string{"FLEETPROV_CONFIG_DIR=" + p.opts.State.Active()}
 	return p.runActivation(ctx, spec, emit)
+}
+
+// spec is an activation spec of policy over the active state's units; every caller gets
+// the containers' Podman names, which exec checks run in (without them a check meant for
+// a container would run on the host).
+func (p *Provisioner) spec(policy config.Activation, m config.Model, units []config.Unit, acc system.Account) activation.Spec {
+	return activation.Spec{Policy: policy, Units: units, AppUser: acc, ContainerNames: containerNames(m)}
 }
 
 // runActivation runs an activation spec on this device's backend, reporting its events as
 // pipeline events.
 func (p *Provisioner) runActivation(ctx context.Context, spec activation.Spec, emit func(record.Event)) error {
-	return activation.Activate(ctx, spec, activation.Options{Backend: p.opts.Backend, PollInterval: p.opts.PollInterval},
-		func(e record.Event) {
-			emit(e)
-		})
+	return activation.Activate(ctx, spec, activation.Options{Backend: p.opts.Backend, PollInterval: p.opts.PollInterval}, emit)
 }
 
 // activeModel parses the active config.toml.
@@ -180,7 +178,7 @@ func (p *Provisioner) CheckHealth(ctx context.Context, emit func(record.Event)) 
 	policy := m.Activation
 	policy.Restart = nil
 	policy.SettleSeconds = 0
-	return p.runActivation(ctx, activation.Spec{Policy: policy, Units: r.Runtime.Units, AppUser: acc}, emit)
+	return p.runActivation(ctx, p.spec(policy, m, r.Runtime.Units, acc), emit)
 }
 
 // SyncQuadlet re-syncs the active units into the Quadlet dirs and restarts them.
@@ -203,10 +201,8 @@ func containerNames(m config.Model) map[string]string {
 	out := map[string]string{}
 	for name, c := range m.Containers.Container {
 		out[name] = "systemd-" + name
-		for _, d := range c.Container {
-			if d.Key == "ContainerName" && len(d.Values) == 1 && d.Values[0].Kind == config.KindString {
-				out[name] = d.Values[0].Str
-			}
+		if v := c.Container.Get("ContainerName"); len(v) == 1 && v[0].Kind == config.KindString {
+			out[name] = v[0].Str
 		}
 	}
 	return out
