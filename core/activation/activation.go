@@ -134,7 +134,7 @@ func Activate(ctx context.Context, spec Spec, opts Options, emit func(record.Eve
 			ev.Status, ev.Message = "unknown", err.Error()
 		}
 		emit(ev)
-		if st.ActiveState == "failed" {
+		if st.Failed() {
 			failed[u.Name] = true
 		}
 	}

@@ -15,8 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
-	"time"
 
 	sd "github.com/coreos/go-systemd/v22/dbus"
 
@@ -151,20 +149,10 @@ func (s *systemUnits) State(ctx context.Context, name string) (system.UnitState,
 type userUnits struct{ acc system.Account }
 
 func (u *userUnits) systemctl(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "systemctl", append([]string{"--user"}, args...)...)
-	runtimeDir := "/run/user/" + strconv.Itoa(u.acc.UID)
-	cmd.Env = []string{
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"HOME=" + u.acc.Home,
-		"USER=" + u.acc.Name,
-		"XDG_RUNTIME_DIR=" + runtimeDir,
-		"DBUS_SESSION_BUS_ADDRESS=unix:path=" + runtimeDir + "/bus",
-	}
-	if os.Geteuid() == 0 && u.acc.UID != 0 {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.acc.UID), Gid: uint32(u.acc.GID)}}
-	}
-	// The app user could hold the output pipe open: give it up 2 s after the context ends.
-	cmd.WaitDelay = 2 * time.Second
+	// As the app user, in its own process group, killed whole at the deadline and its
+	// output given up 2 s later (the app user could hold the pipe open).
+	cmd := system.Command(ctx, &u.acc, "systemctl", append([]string{"--user"}, args...)...)
+	cmd.Env = append(cmd.Env, "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/"+strconv.Itoa(u.acc.UID)+"/bus")
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {

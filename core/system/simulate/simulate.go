@@ -162,10 +162,7 @@ type logs struct{ sim *Sim }
 func (l logs) Tail(ctx context.Context, acc *system.Account, unit string, n int) ([]string, error) {
 	l.sim.mu.Lock()
 	defer l.sim.mu.Unlock()
-	scope := "system"
-	if acc != nil {
-		scope = "user(" + acc.Name + ")"
-	}
+	scope := scopeOf(acc)
 	l.sim.record("%s: journal %s", scope, unit)
 	lines := []string{unit + ": Starting (simulated)", unit + ": " + l.sim.states[scope+"/"+unit] + " (simulated)"}
 	return lines[max(0, len(lines)-n):], ctx.Err()
