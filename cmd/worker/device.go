@@ -11,6 +11,7 @@ import (
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
 	"github.com/fleetprov/fleetprov/cmd/internal/probe"
 	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/identity"
 	"github.com/fleetprov/fleetprov/core/jobs"
 	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/quadlet"
@@ -31,8 +32,8 @@ type deps struct {
 type deviceFlags struct {
 	stateDir, system, quadletDir, rootlessDir, appUser, hook, simulateFail, logFormat, logLevel string
 	bridgePort                                                                                  int
-	// identityKey opens the device's secrets (set by serve's --identity-key; empty:
-	// STATE_DIR/identity_ed25519).
+	// identityKey is --identity-key: the key serve signs with and every command opens
+	// the device's secrets with (empty: STATE_DIR/identity_ed25519).
 	identityKey string
 	deps        deps
 }
@@ -46,6 +47,7 @@ func (f *deviceFlags) register(fs *flag.FlagSet, defaultLevel string) {
 	fs.StringVar(&f.hook, "activation-hook", "", "executable run first during activation; non-zero exit fails the apply")
 	fs.StringVar(&f.simulateFail, "simulate-fail", "", "with --system simulate: comma-separated services that fail (e.g. web.service)")
 	fs.IntVar(&f.bridgePort, "bridge-port", config.DefaultBridgePort, "the HTTP bridge port, which WAN tcp must not open")
+	fs.StringVar(&f.identityKey, "identity-key", "", identityKeyHelp)
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", defaultLevel, "log level: debug, info, warn or error")
 }
@@ -111,14 +113,13 @@ func (f *deviceFlags) provisioner(log *slog.Logger) (*provision.Provisioner, *si
 		return nil, nil, err
 	}
 	p := provision.New(provision.Options{
-		State:   state.Dir{Root: abs},
-		Backend: be,
-		Quadlet: quadlet.Dirs{Rootful: f.quadletDir, Rootless: f.rootlessDir},
-		AppUser: f.appUser,
-		Hook:    f.hook,
-		Config:  config.Options{BridgePort: f.bridgePort},
-		// Local commands (apply, sync-quadlet) read the same key serve uses by default.
-		IdentityKey: f.identityKey,
+		State:       state.Dir{Root: abs},
+		Backend:     be,
+		Quadlet:     quadlet.Dirs{Rootful: f.quadletDir, Rootless: f.rootlessDir},
+		AppUser:     f.appUser,
+		Hook:        f.hook,
+		Config:      config.Options{BridgePort: f.bridgePort},
+		IdentityKey: identity.Path(f.identityKey, abs),
 		Logger:      log,
 		Fault:       f.deps.fault,
 	})

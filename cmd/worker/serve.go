@@ -46,7 +46,6 @@ Standalone demo (no root, no systemd):
 			hubCreds := fs.String("hub-creds", "", "NATS creds file for the hub link")
 			hubCA := fs.String("hub-ca", "", "PEM CA file for a TLS hub link")
 			trust := fs.String("fleet-trust", "/etc/fleetprov/allowed_signers", "fleet trust file baked into the image; when it exists, first-boot applies must be signed by it")
-			idKey := identityFlag(fs)
 			window := fs.Duration("first-boot-window", 0, "close the first-boot routes (unsigned bridge and Boot UI, proof-of-possession signatures) this long after the device's first start; 0: open until provisioned. Production images should set it, or ship a fleet trust file")
 			heartbeat := fs.Duration("heartbeat", 30*time.Second, "interval between presence heartbeats")
 			shutdown := fs.Duration("shutdown-timeout", 60*time.Second, "how long SIGTERM waits for a running job")
@@ -72,7 +71,6 @@ Standalone demo (no root, no systemd):
 				if !subjects.ValidToken(id) || !subjects.ValidToken(*fleetName) {
 					return cli.Usagef("--device-id and --fleet must match ^[A-Za-z0-9_-]{1,64}$")
 				}
-				df.identityKey = *idKey
 				p, _, err := df.provisioner(log)
 				if err != nil {
 					return err
@@ -85,7 +83,7 @@ Standalone demo (no root, no systemd):
 					HTTP: httpL, HTTPHosts: splitList(*httpHosts), HTTPFollowLAN: *followLAN && !inherited,
 					Device: id, Fleet: *fleetName, Groups: splitList(*groups), Version: Version, Prov: p,
 					Broker:         broker.Options{Listen: *natsListen, Hub: splitList(*hub), HubCreds: *hubCreds, HubCA: *hubCA},
-					FleetTrustFile: *trust, FirstBootWindow: *window, IdentityKey: identityPath(*idKey, df.stateDir), Config: config.Options{AppUser: df.appUser, BridgePort: df.bridgePort},
+					FleetTrustFile: *trust, FirstBootWindow: *window, IdentityKey: identity.Path(df.identityKey, df.stateDir), Config: config.Options{AppUser: df.appUser, BridgePort: df.bridgePort},
 					HeartbeatInterval: *heartbeat, Logger: log,
 				})
 				if err != nil {

@@ -23,6 +23,14 @@ import (
 // DefaultFile is the key's name in the state dir.
 const DefaultFile = "identity_ed25519"
 
+// Path is the identity key's path: flagValue when set, else DefaultFile in the state dir.
+func Path(flagValue, stateDir string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	return filepath.Join(stateDir, DefaultFile)
+}
+
 // LoadOrCreate returns the key at path, making an ed25519 key there (0600, OpenSSH
 // format) when there is none. created reports whether it was made now.
 func LoadOrCreate(path, comment string) (signer ssh.Signer, created bool, err error) {

@@ -42,11 +42,7 @@ func (p *Provisioner) keyring() (*secrets.Keyring, error) {
 	if p.kr != nil {
 		return p.kr, nil
 	}
-	path := p.opts.IdentityKey
-	if path == "" {
-		path = filepath.Join(p.opts.State.Root, identity.DefaultFile)
-	}
-	priv, err := identity.Private(path)
+	priv, err := identity.Private(identity.Path(p.opts.IdentityKey, p.opts.State.Root))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoKeyring, err)
 	}

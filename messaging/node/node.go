@@ -181,10 +181,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if len(bo.Hub) == 0 {
 		hub = nil
 	}
-	idPath := o.IdentityKey
-	if idPath == "" {
-		idPath = filepath.Join(st.Root, identity.DefaultFile)
-	}
+	idPath := identity.Path(o.IdentityKey, st.Root)
 	id, created, err := identity.LoadOrCreate(idPath, "fleetprov-device:"+o.Device)
 	if err != nil {
 		return nil, err
