@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/jobs"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/core/record"
+	"github.com/fleetprov/fleetprov/internal/fptest"
 )
 
 // The test binary doubles as the worker: with FLEETPROV_TEST_WORKER=1 it runs the worker
@@ -40,24 +40,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// syncBuffer is a bytes.Buffer safe for the job goroutine's logs and the command's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
+// fptest.Buffer is a bytes.Buffer safe for the job goroutine's logs and the command's output.
 type crashEnv struct {
 	root, state, quadlet string
 }
@@ -69,7 +52,7 @@ func (e crashEnv) flags() []string {
 // worker runs the worker in-process and returns its exit code and output.
 func (e crashEnv) worker(t *testing.T, args ...string) (int, string) {
 	t.Helper()
-	var out syncBuffer
+	var out fptest.Buffer
 	code := app(deps{}).Run(context.Background(), append(args[:1:1], append(e.flags(), args[1:]...)...), cli.IO{Stdout: &out, Stderr: &out})
 	return code, out.String()
 }

@@ -4,8 +4,10 @@
 package fptest
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 	"time"
 )
@@ -60,4 +62,24 @@ func Eventually(timeout time.Duration, cond func() bool) bool {
 		time.Sleep(wait)
 		wait = min(wait*2, 250*time.Millisecond)
 	}
+}
+
+// Buffer is a bytes.Buffer safe for concurrent writers (a logger shared with a worker's
+// goroutines) and readers.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -77,6 +77,8 @@ type Service struct {
 	listeners []Listener
 
 	refusals *rate.Limiter
+	// fingerprint is the identity key's, computed once (presence carries it on every ping).
+	fingerprint string
 
 	curMu    sync.Mutex
 	curCache provision.Current
@@ -105,6 +107,9 @@ func New(o Options) *Service {
 		refusals: rate.NewLimiter(refusalLogRate, 2*refusalLogRate)}
 	s.handlers = s.newHandlers()
 	s.RefreshGroups()
+	if o.Identity != nil {
+		s.fingerprint = identity.Fingerprint(o.Identity.PublicKey())
+	}
 	return s
 }
 
@@ -160,9 +165,7 @@ func (s *Service) RefreshGroups() []string {
 func (s *Service) Presence(ctx context.Context) wire.Presence {
 	p := wire.Presence{Device: s.o.Device, Fleet: s.o.Fleet, Groups: s.Groups(), Version: s.o.Version, Time: s.o.Now().UTC(),
 		Busy: s.o.Jobs.Active() != ""}
-	if s.o.Identity != nil {
-		p.Identity = identity.Fingerprint(s.o.Identity.PublicKey())
-	}
+	p.Identity = s.fingerprint
 	if p.Groups == nil {
 		p.Groups = []string{}
 	}

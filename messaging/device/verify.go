@@ -78,13 +78,9 @@ func (s *Service) handleEnvelope(ctx context.Context, raw []byte, max int, sigHe
 	return s.Handle(ctx, req)
 }
 
-// Verify runs every check on a bound envelope, cheapest first: time window, signature
+// verify runs every check on a bound envelope, cheapest first: time window, signature
 // and policy, replay, payload. The replay record is made only once the signature is
 // known good, so forged envelopes cannot burn ids.
-func (s *Service) Verify(ctx context.Context, env *envelope.Envelope, raw []byte, sigHeader string) (*Request, error) {
-	return s.verify(ctx, env, raw, sigHeader, false)
-}
-
 func (s *Service) verify(ctx context.Context, env *envelope.Envelope, raw []byte, sigHeader string, noReplayRecord bool) (*Request, error) {
 	if err := env.CheckTime(s.o.Now()); err != nil {
 		return nil, err

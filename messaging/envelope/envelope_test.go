@@ -26,6 +26,12 @@ func TestDecodeStrict(t *testing.T) {
 	if _, err := Decode(good); err != nil {
 		t.Fatalf("Decode(valid) = %v", err)
 	}
+	withSecrets := valid()
+	withSecrets.Op, withSecrets.Secrets = "patch", []byte("age-encryption.org/v1")
+	b, _ := withSecrets.Encode()
+	if _, err := Decode(b); err != nil {
+		t.Fatalf("a patch with secrets is refused: %v", err)
+	}
 	mut := func(f func(e *Envelope)) []byte {
 		e := valid()
 		f(e)
@@ -56,6 +62,12 @@ func TestDecodeStrict(t *testing.T) {
 			e.Payload = nil
 			e.PayloadRef = &wire.PayloadRef{Subject: "fleetprov.dev.blob.x", Size: 1}
 		}), wire.ErrInvalid},
+		{"secrets_on_validate", mut(func(e *Envelope) { e.Op = "validate"; e.Secrets = []byte("age") }), wire.ErrInvalid},
+		{"secrets_on_export", mut(func(e *Envelope) { e.Op = "export"; e.Secrets = []byte("age") }), wire.ErrInvalid},
+		{"secrets_empty", []byte(strings.Replace(string(good), `"v":1`, `"v":1,"secrets":""`, 1)), wire.ErrInvalid},
+		{"reply_to_wildcard", mut(func(e *Envelope) { e.Op = "current"; e.ReplyTo = "_INBOX.>" }), wire.ErrInvalid},
+		{"reply_to_star", mut(func(e *Envelope) { e.Op = "current"; e.ReplyTo = "_INBOX.*" }), wire.ErrInvalid},
+		{"reply_to_too_long", mut(func(e *Envelope) { e.Op = "current"; e.ReplyTo = "_INBOX." + strings.Repeat("a", 256) }), wire.ErrInvalid},
 		{"not_json", []byte("{"), wire.ErrInvalid},
 		{"too_large", make([]byte, MaxSize+1), wire.ErrTooLarge},
 	}

@@ -140,6 +140,17 @@ func publisherFor(t *testing.T, nc *nats.Conn, signer ssh.Signer, tofu bool) (*f
 	return c, known
 }
 
+// deviceSigned is body as a device says it: signed by key in the device namespace (no
+// signature when key is nil).
+func deviceSigned(key ssh.Signer, body []byte) *nats.Msg {
+	m := &nats.Msg{Data: body, Header: nats.Header{}}
+	if key != nil {
+		sig, _ := auth.Sign(body, key, auth.NamespaceDevice)
+		m.Header.Set(wire.DeviceSignatureHeader, base64.StdEncoding.EncodeToString(sig))
+	}
+	return m
+}
+
 // fakeDevice answers every request on device id's subjects like a device that accepts
 // and succeeds, signed by its own key (or unsigned).
 func fakeDevice(t *testing.T, nc *nats.Conn, id string, key ssh.Signer) {
@@ -148,18 +159,13 @@ func fakeDevice(t *testing.T, nc *nats.Conn, id string, key ssh.Signer) {
 		var env envelope.Envelope
 		json.Unmarshal(m.Data, &env)
 		b, _ := json.Marshal(wire.Reply{Accepted: true, JobID: env.ID, Device: id, Fleet: "test", Request: env.ID})
-		out := &nats.Msg{Data: b, Header: nats.Header{}}
-		if key != nil {
-			sig, _ := auth.Sign(b, key, auth.NamespaceDevice)
-			out.Header.Set(wire.DeviceSignatureHeader, base64.StdEncoding.EncodeToString(sig))
-		}
-		m.RespondMsg(out)
+		m.RespondMsg(deviceSigned(key, b))
 		if key != nil && env.ID != "" {
 			j := record.Job{ID: env.ID, Op: env.Op, State: record.Succeeded}
 			ev, _ := json.Marshal(wire.EventMsg{JobID: env.ID, Device: id, Fleet: "test", Seq: 1, Done: true, Job: &j})
-			sig, _ := auth.Sign(ev, key, auth.NamespaceDevice)
-			nc.PublishMsg(&nats.Msg{Subject: subjects.Events("test", id, env.ID), Data: ev,
-				Header: nats.Header{wire.DeviceSignatureHeader: []string{base64.StdEncoding.EncodeToString(sig)}}})
+			out := deviceSigned(key, ev)
+			out.Subject = subjects.Events("test", id, env.ID)
+			nc.PublishMsg(out)
 		}
 	})
 	if err != nil {
@@ -264,9 +270,9 @@ func TestPublisherDropsForgedAndReplayedEvents(t *testing.T) {
 		attacker.PublishMsg(&nats.Msg{Subject: evSubj, Data: oldDone.Data, Header: oldDone.Header}) // replayed, signed by d1
 		j := record.Job{ID: env.ID, State: record.Succeeded}
 		forged, _ := json.Marshal(wire.EventMsg{JobID: env.ID, Device: "d1", Fleet: "test", Seq: 1, Done: true, Job: &j})
-		sig, _ := auth.Sign(forged, forger, auth.NamespaceDevice)
-		attacker.PublishMsg(&nats.Msg{Subject: evSubj, Data: forged,
-			Header: nats.Header{wire.DeviceSignatureHeader: []string{base64.StdEncoding.EncodeToString(sig)}}})
+		out := deviceSigned(forger, forged)
+		out.Subject = evSubj
+		attacker.PublishMsg(out)
 	})
 	attacker.Flush()
 	opts.Payload = fleet.Payload{Data: bad, ContentType: envelope.TypeTOML}
@@ -338,9 +344,8 @@ func TestReplayedJobRecordRefused(t *testing.T) {
 	// "ghost" is enrolled with deviceKey; its signed record of job "old-job" was captured.
 	old, _ := json.Marshal(record.Job{ID: "old-job", Op: "apply", State: record.Succeeded})
 	reply, _ := json.Marshal(wire.Reply{Accepted: true, Device: "ghost", Fleet: "test", Data: old})
-	sig, _ := auth.Sign(reply, deviceKey, auth.NamespaceDevice)
 	sub, err := attacker.Subscribe(subjects.Subject{Fleet: "test", Kind: subjects.Device, Name: "ghost", Op: "job"}.String(), func(m *nats.Msg) {
-		m.RespondMsg(&nats.Msg{Data: reply, Header: nats.Header{wire.DeviceSignatureHeader: []string{base64.StdEncoding.EncodeToString(sig)}}})
+		m.RespondMsg(deviceSigned(deviceKey, reply))
 	})
 	if err != nil {
 		t.Fatal(err)

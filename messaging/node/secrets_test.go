@@ -3,7 +3,6 @@ package node_test
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
@@ -59,24 +57,6 @@ description = "database"
 `, adminLine))
 }
 
-// lockedBuffer is a log sink shared with the worker's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) Bytes() []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return bytes.Clone(l.b.Bytes())
-}
-
 // TestSecretsNeverInTheClear pushes a secret through a real embedded hub to a
 // leaf-linked device, and rotates it, while a client subscribed to ">" on the hub records
 // everything. The value reaches the device's Podman store, and appears nowhere else: not
@@ -102,7 +82,7 @@ func TestSecretsNeverInTheClear(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer spy.Unsubscribe()
-	var logs lockedBuffer
+	var logs fptest.Buffer
 	leaf := func(o *node.Options) {
 		o.Broker = broker.Options{Listen: "127.0.0.1:-1", Hub: []string{hub.LeafURL()}, ReconnectInterval: 100 * time.Millisecond}
 		o.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -170,7 +150,7 @@ func TestSecretsNeverInTheClear(t *testing.T) {
 	if len(spied) < 10 {
 		t.Fatalf("the spy saw only %d messages", len(spied))
 	}
-	where := map[string][]byte{"current": curJSON, "export": export, "logs (debug)": logs.Bytes()}
+	where := map[string][]byte{"current": curJSON, "export": export, "logs (debug)": []byte(logs.String())}
 	for i, m := range spied {
 		where[fmt.Sprintf("hub message %d", i)] = m
 	}
@@ -205,8 +185,7 @@ func TestSecretsNotSealedToFirstUseImpostor(t *testing.T) {
 	defer attacker.Close()
 	reply := func(m *nats.Msg, r wire.Reply) {
 		body, _ := json.Marshal(r)
-		sig, _ := auth.Sign(body, evilKey, auth.NamespaceDevice)
-		m.RespondMsg(&nats.Msg{Data: body, Header: nats.Header{wire.DeviceSignatureHeader: []string{base64.StdEncoding.EncodeToString(sig)}}})
+		m.RespondMsg(deviceSigned(evilKey, body))
 	}
 	attacker.Subscribe(subjects.Subject{Fleet: "test", Kind: subjects.All, Op: "ping"}.String(), func(m *nats.Msg) {
 		p, _ := json.Marshal(wire.Presence{Device: "evil"})
