@@ -97,6 +97,8 @@ type applyRun struct {
 	report   config.Report
 	// secretsChanged lists the secrets whose value this apply sets or changes.
 	secretsChanged []string
+	// activeDigest is the sha256 of the active config.toml after recovery ("" when none).
+	activeDigest string
 	// sameConfig: the input is the active config.toml again (a secrets rotation).
 	sameConfig bool
 }
@@ -164,12 +166,6 @@ func (a *applyRun) prepare(ctx context.Context) error {
 			return fmt.Errorf("%w: %w", ErrNotAuthorized, err)
 		}
 	}
-	if a.in.Base != "" {
-		raw, err := a.p.opts.State.ReadActive()
-		if err != nil || Digest(raw) != a.in.Base {
-			return ErrStaleBase
-		}
-	}
 	return nil
 }
 
@@ -180,6 +176,14 @@ func (a *applyRun) recover(ctx context.Context) error {
 	}
 	if act != state.ActionNone {
 		a.emit(record.Event{Step: "recover", Message: string(act)})
+	}
+	// The active config as recovery left it: a partial update must be built on it, and a
+	// byte-identical input is a secrets rotation.
+	if raw, err := a.p.opts.State.ReadActive(); err == nil {
+		a.activeDigest = Digest(raw)
+	}
+	if a.in.Base != "" && a.activeDigest != a.in.Base {
+		return ErrStaleBase
 	}
 	return nil
 }
@@ -227,9 +231,7 @@ func (a *applyRun) validate(ctx context.Context) error {
 		a.res.Warnings = append(a.res.Warnings, w.Error())
 	}
 	a.model, a.report = m, r
-	if active, err := a.p.opts.State.ReadActive(); err == nil && !a.files {
-		a.sameConfig = Digest(active) == Digest(a.raw)
-	}
+	a.sameConfig = !a.files && a.activeDigest != "" && a.activeDigest == Digest(a.raw)
 	if a.in.Check != nil {
 		if err := a.in.Check(m); err != nil {
 			return err

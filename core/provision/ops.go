@@ -79,9 +79,6 @@ func (p *Provisioner) Current(ctx context.Context) (Current, error) {
 	if err != nil {
 		return Current{}, err
 	}
-	if len(infos) == 0 {
-		infos = nil
-	}
 	return Current{Provisioned: true, Digest: Digest(raw), Config: &m, Drift: drift, Secrets: infos}, nil
 }
 
@@ -154,14 +151,15 @@ func (p *Provisioner) Export(ctx context.Context, w io.Writer, format bundle.For
 	if !dirExists(files) {
 		return bundle.Create(w, format, raw, nil)
 	}
-	// The app user owns files/ and may swap a file for a link while it is bundled: read
-	// it through an os.Root, so no link leads out of it (to the identity key, say).
+	// The app user owns files/ and may swap a file for a link or a FIFO while it is
+	// bundled: read it through state.RegularFS, so nothing is followed out of it (to the
+	// identity key, say) and nothing blocks the export under the state lock.
 	root, err := os.OpenRoot(files)
 	if err != nil {
 		return fmt.Errorf("opening %s: %w", files, err)
 	}
 	defer root.Close()
-	return bundle.Create(w, format, raw, root.FS())
+	return bundle.Create(w, format, raw, state.RegularFS(root))
 }
 
 // ActiveModel returns the parsed active config, or state.ErrNoActive.

@@ -207,26 +207,24 @@ func (p *Provisioner) syncSecrets(ctx context.Context, m *config.Model, acc syst
 	if (len(want.System) > 0 || len(want.User) > 0 || len(had.System) > 0 || len(had.User) > 0) && p.opts.Backend.Secrets == nil {
 		return nil, fmt.Errorf("the %s backend has no secret store", p.opts.Backend.Name)
 	}
+	rec := podmanSecrets{System: slices.Clone(had.System), User: slices.Clone(had.User)}
 	type store struct {
 		acc       *system.Account
 		mode      string
 		want, had []string
+		rec, kept *[]string // this store's list in rec (made so far) and in want (kept after removal)
 	}
-	stores := []store{{nil, config.ModeRootful, want.System, had.System}, {&acc, config.ModeRootless, want.User, had.User}}
+	stores := []store{{nil, config.ModeRootful, want.System, had.System, &rec.System, &want.System},
+		{&acc, config.ModeRootless, want.User, had.User, &rec.User, &want.User}}
 	// The record grows before each put (a crash right after it must not forget a secret
 	// fleetprov made) and keeps what it had until the removals ran.
-	rec := podmanSecrets{System: slices.Clone(had.System), User: slices.Clone(had.User)}
-	for i, st := range stores {
+	for _, st := range stores {
 		for _, name := range st.want {
 			v, ok := values[name]
 			if !ok {
 				return nil, fmt.Errorf("secret %s is used but has no value in the active state", name)
 			}
-			if i == 0 {
-				rec.System = mergeSorted(rec.System, []string{name})
-			} else {
-				rec.User = mergeSorted(rec.User, []string{name})
-			}
+			*st.rec = mergeSorted(*st.rec, []string{name})
 			if err := writeRecord(recPath, rec); err != nil {
 				return nil, err
 			}
@@ -247,11 +245,7 @@ func (p *Provisioner) syncSecrets(ctx context.Context, m *config.Model, acc syst
 					// apply (or its rollback). The name stays recorded for the next try.
 					p.log.Warn("removing a secret no longer used", "secret", name, "mode", st.mode, "err", err)
 					emit(record.Event{Step: "secret-install", Mode: st.mode, Status: "failed", Message: name + ": " + err.Error()})
-					if st.acc == nil {
-						want.System = mergeSorted(want.System, []string{name})
-					} else {
-						want.User = mergeSorted(want.User, []string{name})
-					}
+					*st.kept = mergeSorted(*st.kept, []string{name})
 					continue
 				}
 				emit(record.Event{Step: "secret-install", Mode: st.mode, Status: "removed", Message: name})
@@ -295,7 +289,7 @@ func (p *Provisioner) secretInfos(m config.Model) ([]SecretInfo, error) {
 		return nil, err
 	}
 	users := m.SecretUsers()
-	out := []SecretInfo{}
+	var out []SecretInfo
 	for _, name := range m.SecretNames() {
 		e := man[name]
 		u := users[name]

@@ -270,3 +270,42 @@ func TestSecretsRejected(t *testing.T) {
 	}
 	wantSecret(t, d, appStore, "api-token", "tok")
 }
+
+// TestSecretRemovalFailureDoesNotFailTheApply: the app user breaks its own Podman while a
+// config drops its secret. The apply still succeeds (the failure is an event), the name
+// stays recorded, and the next apply removes it.
+func TestSecretRemovalFailureDoesNotFailTheApply(t *testing.T) {
+	d, seal := secretDevice(t)
+	if _, err := applyS(t, d, provision.Input{Reader: bytes.NewReader(secretsConfig(false, "")),
+		Secrets: seal(secrets.Values{"db-password": []byte("pw"), "api-token": []byte("tok")})}); err != nil {
+		t.Fatal(err)
+	}
+	noToken := bytes.Replace(secretsConfig(false, ""), []byte(`, "api-token"]`), []byte(`]`), 1)
+	noToken = bytes.Replace(noToken, []byte("[secrets.api-token]\n"), nil, 1)
+	d.Sim.SetSecretsFail(errors.New("lock held by the app user"))
+	// Puts fail too: db-password is still used, so this apply fails and rolls back.
+	if _, err := applyS(t, d, provision.Input{Reader: bytes.NewReader(noToken)}); err == nil || !strings.Contains(err.Error(), "lock held") {
+		t.Fatalf("apply with a broken secret store = %v", err)
+	}
+	// Only removals fail: drop every secret user so no put is needed.
+	noSecrets := []byte(strings.Split(string(noToken), "[containers.container.web]")[0] + "[containers.container.other]\nprivileged = true\n[containers.container.other.Container]\nImage = \"localhost/other:latest\"\n")
+	noSecrets = bytes.Replace(noSecrets, []byte(`required = ["web", "app"]`), []byte(`required = ["other"]`), 1)
+	events, err := applyS(t, d, provision.Input{Reader: bytes.NewReader(noSecrets)})
+	if err != nil {
+		t.Fatalf("apply whose only secret step is a failing removal = %v", err)
+	}
+	failed := false
+	for _, e := range events {
+		failed = failed || (e.Step == "secret-install" && e.Status == "failed")
+	}
+	if !failed {
+		t.Errorf("no failed secret-install event in %+v", events)
+	}
+	wantSecret(t, d, appStore, "api-token", "tok")
+	d.Sim.SetSecretsFail(nil)
+	if _, err := applyS(t, d, provision.Input{Reader: bytes.NewReader(noSecrets)}); err != nil {
+		t.Fatal(err)
+	}
+	wantSecret(t, d, appStore, "api-token", "")
+	wantSecret(t, d, "system", "db-password", "")
+}

@@ -136,10 +136,14 @@ func SyncDirIn(root *os.Root, dir string) error {
 var ErrNotRegular = errors.New("not a regular file")
 
 // OpenRegularIn opens name inside root for reading only if it is a regular file: opened
-// non-blocking and without following a final link, then checked by descriptor, so a
-// FIFO, device or link someone else put there (the app user, in its own directories)
-// can neither block the caller nor redirect it.
+// non-blocking, then checked by descriptor, so a FIFO or device someone else put there
+// (the app user, in its own directories) cannot block the caller, and no link leads it
+// out of root (os.Root resolves links itself, only inside root).
 func OpenRegularIn(root *os.Root, name string) (*os.File, fs.FileInfo, error) {
+	return openIn(root, name, false)
+}
+
+func openIn(root *os.Root, name string, dirOK bool) (*os.File, fs.FileInfo, error) {
 	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, nil, err
@@ -149,9 +153,28 @@ func OpenRegularIn(root *os.Root, name string) (*os.File, fs.FileInfo, error) {
 		f.Close()
 		return nil, nil, err
 	}
-	if !info.Mode().IsRegular() {
+	if !info.Mode().IsRegular() && !(dirOK && info.IsDir()) {
 		f.Close()
 		return nil, nil, fmt.Errorf("%s: %w", name, ErrNotRegular)
 	}
 	return f, info, nil
+}
+
+// RegularFS is root as an fs.FS that opens only directories and regular files, never
+// leaving root through a link (os.Root resolves links itself, only inside root) and never
+// blocking on a FIFO: for walking a tree someone else (the app user) can change while it
+// is read.
+func RegularFS(root *os.Root) fs.FS { return regularFS{root} }
+
+type regularFS struct{ root *os.Root }
+
+func (r regularFS) Open(name string) (fs.File, error) {
+	if !fs.ValidPath(name) {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrInvalid}
+	}
+	f, _, err := openIn(r.root, name, true)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
 }

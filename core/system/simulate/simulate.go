@@ -54,6 +54,7 @@ type Sim struct {
 	restarts   map[string]int    // crash-looping units' NRestarts
 	pending    map[string]int    // slow starters' remaining activating reads
 	secrets    map[string][]byte // "system/name" -> value (Podman's secret store)
+	secretErr  error             // what the secret store's calls fail with (nil: none)
 }
 
 // New returns a simulated OS.
@@ -93,6 +94,9 @@ func (st secretStore) Put(ctx context.Context, acc *system.Account, name string,
 	st.sim.mu.Lock()
 	defer st.sim.mu.Unlock()
 	st.sim.record("%s: podman secret create --replace %s (%d bytes)", scopeOf(acc), name, len(value))
+	if st.sim.secretErr != nil {
+		return st.sim.secretErr
+	}
 	st.sim.secrets[scopeOf(acc)+"/"+name] = append([]byte(nil), value...)
 	return ctx.Err()
 }
@@ -102,8 +106,19 @@ func (st secretStore) Remove(ctx context.Context, acc *system.Account, name stri
 	st.sim.mu.Lock()
 	defer st.sim.mu.Unlock()
 	st.sim.record("%s: podman secret rm %s", scopeOf(acc), name)
+	if st.sim.secretErr != nil {
+		return st.sim.secretErr
+	}
 	delete(st.sim.secrets, scopeOf(acc)+"/"+name)
 	return ctx.Err()
+}
+
+// SetSecretsFail makes the secret store's calls fail with err from now on (nil: work), as
+// an app user who stalls or breaks its own Podman would.
+func (s *Sim) SetSecretsFail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.secretErr = err
 }
 
 // Secret returns a value in the simulated Podman secret store of scope ("system" or
