@@ -140,6 +140,17 @@ func publisherFor(t *testing.T, nc *nats.Conn, signer ssh.Signer, tofu bool) (*f
 	return c, known
 }
 
+// attackerConn is another client of the device's NATS server, closed with the test.
+func attackerConn(t *testing.T, b *both) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(b.node.Broker.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
 // deviceSigned is body as a device says it: signed by key in the device namespace (no
 // signature when key is nil).
 func deviceSigned(key ssh.Signer, body []byte) *nats.Msg {
@@ -185,11 +196,7 @@ func TestPublisherRefusesFakeDevices(t *testing.T) {
 	cfg := configtest.FixtureWithAdmin(t, "vm-full.config.toml", line)
 	ghostKey, _ := configtest.NewKey(t)
 	enrolledKey, _ := configtest.NewKey(t)
-	attacker, err := nats.Connect(b.node.Broker.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer attacker.Close()
+	attacker := attackerConn(t, b)
 	push := func(c *fleet.Client, dev string) fleet.DeviceState {
 		sum, err := c.Push(t.Context(), fleet.PushOptions{Target: fleet.Target{Devices: []string{dev}},
 			Payload: fleet.Payload{Data: cfg, ContentType: envelope.TypeTOML}, Timeout: 10 * time.Second, ReplyTimeout: 5 * time.Second}, nil)
@@ -229,11 +236,7 @@ func TestPublisherDropsForgedAndReplayedEvents(t *testing.T) {
 	good := configtest.FixtureWithAdmin(t, "vm-full.config.toml", line)
 	bad := bytes.Replace(good, []byte(`Image = "ghcr.io/example/myapp:latest"`), []byte(`Image = "ghcr.io/example/myapp:latest"`+"\nLabel = \"fleetprov.simulate=fail\""), 1)
 	c, _ := publisherFor(t, b.nc, admin, true)
-	attacker, err := nats.Connect(b.node.Broker.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer attacker.Close()
+	attacker := attackerConn(t, b)
 	// The attacker records the device's real events.
 	var mu sync.Mutex
 	var captured []*nats.Msg
@@ -293,11 +296,7 @@ func TestCapturedReadOnlyEnvelopeBoundToItsInbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := startBoth(t, dev, nil)
-	attacker, err := nats.Connect(b.node.Broker.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer attacker.Close()
+	attacker := attackerConn(t, b)
 	captured := make(chan *nats.Msg, 1)
 	attacker.Subscribe(subjects.DeviceRequests("test", "d1"), func(m *nats.Msg) {
 		select {
@@ -336,11 +335,7 @@ func TestReplayedJobRecordRefused(t *testing.T) {
 	b := startBoth(t, provisiontest.New(t), nil)
 	admin, _ := configtest.NewKey(t)
 	deviceKey, _ := configtest.NewKey(t)
-	attacker, err := nats.Connect(b.node.Broker.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer attacker.Close()
+	attacker := attackerConn(t, b)
 	// "ghost" is enrolled with deviceKey; its signed record of job "old-job" was captured.
 	old, _ := json.Marshal(record.Job{ID: "old-job", Op: "apply", State: record.Succeeded})
 	reply, _ := json.Marshal(wire.Reply{Accepted: true, Device: "ghost", Fleet: "test", Data: old})

@@ -178,11 +178,7 @@ func TestSecretsNotSealedToFirstUseImpostor(t *testing.T) {
 	b := startBoth(t, provisiontest.New(t), nil)
 	admin, line := configtest.NewKey(t)
 	evilKey, _ := configtest.NewKey(t)
-	attacker, err := nats.Connect(b.node.Broker.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer attacker.Close()
+	attacker := attackerConn(t, b)
 	reply := func(m *nats.Msg, r wire.Reply) {
 		body, _ := json.Marshal(r)
 		m.RespondMsg(deviceSigned(evilKey, body))
