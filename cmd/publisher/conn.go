@@ -18,6 +18,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
+	"github.com/fleetprov/fleetprov/messaging/natsauth"
 )
 
 // connFlags are the connection and signing flags of every networked command.
@@ -34,7 +35,7 @@ type connFlags struct {
 
 func (c *connFlags) register(fs *flag.FlagSet, signing bool) {
 	fs.StringVar(&c.server, "server", "nats://127.0.0.1:4222", "NATS URL of the hub, or of one device's embedded server")
-	fs.StringVar(&c.creds, "creds", "", "NATS creds file")
+	fs.StringVar(&c.creds, "creds", "", "NATS credentials: a creds file (publisher nats creds), or an nkey seed file such as a device's <state-dir>/nats-admin.nk for its own listener (default: $FLEETPROV_NATS_CREDS, else the fleet's publisher.creds from 'publisher nats init' when it exists)")
 	fs.StringVar(&c.fleetName, "fleet", "default", "fleet name")
 	fs.DurationVar(&c.timeout, "reply-timeout", 10*time.Second, "how long to wait for a device's answer")
 	fs.StringVar(&c.via, "via", "", "reach one device through its HTTP bridge (http://device:8080) instead of NATS")
@@ -49,14 +50,66 @@ func (c *connFlags) register(fs *flag.FlagSet, signing bool) {
 // connect opens the NATS connection; a failure is exit code 3.
 func (c *connFlags) connect() (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name("fleetprov-publisher"), nats.Timeout(5 * time.Second)}
-	if c.creds != "" {
-		opts = append(opts, nats.UserCredentials(c.creds))
+	creds, err := c.credsFile()
+	if err != nil {
+		return nil, err
+	}
+	if creds != "" {
+		opt, err := credsOption(creds)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, opt)
 	}
 	nc, err := nats.Connect(c.server, opts...)
+	if errors.Is(err, nats.ErrAuthorization) || (err != nil && strings.Contains(err.Error(), "Authorization Violation")) {
+		used := "no credentials"
+		if creds != "" {
+			used = "the credentials in " + creds
+		}
+		return nil, cli.Exit(cli.ExitUnreachable, fmt.Errorf("%s refused %s: pass --creds FILE (for the hub: publisher nats creds; for a device's own listener: its <state-dir>/%s, or the fleet's publisher.creds when it runs with --nats-account)",
+			c.server, used, "nats-admin.nk"))
+	}
 	if err != nil {
 		return nil, cli.Exit(cli.ExitUnreachable, fmt.Errorf("connecting to %s: %w", c.server, err))
 	}
 	return nc, nil
+}
+
+// credsFile is --creds, else $FLEETPROV_NATS_CREDS, else the fleet's publisher.creds when
+// 'publisher nats init' made one ("" when none: an anonymous connection).
+func (c *connFlags) credsFile() (string, error) {
+	if c.creds != "" {
+		return c.creds, nil
+	}
+	if v, ok := c.env("FLEETPROV_NATS_CREDS"); ok && v != "" {
+		return v, nil
+	}
+	dir, err := natsDir("", c.fleetName, c.env)
+	if err != nil {
+		return "", nil
+	}
+	p := filepath.Join(dir, natsauth.PublisherCreds)
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	}
+	return "", nil
+}
+
+// credsOption authenticates with a creds file (JWT and seed) or a bare nkey seed file.
+func credsOption(path string) (nats.Option, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, cli.Usagef("reading --creds: %v", err)
+	}
+	if strings.Contains(string(raw), "BEGIN NATS USER JWT") {
+		return nats.UserCredentials(path), nil
+	}
+	opt, err := nats.NkeyOptionFromSeed(path)
+	if err != nil {
+		return nil, cli.Usagef("--creds %s is neither a NATS creds file nor an nkey seed file: %v", path, err)
+	}
+	return opt, nil
 }
 
 // client connects (NATS, or the --via HTTP bridge) and builds a fleet client, with a

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -15,18 +16,25 @@ import (
 
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
+	"github.com/fleetprov/fleetprov/messaging/natsauth"
 )
 
 func enrollCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "enroll",
-		Args:  "--device ID [--fingerprint SHA256:...] | --group G --tofu | --all --tofu",
+		Args:  "--device ID [--fingerprint SHA256:...] [--creds-out FILE] | --group G --tofu | --all --tofu [--creds-out DIR]",
 		Short: "record devices' identity keys in known-devices, so their answers can be trusted",
 		Long: `Asks each device for its presence and takes its identity key from the signature.
 With --fingerprint (one device: compare it with 'worker identity' on the device's console)
 the key must match; with --tofu it is trusted as it is (a trusted network); otherwise the
 fingerprint is shown and you are asked to confirm on a terminal. A device already enrolled
-with another key is re-enrolled only with a matching --fingerprint.`,
+with another key is re-enrolled only with a matching --fingerprint.
+
+With --creds-out, each enrolled device also gets its hub credentials, minted from the
+fleet's NATS account key (publisher nats init): permissions for its own subjects and the
+groups its presence names. One --device: --creds-out is the file; several: a directory
+of <device>.creds. Install the file on the device and pass it to 'worker serve
+--hub-creds'. A device whose groups change needs new credentials.`,
 		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
 			var cf connFlags
 			cf.register(fs, false)
@@ -35,6 +43,8 @@ with another key is re-enrolled only with a matching --fingerprint.`,
 			want := fs.String("fingerprint", "", "the fingerprint the device's key must have (SHA256:..., from 'worker identity')")
 			discovery := fs.Duration("discovery-timeout", 3*time.Second, "upper bound for discovery")
 			asJSON := fs.Bool("json", false, "print the outcome per device as JSON")
+			credsOut := fs.String("creds-out", "", "also mint each enrolled device's hub credentials: a file for one --device, else a directory of <device>.creds")
+			dir := fs.String("nats-dir", "", "with --creds-out: the fleet's NATS keys (default ~/.config/fleetprov/nats/<fleet>)")
 			return func(ctx context.Context, args []string, stdio cli.IO) error {
 				cf.env = stdio.Env
 				t, err := tf.target(true)
@@ -54,6 +64,19 @@ with another key is re-enrolled only with a matching --fingerprint.`,
 				if err != nil {
 					return err
 				}
+				var authority *natsauth.Fleet
+				if *credsOut != "" {
+					d, err := natsDir(*dir, cf.fleetName, stdio.Env)
+					if err != nil {
+						return err
+					}
+					if authority, err = natsauth.Load(d); err != nil {
+						return cli.Usagef("--creds-out: %v", err)
+					}
+					if authority.Name != cf.fleetName {
+						return cli.Usagef("--creds-out: %s holds fleet %q's keys, not %q", d, authority.Name, cf.fleetName)
+					}
+				}
 				nc, err := cf.connect()
 				if err != nil {
 					return err
@@ -72,6 +95,7 @@ with another key is re-enrolled only with a matching --fingerprint.`,
 					Fingerprint string `json:"fingerprint"`
 					Status      string `json:"status"` // enrolled, already, refused
 					Error       string `json:"error,omitempty"`
+					Creds       string `json:"creds,omitempty"`
 				}
 				var out []outcome
 				impostor := false
@@ -94,6 +118,11 @@ with another key is re-enrolled only with a matching --fingerprint.`,
 						}
 						o.Status = "enrolled"
 					}
+					if authority != nil && o.Status != "refused" {
+						if o.Creds, err = mintDeviceCreds(authority, id, *credsOut, len(t.Devices) == 1, stdio); err != nil {
+							return err
+						}
+					}
 					out = append(out, o)
 				}
 				if *asJSON {
@@ -102,6 +131,9 @@ with another key is re-enrolled only with a matching --fingerprint.`,
 				} else {
 					for _, o := range out {
 						fmt.Fprintf(stdio.Stdout, "%s\t%s\t%s\t%s\n", o.Device, o.Status, o.Fingerprint, o.Error)
+						if o.Creds != "" {
+							fmt.Fprintf(stdio.Stdout, "%s\thub credentials written to %s\n", o.Device, o.Creds)
+						}
 					}
 				}
 				switch {
@@ -131,4 +163,18 @@ func confirm(stdio cli.IO, id fleet.Identity) bool {
 	fmt.Fprintf(stdio.Stderr, "Enrol %s with identity %s? Compare with 'worker identity' on its console. [y/N] ", id.Device, id.Fingerprint)
 	line, _ := bufio.NewReader(f).ReadString('\n')
 	return strings.EqualFold(strings.TrimSpace(line), "y") || strings.EqualFold(strings.TrimSpace(line), "yes")
+}
+
+// mintDeviceCreds writes an enrolled device's hub credentials: to out itself for a single
+// --device, else to out/<device>.creds.
+func mintDeviceCreds(f *natsauth.Fleet, id fleet.Identity, out string, single bool, stdio cli.IO) (string, error) {
+	creds, err := f.DeviceCreds(id.Device, id.Groups, 0)
+	if err != nil {
+		return "", err
+	}
+	path := out
+	if !single {
+		path = filepath.Join(out, id.Device+".creds")
+	}
+	return path, writeCreds(path, creds, stdio)
 }

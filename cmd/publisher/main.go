@@ -44,6 +44,7 @@ semantic rule, and rendering of the Quadlet units. Exit status 1 when invalid.`,
 			patchCommand(),
 			secretsCommand(),
 			enrollCommand(),
+			natsCommand(),
 			initCommand(),
 		},
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/identity"
 	"github.com/fleetprov/fleetprov/messaging/broker"
+	"github.com/fleetprov/fleetprov/messaging/natsauth"
 	"github.com/fleetprov/fleetprov/messaging/node"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
 )
@@ -45,6 +46,7 @@ Standalone demo (no root, no systemd):
 			hub := fs.String("hub", "", "comma-separated hub leafnode URLs (nats-leaf://hub:7422, tls://hub:7422)")
 			hubCreds := fs.String("hub-creds", "", "NATS creds file for the hub link")
 			hubCA := fs.String("hub-ca", "", "PEM CA file for a TLS hub link")
+			natsAccounts := fs.String("nats-account", "", "comma-separated fleet NATS account public keys (A...) or files of them (the account.pub of 'publisher nats init'): the NATS listener accepts user credentials they signed, with those credentials' permissions. It always accepts the local admin key <state-dir>/nats-admin.nk and refuses anonymous clients")
 			trust := fs.String("fleet-trust", "/etc/fleetprov/allowed_signers", "fleet trust file baked into the image; when it exists, first-boot applies must be signed by it")
 			window := fs.Duration("first-boot-window", 0, "close the first-boot routes (unsigned bridge and Boot UI, proof-of-possession signatures) this long after the device's first start; 0: open until provisioned. Production images should set it, or ship a fleet trust file")
 			heartbeat := fs.Duration("heartbeat", 30*time.Second, "interval between presence heartbeats")
@@ -75,6 +77,10 @@ Standalone demo (no root, no systemd):
 				if err != nil {
 					return err
 				}
+				accounts, err := natsauth.ReadAccounts(splitList(*natsAccounts))
+				if err != nil {
+					return cli.Usagef("%v", err)
+				}
 				httpL, inherited, err := httpListener(*httpAddr)
 				if err != nil {
 					return err
@@ -84,13 +90,13 @@ Standalone demo (no root, no systemd):
 					Device: id, Fleet: *fleetName, Groups: splitList(*groups), Version: Version, Prov: p,
 					Broker:         broker.Options{Listen: *natsListen, Hub: splitList(*hub), HubCreds: *hubCreds, HubCA: *hubCA},
 					FleetTrustFile: *trust, FirstBootWindow: *window, IdentityKey: identity.Path(df.identityKey, df.stateDir), Config: config.Options{AppUser: df.appUser, BridgePort: df.bridgePort},
-					HeartbeatInterval: *heartbeat, Logger: log,
+					HeartbeatInterval: *heartbeat, Logger: log, NATSAccounts: accounts,
 				})
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(stdio.Stdout, "worker %s serving fleet %q as device %q; NATS %s; HTTP %s\nidentity %s\n", Version, *fleetName, id,
-					orNone(n.Broker.ClientURL()), httpURL(n.HTTPAddr()), identity.Fingerprint(n.Identity.PublicKey()))
+				fmt.Fprintf(stdio.Stdout, "worker %s serving fleet %q as device %q; NATS %s (credentials: %s); HTTP %s\nidentity %s\n", Version, *fleetName, id,
+					orNone(n.Broker.ClientURL()), n.AdminKey, httpURL(n.HTTPAddr()), identity.Fingerprint(n.Identity.PublicKey()))
 				daemon.SdNotify(false, daemon.SdNotifyReady)
 				stopWatchdog := watchdog(ctx)
 				<-ctx.Done()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // Options configure the embedded server. Zero values are the documented defaults.
@@ -45,7 +46,15 @@ type Options struct {
 	MaxPayload int32
 	// ReadyTimeout bounds the start (default 10s).
 	ReadyTimeout time.Duration
-	Logger       *slog.Logger
+	// Auth, when set, makes every client prove a key it trusts (a device's server: its
+	// local keys and the fleet accounts); the in-process connection gets a key of its own,
+	// made in memory at each start. Without Auth and ConfigFile, clients are anonymous.
+	Auth *Verifier
+	// ConfigFile loads the server's options from a nats-server configuration file, such as
+	// the hub.conf of 'publisher nats init' (operator mode); Listen and LeafListen, when
+	// set, replace its listen addresses.
+	ConfigFile string
+	Logger     *slog.Logger
 }
 
 // Broker is a running embedded server.
@@ -54,6 +63,7 @@ type Broker struct {
 	opts *server.Options
 	log  *slog.Logger
 	lg   *logAdapter
+	self nkeys.KeyPair // the in-process connection's key, with Auth
 }
 
 // Start starts the server and waits until it accepts connections. Any setup error, or a
@@ -68,10 +78,37 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 	if o.ReconnectInterval <= 0 {
 		o.ReconnectInterval = 2 * time.Second
 	}
-	so := &server.Options{ServerName: o.Name, NoSigs: true, NoLog: false, MaxPayload: o.MaxPayload}
-	if o.Listen == "" {
+	so := &server.Options{}
+	if o.ConfigFile != "" {
+		var err error
+		if so, err = server.ProcessConfigFile(o.ConfigFile); err != nil {
+			return nil, fmt.Errorf("NATS configuration %s: %w", o.ConfigFile, err)
+		}
+	}
+	so.NoSigs = true
+	if o.Name != "" {
+		so.ServerName = o.Name
+	}
+	if o.MaxPayload != 0 {
+		so.MaxPayload = o.MaxPayload
+	}
+	var self nkeys.KeyPair
+	if o.Auth != nil {
+		var err error
+		if self, err = nkeys.CreateUser(); err != nil {
+			return nil, fmt.Errorf("creating the in-process key: %w", err)
+		}
+		pub, _ := self.PublicKey()
+		if o.Auth.Local == nil {
+			o.Auth.Local = map[string]*server.Permissions{}
+		}
+		o.Auth.Local[pub] = nil
+		so.CustomClientAuthentication, so.AlwaysEnableNonce = o.Auth, true
+	}
+	switch {
+	case o.Listen == "" && o.ConfigFile == "":
 		so.DontListen = true
-	} else {
+	case o.Listen != "":
 		host, port, err := splitHostPort(o.Listen)
 		if err != nil {
 			return nil, fmt.Errorf("client listen address: %w", err)
@@ -140,7 +177,7 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("starting NATS server: %w", err)
 	}
-	return &Broker{srv: srv, opts: so, log: o.Logger, lg: lg}, nil
+	return &Broker{srv: srv, opts: so, log: o.Logger, lg: lg, self: self}, nil
 }
 
 // Connect opens an in-process client connection (no socket).
@@ -149,6 +186,10 @@ func (b *Broker) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	// past its max pending), it is back within a quarter second, subscriptions restored.
 	opts = append([]nats.Option{nats.InProcessServer(b.srv), nats.Name("fleetprov-worker"), nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond)}, opts...)
+	if b.self != nil {
+		pub, _ := b.self.PublicKey()
+		opts = append(opts, nats.Nkey(pub, b.self.Sign))
+	}
 	nc, err := nats.Connect("", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting in-process: %w", err)

@@ -40,11 +40,7 @@ func start(t *testing.T, id string, groups []string, dev *provisiontest.Device) 
 		dev = provisiontest.New(t)
 	}
 	n := nodetest.StartDevice(t, dev, id, func(o *node.Options) { o.Groups = groups })
-	nc, err := nats.Connect(n.Broker.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := nodetest.Connect(t, n)
 	return &rig{t: t, dev: dev, node: n, nc: nc}
 }
 

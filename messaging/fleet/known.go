@@ -117,6 +117,8 @@ type Identity struct {
 	Device      string        `json:"device"`
 	Key         ssh.PublicKey `json:"-"`
 	Fingerprint string        `json:"fingerprint"`
+	// Groups are the groups its signed presence names.
+	Groups []string `json:"groups,omitempty"`
 }
 
 // Identities pings target (or each of t.Devices) and returns each device's identity key,
@@ -144,7 +146,9 @@ func (c *Client) Identities(ctx context.Context, t Target, quiet, max time.Durat
 		sig, _ := base64.StdEncoding.DecodeString(m.Header.Get(wire.DeviceSignatureHeader))
 		if json.Unmarshal(m.Data, &r) == nil && r.Device != "" {
 			if pub, err := auth.VerifySelf(m.Data, sig, auth.NamespaceDevice); err == nil {
-				seen[r.Device] = Identity{Device: r.Device, Key: pub, Fingerprint: ssh.FingerprintSHA256(pub)}
+				var p wire.Presence
+				json.Unmarshal(r.Data, &p)
+				seen[r.Device] = Identity{Device: r.Device, Key: pub, Fingerprint: ssh.FingerprintSHA256(pub), Groups: p.Groups}
 			} else {
 				c.log.Warn("presence without a valid identity signature", "device", r.Device, "err", err)
 			}

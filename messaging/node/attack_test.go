@@ -305,11 +305,7 @@ func TestJunkFloodKeepsAnswering(t *testing.T) {
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for c := range 3 {
-		nc, err := nats.Connect(b.node.Broker.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
+		nc := attackerConn(t, b)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

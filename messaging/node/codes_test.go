@@ -50,11 +50,7 @@ func startBoth(t *testing.T, dev *provisiontest.Device, mutate func(*node.Option
 			mutate(o)
 		}
 	})
-	nc, err := nats.Connect(n.Broker.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := nodetest.Connect(t, n)
 	return &both{t: t, node: n, dev: dev, nc: nc, base: "http://" + n.HTTPAddr()}
 }
 

@@ -140,15 +140,11 @@ func publisherFor(t *testing.T, nc *nats.Conn, signer ssh.Signer, tofu bool) (*f
 	return c, known
 }
 
-// attackerConn is another client of the device's NATS server, closed with the test.
+// attackerConn is another client of the device's NATS server, closed with the test. It
+// holds the admin key, every NATS permission: the signatures must hold even then.
 func attackerConn(t *testing.T, b *both) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(b.node.Broker.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
+	return nodetest.Connect(t, b.node)
 }
 
 // deviceSigned is body as a device says it: signed by key in the device namespace (no

@@ -33,6 +33,8 @@ import (
 	"github.com/fleetprov/fleetprov/messaging/device"
 	"github.com/fleetprov/fleetprov/messaging/devicenats"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/natsauth"
+	"github.com/fleetprov/fleetprov/messaging/subjects"
 )
 
 // Options configure a node.
@@ -54,6 +56,9 @@ type Options struct {
 	FirstBootWindow time.Duration
 	Config          config.Options
 	Limits          bundle.Limits
+	// NATSAccounts are the fleet account public keys (A...) whose user credentials the
+	// embedded server's listener accepts, besides the local admin key.
+	NATSAccounts []string
 	// HeartbeatInterval between presence messages (default 30s).
 	HeartbeatInterval time.Duration
 	// HTTP, when set, serves the HTTP bridge (API, Boot UI, /metrics) on this listener.
@@ -78,14 +83,17 @@ type Node struct {
 	Replay    *auth.ReplayGuard
 	Recovered state.Action
 	Identity  ssh.Signer
-	Bridge    *bridge.Server
-	Metrics   *bridge.Metrics
-	log       *slog.Logger
-	http      *httpServer
-	follow    sync.WaitGroup // followLAN moves in flight
-	stop      chan struct{}  // closed by Shutdown: ends the replay pruner
-	stopOnce  sync.Once
-	bg        sync.WaitGroup
+	// AdminKey is the path of the local admin nkey seed (root-only): the credential for
+	// tools on the device that use its NATS listener (publisher --creds).
+	AdminKey string
+	Bridge   *bridge.Server
+	Metrics  *bridge.Metrics
+	log      *slog.Logger
+	http     *httpServer
+	follow   sync.WaitGroup // followLAN moves in flight
+	stop     chan struct{}  // closed by Shutdown: ends the replay pruner
+	stopOnce sync.Once
+	bg       sync.WaitGroup
 }
 
 // replayPruneInterval is how often expired replay records are removed.
@@ -143,10 +151,11 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	}
 	n.bg.Add(1)
 	go n.pruneReplay()
+	started := n
 	defer func() {
 		if err != nil {
-			close(n.stop)
-			n.bg.Wait()
+			close(started.stop)
+			started.bg.Wait()
 		}
 	}()
 	n.Trust = &auth.Trust{State: st, FleetTrustFile: o.FleetTrustFile, Config: o.Config}
@@ -166,15 +175,29 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		bo.Name = o.Device
 	}
 	bo.Logger = o.Logger
-	if n.Broker, err = broker.Start(ctx, bo); err != nil {
+	n.AdminKey = filepath.Join(st.Root, AdminKeyFile)
+	admin, created, err := natsauth.LoadOrCreateUser(n.AdminKey)
+	if err != nil {
+		return nil, fmt.Errorf("NATS admin key: %w", err)
+	}
+	if created {
+		o.Logger.Info("NATS admin key created", "path", n.AdminKey)
+	}
+	adminPub, _ := admin.PublicKey()
+	bo.Auth = broker.NewVerifier(o.NATSAccounts, adminPub)
+	b, err := broker.Start(ctx, bo)
+	if err != nil {
 		return nil, err
 	}
+	n.Broker = b
 	defer func() {
 		if err != nil {
-			n.Broker.Shutdown()
+			b.Shutdown() // n is nil by now
 		}
 	}()
-	if n.Conn, err = n.Broker.Connect(); err != nil {
+	// The worker's replies to its own fetches come to an inbox under its device's subjects:
+	// the only inbox its hub credentials may subscribe to.
+	if n.Conn, err = n.Broker.Connect(nats.CustomInboxPrefix(subjects.InboxPrefix(o.Fleet, o.Device))); err != nil {
 		return nil, err
 	}
 	hub := func() bool { return n.Broker.LeafNodes() > 0 }
@@ -248,6 +271,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	return nil
 }
+
+// AdminKeyFile is the local admin nkey seed in the state dir (0600).
+const AdminKeyFile = "nats-admin.nk"
 
 // FirstStartFile records when the worker first started on this device (RFC 3339), the
 // start of the first-boot window. Only root can reopen the window, by removing it.

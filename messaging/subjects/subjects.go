@@ -6,6 +6,7 @@
 //	fleetprov.<fleet>.evt.<device>.<job>  job events, device -> operators
 //	fleetprov.<fleet>.presence.<device>   presence and heartbeats
 //	fleetprov.<fleet>.blob.<id>           chunks of a payload too large for one message
+//	fleetprov.<fleet>.inbox.<device>.>    a device's own reply inbox (its blob fetches)
 //
 // Tokens match ^[A-Za-z0-9_-]{1,64}$; anything else is refused when built and parsed.
 package subjects
@@ -28,6 +29,7 @@ const (
 	Event    = "evt"
 	Presence = "presence"
 	Blob     = "blob"
+	Inbox    = "inbox"
 )
 
 // Ops a device answers.
@@ -158,4 +160,19 @@ func AllRequests(fleet string) string { return Subject{Fleet: fleet, Kind: All, 
 // Events is the subscription for every event of one job (or "*" for all jobs).
 func Events(fleet, device, job string) string {
 	return Subject{Fleet: fleet, Kind: Event, Name: device, Job: job}.String()
+}
+
+// Presences is the subject of one device's presence (or "*" for every device).
+func Presences(fleet, device string) string {
+	return Subject{Fleet: fleet, Kind: Presence, Name: device}.String()
+}
+
+// Blobs matches every payload chunk subject of a fleet.
+func Blobs(fleet string) string { return Prefix + "." + fleet + "." + Blob + ".*" }
+
+// InboxPrefix is a device's reply inbox prefix: its NATS credentials may subscribe below
+// it and nowhere else outside its own request subjects, so a device cannot read the
+// answers meant for operators or other devices.
+func InboxPrefix(fleet, device string) string {
+	return Prefix + "." + fleet + "." + Inbox + "." + device
 }

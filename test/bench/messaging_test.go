@@ -71,11 +71,7 @@ func validateRig(b *testing.B) (*fleet.Client, *nats.Conn, []byte) {
 	signer, line := configtest.NewKey(b)
 	cfg := configtest.FixtureWithAdmin(b, "vm-full.config.toml", line)
 	n, _ := nodetest.Start(b, "d1", func(o *node.Options) { o.Fleet, o.Logger = "f", slog.New(slog.DiscardHandler) })
-	nc, err := nats.Connect(n.Broker.ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
+	nc := nodetest.Connect(b, n)
 	c, _ := fleet.New(nc, "f", fleet.WithSigner(signer))
 	if sum, err := c.Push(context.Background(), fleet.PushOptions{Target: fleet.Target{Devices: []string{"d1"}}, Payload: fleet.Payload{Data: cfg, ContentType: envelope.TypeTOML}}, nil); err != nil || !sum.OK() {
 		b.Fatalf("provisioning: %+v %v", sum, err)

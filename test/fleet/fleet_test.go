@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -27,6 +26,7 @@ import (
 	"github.com/fleetprov/fleetprov/messaging/broker/brokertest"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
+	"github.com/fleetprov/fleetprov/messaging/natsauth"
 	"github.com/fleetprov/fleetprov/messaging/node"
 	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
 )
@@ -52,17 +52,19 @@ func logger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
 }
 
-// startWorker starts one device leaf-linked to hubURL.
-func startWorker(t *testing.T, id string, groups []string, hubURL string) *worker {
+// startWorker starts one device leaf-linked to hubURL with the hub credentials creds.
+func startWorker(t *testing.T, id string, groups []string, hubURL, creds string) *worker {
 	t.Helper()
 	n, dev := nodetest.Start(t, id, func(o *node.Options) {
 		o.Fleet, o.Groups, o.Logger = "fleet", groups, logger(t)
-		o.Broker = broker.Options{Listen: "127.0.0.1:-1", Hub: []string{hubURL}, ReconnectInterval: 100 * time.Millisecond}
+		o.Broker = broker.Options{Listen: "127.0.0.1:-1", Hub: []string{hubURL}, HubCreds: creds, ReconnectInterval: 100 * time.Millisecond}
 	})
 	return &worker{id: id, dev: dev, node: n}
 }
 
-func newFleet(t *testing.T, hubURL string, n int, groupOf func(i int) string) *fleetRig {
+// newFleet starts n devices leaf-linked to hubURL, each with its own device credentials
+// minted by auth (the fleet's NATS authority).
+func newFleet(t *testing.T, hubURL string, auth *natsauth.Fleet, n int, groupOf func(i int) string) *fleetRig {
 	t.Helper()
 	admin, line := configtest.NewKey(t)
 	cfg := configtest.FixtureWithAdmin(t, "vm-full.config.toml", line)
@@ -72,7 +74,8 @@ func newFleet(t *testing.T, hubURL string, n int, groupOf func(i int) string) *f
 	r := &fleetRig{t: t, admin: admin, cfg: cfg, cfg2: cfg2, byID: map[string]*worker{}}
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("dev-%02d", i)
-		w := startWorker(t, id, []string{groupOf(i)}, hubURL)
+		creds := brokertest.DeviceCreds(t, auth, id, groupOf(i))
+		w := startWorker(t, id, []string{groupOf(i)}, hubURL, creds)
 		r.workers = append(r.workers, w)
 		r.byID[id] = w
 	}
@@ -117,14 +120,21 @@ func groupHalf(i int) string {
 	return "core"
 }
 
-func TestFleetOfTwentyOnEmbeddedHub(t *testing.T) {
-	hub, _ := brokertest.Hub(t)
-	r := newFleet(t, hub.LeafURL(), 20, groupHalf)
-	nc, err := nats.Connect(hub.ClientURL())
+// publisherConn connects to url with a publisher's credentials from auth.
+func publisherConn(t *testing.T, url string, auth *natsauth.Fleet, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, append(opts, nats.UserCredentials(brokertest.PublisherCreds(t, auth)))...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func TestFleetOfTwentyOnEmbeddedHub(t *testing.T) {
+	hub, auth := brokertest.AuthHub(t, "fleet")
+	r := newFleet(t, hub.LeafURL(), auth, 20, groupHalf)
+	nc := publisherConn(t, hub.ClientURL(), auth)
 	c := r.client(nc)
 	waitDiscover(t, c, fleet.Target{All: true}, 20)
 
@@ -191,20 +201,29 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// stockHub runs Debian's nats-server binary with a leafnode listener.
+// stockHub runs Debian's nats-server binary on the hub.conf that 'publisher nats init'
+// writes (operator mode, the fleet account preloaded).
 type stockHub struct {
 	t                    *testing.T
 	conf                 string
 	cmd                  *exec.Cmd
 	clientPort, leafPort int
+	auth                 *natsauth.Fleet
 }
 
 func startStockHub(t *testing.T) *stockHub {
 	t.Helper()
 	bin := fptest.RequireTool(t, "nats-server", "nats-server")
 	h := &stockHub{t: t, clientPort: freePort(t), leafPort: freePort(t)}
-	h.conf = filepath.Join(t.TempDir(), "hub.conf")
-	os.WriteFile(h.conf, []byte(fmt.Sprintf("listen: 127.0.0.1:%d\nleafnodes { listen: 127.0.0.1:%d }\n", h.clientPort, h.leafPort)), 0o600)
+	var err error
+	if h.auth, err = natsauth.Create("fleet"); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := h.auth.Save(dir, fmt.Sprintf("127.0.0.1:%d", h.clientPort), fmt.Sprintf("127.0.0.1:%d", h.leafPort)); err != nil {
+		t.Fatal(err)
+	}
+	h.conf = filepath.Join(dir, natsauth.HubConfFile)
 	h.cmd = exec.Command(bin, "-c", h.conf)
 	h.start()
 	t.Cleanup(h.stop)
@@ -217,9 +236,9 @@ func (h *stockHub) start() {
 		h.t.Fatal(err)
 	}
 	fptest.WaitFor(h.t, 10*time.Second, "the stock nats-server to accept clients", func() bool {
-		nc, err := nats.Connect("nats://127.0.0.1:" + strconv.Itoa(h.clientPort))
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(h.clientPort))
 		if err == nil {
-			nc.Close()
+			c.Close()
 		}
 		return err == nil
 	})
@@ -238,12 +257,8 @@ func (h *stockHub) leafURL() string { return "nats-leaf://127.0.0.1:" + strconv.
 
 func TestStockNATSHubAndLeafLoss(t *testing.T) {
 	hub := startStockHub(t)
-	r := newFleet(t, hub.leafURL(), 4, func(i int) string { return "edge" })
-	nc, err := nats.Connect(hub.url(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	r := newFleet(t, hub.leafURL(), hub.auth, 4, func(i int) string { return "edge" })
+	nc := publisherConn(t, hub.url(), hub.auth, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	c := r.client(nc)
 	waitDiscover(t, c, fleet.Target{All: true}, 4)
 	if sum := r.push(c, fleet.PushOptions{Target: fleet.Target{All: true}}); !sum.OK() {
@@ -253,10 +268,7 @@ func TestStockNATSHubAndLeafLoss(t *testing.T) {
 	// The hub goes away: each device keeps serving local clients on its own server.
 	hub.stop()
 	for _, w := range r.workers {
-		local, err := nats.Connect(w.node.Broker.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
+		local := nodetest.Connect(t, w.node)
 		lc, _ := fleet.New(local, "fleet")
 		p, err := lc.Ping(context.Background(), w.id, 5*time.Second)
 		local.Close()

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/messaging/broker"
 	"github.com/fleetprov/fleetprov/messaging/node"
@@ -36,4 +38,21 @@ func StartDevice(t testing.TB, dev *provisiontest.Device, id string, mutate ...f
 	}
 	t.Cleanup(func() { n.Shutdown(context.Background()) })
 	return n
+}
+
+// Connect opens a client connection to n's NATS listener with its local admin key (a
+// client with every permission: what the signature checks must hold against), closed
+// with the test.
+func Connect(t testing.TB, n *node.Node) *nats.Conn {
+	t.Helper()
+	opt, err := nats.NkeyOptionFromSeed(n.AdminKey)
+	if err != nil {
+		t.Fatalf("nodetest: admin key: %v", err)
+	}
+	nc, err := nats.Connect(n.Broker.ClientURL(), opt)
+	if err != nil {
+		t.Fatalf("nodetest: connecting to %s: %v", n.Broker.ClientURL(), err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }

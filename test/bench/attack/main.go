@@ -127,7 +127,11 @@ func run(pings, flooders int) error {
 	// 2. Junk flood on NATS.
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	signer, _ := ssh.NewSignerFromKey(priv)
-	nc, err := nats.Connect(n.Broker.ClientURL())
+	admin, err := nats.NkeyOptionFromSeed(n.AdminKey)
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(n.Broker.ClientURL(), admin)
 	if err != nil {
 		return err
 	}
@@ -183,7 +187,7 @@ func run(pings, flooders int) error {
 	stop := make(chan struct{})
 	var sent [8]int
 	for c := range flooders {
-		fc, err := nats.Connect(n.Broker.ClientURL())
+		fc, err := nats.Connect(n.Broker.ClientURL(), admin)
 		if err != nil {
 			return err
 		}
