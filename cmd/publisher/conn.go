@@ -67,8 +67,8 @@ func (c *connFlags) connect() (*nats.Conn, error) {
 		if creds != "" {
 			used = "the credentials in " + creds
 		}
-		return nil, cli.Exit(cli.ExitUnreachable, fmt.Errorf("%s refused %s: pass --creds FILE (for the hub: publisher nats creds; for a device's own listener: its <state-dir>/%s, or the fleet's publisher.creds when it runs with --nats-account)",
-			c.server, used, "nats-admin.nk"))
+		return nil, cli.Exit(cli.ExitUnreachable, fmt.Errorf("%s refused %s: pass --creds FILE (for the hub: publisher nats creds; for a device's own listener: its <state-dir>/nats-admin.nk; or reach the device with --via http://device:8080)",
+			c.server, used))
 	}
 	if err != nil {
 		return nil, cli.Exit(cli.ExitUnreachable, fmt.Errorf("connecting to %s: %w", c.server, err))

@@ -37,10 +37,8 @@ publish its own events and presence and answer requests, and subscribe to its ow
 device, group and fleet requests and its own inbox, nothing else.
 
   init   creates the operator, account and system-account keys in --nats-dir (0600), the
-         hub's configuration (hub.conf: run 'nats-server -c hub.conf'), the account's
-         public key (account.pub: give it to 'worker serve --nats-account' so a device's
-         own listener accepts the fleet's publishers), and publisher.creds, which every
-         publisher command uses by default.
+         hub's configuration (hub.conf: run 'nats-server -c hub.conf'), and
+         publisher.creds, which every publisher command uses by default.
   creds  mints credentials: --device ID (with its --groups) for 'worker serve
          --hub-creds', or --publisher NAME for another operator or CI. 'publisher enroll
          --creds-out' mints a device's when it enrols it.
@@ -118,8 +116,7 @@ func natsInit(dir, fleet, listen, leafListen string, stdio cli.IO) error {
               (mint with: publisher nats creds --fleet %s --device ID --groups G -o DEVICE.creds,
                or publisher enroll --fleet %s --device ID --fingerprint SHA256:... --creds-out DEVICE.creds)
   publishers: this machine uses %s by default
-  account:    %s (worker serve --nats-account lets a device's own listener accept the fleet's publishers)
-`, fleet, dir, filepath.Join(dir, natsauth.HubConfFile), fleet, fleet, filepath.Join(dir, natsauth.PublisherCreds), f.AccountPublicKey())
+`, fleet, dir, filepath.Join(dir, natsauth.HubConfFile), fleet, fleet, filepath.Join(dir, natsauth.PublisherCreds))
 	return nil
 }
 

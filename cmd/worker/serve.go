@@ -17,7 +17,6 @@ import (
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/identity"
 	"github.com/fleetprov/fleetprov/messaging/broker"
-	"github.com/fleetprov/fleetprov/messaging/natsauth"
 	"github.com/fleetprov/fleetprov/messaging/node"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
 )
@@ -42,11 +41,10 @@ Standalone demo (no root, no systemd):
 			machineID := fs.String("machine-id-file", "/etc/machine-id", "file whose contents are the default device id")
 			fleetName := fs.String("fleet", "default", "fleet name (first token after fleetprov. in subjects)")
 			groups := fs.String("groups", "", "comma-separated groups this device belongs to (the config's [fleet].groups are added)")
-			natsListen := fs.String("nats-listen", "127.0.0.1:4222", "host:port of the embedded NATS server; 0.0.0.0:4222 opens it to the LAN; empty: in-process only")
+			natsListen := fs.String("nats-listen", "127.0.0.1:4222", "host:port of the embedded NATS server; 0.0.0.0:4222 opens it to the LAN; empty: in-process only. Clients must authenticate with the admin key <state-dir>/nats-admin.nk (root-only; publisher --creds); anonymous clients are refused")
 			hub := fs.String("hub", "", "comma-separated hub leafnode URLs (nats-leaf://hub:7422, tls://hub:7422)")
 			hubCreds := fs.String("hub-creds", "", "NATS creds file for the hub link")
 			hubCA := fs.String("hub-ca", "", "PEM CA file for a TLS hub link")
-			natsAccounts := fs.String("nats-account", "", "comma-separated fleet NATS account public keys (A...) or files of them (the account.pub of 'publisher nats init'): the NATS listener accepts user credentials they signed, with those credentials' permissions. It always accepts the local admin key <state-dir>/nats-admin.nk and refuses anonymous clients")
 			trust := fs.String("fleet-trust", "/etc/fleetprov/allowed_signers", "fleet trust file baked into the image; when it exists, first-boot applies must be signed by it")
 			window := fs.Duration("first-boot-window", 0, "close the first-boot routes (unsigned bridge and Boot UI, proof-of-possession signatures) this long after the device's first start; 0: open until provisioned. Production images should set it, or ship a fleet trust file")
 			heartbeat := fs.Duration("heartbeat", 30*time.Second, "interval between presence heartbeats")
@@ -77,10 +75,6 @@ Standalone demo (no root, no systemd):
 				if err != nil {
 					return err
 				}
-				accounts, err := natsauth.ReadAccounts(splitList(*natsAccounts))
-				if err != nil {
-					return cli.Usagef("%v", err)
-				}
 				httpL, inherited, err := httpListener(*httpAddr)
 				if err != nil {
 					return err
@@ -90,7 +84,7 @@ Standalone demo (no root, no systemd):
 					Device: id, Fleet: *fleetName, Groups: splitList(*groups), Version: Version, Prov: p,
 					Broker:         broker.Options{Listen: *natsListen, Hub: splitList(*hub), HubCreds: *hubCreds, HubCA: *hubCA},
 					FleetTrustFile: *trust, FirstBootWindow: *window, IdentityKey: identity.Path(df.identityKey, df.stateDir), Config: config.Options{AppUser: df.appUser, BridgePort: df.bridgePort},
-					HeartbeatInterval: *heartbeat, Logger: log, NATSAccounts: accounts,
+					HeartbeatInterval: *heartbeat, Logger: log,
 				})
 				if err != nil {
 					return err

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
@@ -46,10 +47,11 @@ type Options struct {
 	MaxPayload int32
 	// ReadyTimeout bounds the start (default 10s).
 	ReadyTimeout time.Duration
-	// Auth, when set, makes every client prove a key it trusts (a device's server: its
-	// local keys and the fleet accounts); the in-process connection gets a key of its own,
-	// made in memory at each start. Without Auth and ConfigFile, clients are anonymous.
-	Auth *Verifier
+	// Users, when set, are the only clients accepted: each proves one of these user nkeys
+	// (U...) by signing the server's nonce, and has every permission. The in-process
+	// connection gets a key of its own, made in memory at each start. Without Users and
+	// ConfigFile, clients are anonymous (a hub in tests).
+	Users []string
 	// ConfigFile loads the server's options from a nats-server configuration file, such as
 	// the hub.conf of 'publisher nats init' (operator mode); Listen and LeafListen, when
 	// set, replace its listen addresses.
@@ -93,17 +95,19 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 		so.MaxPayload = o.MaxPayload
 	}
 	var self nkeys.KeyPair
-	if o.Auth != nil {
+	if len(o.Users) > 0 {
 		var err error
 		if self, err = nkeys.CreateUser(); err != nil {
 			return nil, fmt.Errorf("creating the in-process key: %w", err)
 		}
 		pub, _ := self.PublicKey()
-		if o.Auth.Local == nil {
-			o.Auth.Local = map[string]*server.Permissions{}
+		so.Nkeys = []*server.NkeyUser{{Nkey: pub, AllowedConnectionTypes: map[string]struct{}{jwt.ConnectionTypeInProcess: {}}}}
+		for _, u := range o.Users {
+			if !nkeys.IsValidPublicUserKey(u) {
+				return nil, fmt.Errorf("NATS user %q is not a user public key (U...)", u)
+			}
+			so.Nkeys = append(so.Nkeys, &server.NkeyUser{Nkey: u})
 		}
-		o.Auth.Local[pub] = nil
-		so.CustomClientAuthentication, so.AlwaysEnableNonce = o.Auth, true
 	}
 	switch {
 	case o.Listen == "" && o.ConfigFile == "":

@@ -34,30 +34,3 @@ func LoadOrCreateUser(path string) (kp nkeys.KeyPair, created bool, err error) {
 	}
 	return kp, true, nil
 }
-
-// ReadAccounts reads trusted account keys: each item is an account public key (A...) or a
-// file holding them (one per line, # comments), such as a fleet's account.pub.
-func ReadAccounts(items []string) ([]string, error) {
-	var out []string
-	for _, it := range items {
-		if nkeys.IsValidPublicAccountKey(it) {
-			out = append(out, it)
-			continue
-		}
-		raw, err := os.ReadFile(it)
-		if err != nil {
-			return nil, fmt.Errorf("--nats-account %q is neither an account public key (A...) nor a readable file: %w", it, err)
-		}
-		for i, line := range strings.Split(string(raw), "\n") {
-			line = strings.TrimSpace(line)
-			if line == "" || strings.HasPrefix(line, "#") {
-				continue
-			}
-			if !nkeys.IsValidPublicAccountKey(line) {
-				return nil, fmt.Errorf("%s line %d: not an account public key (A...)", it, i+1)
-			}
-			out = append(out, line)
-		}
-	}
-	return out, nil
-}

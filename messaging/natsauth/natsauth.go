@@ -1,9 +1,9 @@
 // Package natsauth is fleetprov's NATS authentication, the NATS-native way (nkeys and JWTs,
 // what nsc makes): a fleet's operator, account and system-account keys; the hub
 // configuration that trusts them (stock nats-server in operator mode, memory resolver);
-// user credentials for publishers and for each device, whose permissions reach only that
-// device's own subjects; and the check that lets a device's embedded server accept the
-// fleet's credentials and its own local admin key, and nobody anonymous.
+// and user credentials for publishers and for each device, whose permissions reach only
+// that device's own subjects. It also keeps a device's local admin nkey (the only key its
+// own NATS listener accepts besides the worker itself).
 package natsauth
 
 import (
@@ -26,7 +26,6 @@ const (
 	OperatorSeedFile = "operator.nk"
 	AccountSeedFile  = "account.nk"
 	SystemSeedFile   = "system.nk"
-	AccountPubFile   = "account.pub"
 	HubConfFile      = "hub.conf"
 	PublisherCreds   = "publisher.creds"
 )
@@ -86,10 +85,6 @@ func (f *Fleet) Save(dir, clientListen, leafListen string) error {
 			return fmt.Errorf("writing %s: %w", s.name, err)
 		}
 	}
-	acc, _ := f.Account.PublicKey()
-	if err := state.WriteFileAtomic(filepath.Join(dir, AccountPubFile), []byte(acc+"\n"), 0o644); err != nil {
-		return fmt.Errorf("writing %s: %w", AccountPubFile, err)
-	}
 	if err := state.WriteFileAtomic(filepath.Join(dir, "fleet"), []byte(f.Name+"\n"), 0o644); err != nil {
 		return fmt.Errorf("writing fleet name: %w", err)
 	}
@@ -122,8 +117,7 @@ func Load(dir string) (*Fleet, error) {
 	return f, nil
 }
 
-// AccountPublicKey is the fleet account's public nkey (A...): what a device's
-// --nats-account trusts.
+// AccountPublicKey is the fleet account's public nkey (A...).
 func (f *Fleet) AccountPublicKey() string { pk, _ := f.Account.PublicKey(); return pk }
 
 // jwts returns the operator JWT and the two account JWTs.

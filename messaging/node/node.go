@@ -56,9 +56,6 @@ type Options struct {
 	FirstBootWindow time.Duration
 	Config          config.Options
 	Limits          bundle.Limits
-	// NATSAccounts are the fleet account public keys (A...) whose user credentials the
-	// embedded server's listener accepts, besides the local admin key.
-	NATSAccounts []string
 	// HeartbeatInterval between presence messages (default 30s).
 	HeartbeatInterval time.Duration
 	// HTTP, when set, serves the HTTP bridge (API, Boot UI, /metrics) on this listener.
@@ -184,7 +181,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		o.Logger.Info("NATS admin key created", "path", n.AdminKey)
 	}
 	adminPub, _ := admin.PublicKey()
-	bo.Auth = broker.NewVerifier(o.NATSAccounts, adminPub)
+	bo.Users = []string{adminPub}
 	b, err := broker.Start(ctx, bo)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,122 @@
+package fleet_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/fleetprov/fleetprov/messaging/broker/brokertest"
+	"github.com/fleetprov/fleetprov/messaging/natsauth"
+	"github.com/fleetprov/fleetprov/messaging/node"
+	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
+)
+
+// violation reports the server's answer to what the client just did: the permission
+// violation it sent back (a -ERR arrives before the PONG that ends Flush), or nil.
+func violation(t *testing.T, nc *nats.Conn) error {
+	t.Helper()
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	err := nc.LastError()
+	if err != nil && !errors.Is(err, nats.ErrPermissionViolation) {
+		t.Fatalf("unexpected error %v", err)
+	}
+	return err
+}
+
+// confinedDevice mounts the attacks of a client holding dev-01's credentials against a
+// hub at url: each must be refused by the hub, while dev-01's own subjects work.
+func confinedDevice(t *testing.T, url string, auth *natsauth.Fleet) {
+	if _, err := nats.Connect(url); err == nil || !strings.Contains(err.Error(), "Authorization Violation") {
+		t.Errorf("anonymous client on the hub: err = %v; want an authorization violation", err)
+	}
+	foreign, _ := natsauth.Create("fleet")
+	if _, err := nats.Connect(url, nats.UserCredentials(brokertest.DeviceCreds(t, foreign, "dev-01", "edge"))); err == nil {
+		t.Errorf("credentials of another fleet's account were accepted")
+	}
+	attacks := []struct {
+		name string
+		do   func(nc *nats.Conn)
+	}{
+		{"answer dev-00's requests", func(nc *nats.Conn) { nc.Subscribe("fleetprov.fleet.dev.dev-00.*", func(*nats.Msg) {}) }},
+		{"read everything", func(nc *nats.Conn) { nc.Subscribe(">", func(*nats.Msg) {}) }},
+		{"read operators' replies (exports)", func(nc *nats.Conn) { nc.Subscribe("_INBOX.>", func(*nats.Msg) {}) }},
+		{"read dev-00's events", func(nc *nats.Conn) { nc.Subscribe("fleetprov.fleet.evt.dev-00.*", func(*nats.Msg) {}) }},
+		{"read another group's requests", func(nc *nats.Conn) { nc.Subscribe("fleetprov.fleet.grp.core.*", func(*nats.Msg) {}) }},
+		{"read dev-00's fetched payloads", func(nc *nats.Conn) { nc.Subscribe("fleetprov.fleet.inbox.dev-00.>", func(*nats.Msg) {}) }},
+		{"forge dev-00's job event", func(nc *nats.Conn) { nc.Publish("fleetprov.fleet.evt.dev-00.job1", []byte(`{"state":"succeeded"}`)) }},
+		{"forge dev-00's presence", func(nc *nats.Conn) { nc.Publish("fleetprov.fleet.presence.dev-00", []byte(`{}`)) }},
+		{"send requests to devices", func(nc *nats.Conn) { nc.Publish("fleetprov.fleet.all.apply", []byte(`{}`)) }},
+	}
+	creds := brokertest.DeviceCreds(t, auth, "dev-01", "edge")
+	for _, a := range attacks {
+		t.Run(a.name, func(t *testing.T) {
+			nc, err := nats.Connect(url, nats.UserCredentials(creds), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			a.do(nc)
+			if err := violation(t, nc); err == nil {
+				t.Errorf("dev-01's credentials may %s", a.name)
+			}
+		})
+	}
+	t.Run("own subjects", func(t *testing.T) {
+		nc, err := nats.Connect(url, nats.UserCredentials(creds))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		for _, s := range []string{"fleetprov.fleet.dev.dev-01.*", "fleetprov.fleet.grp.edge.*", "fleetprov.fleet.all.*", "fleetprov.fleet.inbox.dev-01.>"} {
+			nc.Subscribe(s, func(*nats.Msg) {})
+		}
+		nc.Publish("fleetprov.fleet.evt.dev-01.job1", []byte(`{}`))
+		nc.Publish("fleetprov.fleet.presence.dev-01", []byte(`{}`))
+		if err := violation(t, nc); err != nil {
+			t.Errorf("dev-01's own subjects refused: %v", err)
+		}
+	})
+}
+
+func TestDeviceCredentialsConfinedOnEmbeddedHub(t *testing.T) {
+	hub, auth := brokertest.AuthHub(t, "fleet")
+	confinedDevice(t, hub.ClientURL(), auth)
+}
+
+func TestDeviceCredentialsConfinedOnStockHub(t *testing.T) {
+	hub := startStockHub(t)
+	confinedDevice(t, hub.url(), hub.auth)
+}
+
+// TestDeviceListenerRefusesAnonymous: a device's own NATS listener takes its admin key
+// and nobody else: neither anonymous clients nor the fleet's credentials (the hub's).
+func TestDeviceListenerRefusesAnonymous(t *testing.T) {
+	auth, _ := natsauth.Create("fleet")
+	n, _ := nodetest.Start(t, "dev-00", func(o *node.Options) { o.Fleet = "fleet" })
+	url := n.Broker.ClientURL()
+	for name, opts := range map[string][]nats.Option{
+		"anonymous":              nil,
+		"a fleet publisher":      {nats.UserCredentials(brokertest.PublisherCreds(t, auth))},
+		"another device's creds": {nats.UserCredentials(brokertest.DeviceCreds(t, auth, "dev-01"))},
+		"a stranger's nkey":      {nkeyOption(t)},
+	} {
+		if _, err := nats.Connect(url, opts...); err == nil || !strings.Contains(err.Error(), "Authorization Violation") {
+			t.Errorf("%s on the device's listener: err = %v; want an authorization violation", name, err)
+		}
+	}
+	nodetest.Connect(t, n) // the admin key
+}
+
+func nkeyOption(t *testing.T) nats.Option {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	return nats.Nkey(pub, kp.Sign)
+}
