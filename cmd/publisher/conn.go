@@ -63,7 +63,7 @@ func (c *connFlags) connect() (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(c.server, opts...)
 	if errors.Is(err, nats.ErrAuthorization) || (err != nil && strings.Contains(err.Error(), "Authorization Violation")) {
-		used := "no credentials"
+		used := "a connection without credentials"
 		if creds != "" {
 			used = "the credentials in " + creds
 		}

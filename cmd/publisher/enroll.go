@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/crypto/ssh"
 	"golang.org/x/term"
 
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
@@ -24,7 +25,8 @@ func enrollCommand() *cli.Command {
 		Name:  "enroll",
 		Args:  "--device ID [--fingerprint SHA256:...] [--creds-out FILE] | --group G --tofu | --all --tofu [--creds-out DIR]",
 		Short: "record devices' identity keys in known-devices, so their answers can be trusted",
-		Long: `Asks each device for its presence and takes its identity key from the signature.
+		Long: `Asks each device for its presence and takes its identity key from the signature (or,
+with --pubkey, takes the key as 'worker identity' printed it, without reaching the device).
 With --fingerprint (one device: compare it with 'worker identity' on the device's console)
 the key must match; with --tofu it is trusted as it is (a trusted network); otherwise the
 fingerprint is shown and you are asked to confirm on a terminal. A device already enrolled
@@ -45,6 +47,8 @@ of <device>.creds. Install the file on the device and pass it to 'worker serve
 			asJSON := fs.Bool("json", false, "print the outcome per device as JSON")
 			credsOut := fs.String("creds-out", "", "also mint each enrolled device's hub credentials: a file for one --device, else a directory of <device>.creds")
 			dir := fs.String("nats-dir", "", "with --creds-out: the fleet's NATS keys (default ~/.config/fleetprov/nats/<fleet>)")
+			pubkey := fs.String("pubkey", "", "enrol offline, without reaching the device: its identity public key as 'worker identity' prints it (\"ssh-ed25519 AAAA...\"), or a file holding it; for a device that cannot reach the hub before it has credentials")
+			groups := fs.String("groups", "", "with --pubkey and --creds-out: the device's groups (comma-separated), for its credentials")
 			return func(ctx context.Context, args []string, stdio cli.IO) error {
 				cf.env = stdio.Env
 				t, err := tf.target(true)
@@ -77,18 +81,30 @@ of <device>.creds. Install the file on the device and pass it to 'worker serve
 						return cli.Usagef("--creds-out: %s holds fleet %q's keys, not %q", d, authority.Name, cf.fleetName)
 					}
 				}
-				nc, err := cf.connect()
-				if err != nil {
-					return err
-				}
-				defer nc.Close()
-				cl, err := fleet.New(nc, cf.fleetName)
-				if err != nil {
-					return cli.Usagef("%v", err)
-				}
-				ids, err := cl.Identities(ctx, t, 300*time.Millisecond, *discovery)
-				if err != nil {
-					return err
+				var ids []fleet.Identity
+				if *pubkey != "" {
+					// Offline: the key as 'worker identity' printed it on the device.
+					if len(t.Devices) != 1 {
+						return cli.Usagef("--pubkey enrols one --device")
+					}
+					id, err := offlineIdentity(t.Devices[0], *pubkey, splitList(*groups))
+					if err != nil {
+						return err
+					}
+					ids = []fleet.Identity{id}
+				} else {
+					nc, err := cf.connect()
+					if err != nil {
+						return err
+					}
+					defer nc.Close()
+					cl, err := fleet.New(nc, cf.fleetName)
+					if err != nil {
+						return cli.Usagef("%v", err)
+					}
+					if ids, err = cl.Identities(ctx, t, 300*time.Millisecond, *discovery); err != nil {
+						return err
+					}
 				}
 				type outcome struct {
 					Device      string `json:"device"`
@@ -110,7 +126,7 @@ of <device>.creds. Install the file on the device and pass it to 'worker serve
 						o.Status, o.Error, impostor = "refused", "the device signs with "+id.Fingerprint+", not "+*want, true
 					case had && *want == "":
 						o.Status, o.Error, impostor = "refused", "already enrolled with another key; re-enrol with --fingerprint "+id.Fingerprint+" if the device was reinstalled", true
-					case *want == "" && !cf.tofu && !confirm(stdio, id):
+					case *want == "" && !cf.tofu && *pubkey == "" && !confirm(stdio, id):
 						o.Status, o.Error = "refused", "not confirmed"
 					default:
 						if err := known.Add(cf.fleetName, id.Device, id.Key); err != nil {
@@ -177,4 +193,22 @@ func mintDeviceCreds(f *natsauth.Fleet, id fleet.Identity, out string, single bo
 		path = filepath.Join(out, id.Device+".creds")
 	}
 	return path, writeCreds(path, creds, stdio)
+}
+
+// offlineIdentity is a device's identity from its public key (authorized_keys format, or
+// a file holding one line of it).
+func offlineIdentity(device, key string, groups []string) (fleet.Identity, error) {
+	raw := []byte(key)
+	if !strings.HasPrefix(key, "ssh-") {
+		b, err := os.ReadFile(key)
+		if err != nil {
+			return fleet.Identity{}, cli.Usagef("--pubkey %q is neither a public key (ssh-ed25519 AAAA...) nor a readable file: %v", key, err)
+		}
+		raw = b
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(raw)
+	if err != nil {
+		return fleet.Identity{}, cli.Usagef("--pubkey: %v", err)
+	}
+	return fleet.Identity{Device: device, Key: pub, Fingerprint: ssh.FingerprintSHA256(pub), Groups: groups}, nil
 }

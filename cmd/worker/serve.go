@@ -75,6 +75,16 @@ Standalone demo (no root, no systemd):
 				if err != nil {
 					return err
 				}
+				hubs := splitList(*hub)
+				if len(hubs) > 0 && *hubCreds != "" {
+					if _, err := os.Stat(*hubCreds); errors.Is(err, os.ErrNotExist) {
+						// A fresh device whose credentials are not installed yet still serves
+						// its console, HTTP bridge and local NATS.
+						log.Warn("no hub credentials yet: running without the hub link; install them (publisher enroll --creds-out) and restart the worker",
+							"hub_creds", *hubCreds)
+						hubs = nil
+					}
+				}
 				httpL, inherited, err := httpListener(*httpAddr)
 				if err != nil {
 					return err
@@ -82,7 +92,7 @@ Standalone demo (no root, no systemd):
 				n, err := node.Start(ctx, node.Options{
 					HTTP: httpL, HTTPHosts: splitList(*httpHosts), HTTPFollowLAN: *followLAN && !inherited,
 					Device: id, Fleet: *fleetName, Groups: splitList(*groups), Version: Version, Prov: p,
-					Broker:         broker.Options{Listen: *natsListen, Hub: splitList(*hub), HubCreds: *hubCreds, HubCA: *hubCA},
+					Broker:         broker.Options{Listen: *natsListen, Hub: hubs, HubCreds: *hubCreds, HubCA: *hubCA},
 					FleetTrustFile: *trust, FirstBootWindow: *window, IdentityKey: identity.Path(df.identityKey, df.stateDir), Config: config.Options{AppUser: df.appUser, BridgePort: df.bridgePort},
 					HeartbeatInterval: *heartbeat, Logger: log,
 				})

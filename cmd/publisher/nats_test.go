@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetprov/fleetprov/cmd/internal/cli"
+	"github.com/fleetprov/fleetprov/core/identity"
+	"github.com/fleetprov/fleetprov/internal/fptest"
+	"github.com/fleetprov/fleetprov/messaging/broker"
+	"github.com/fleetprov/fleetprov/messaging/natsauth"
+	"github.com/fleetprov/fleetprov/messaging/node"
+	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
+)
+
+// runEnv runs the publisher with HOME and the given extra environment.
+func runEnv(t *testing.T, home string, env map[string]string, args ...string) (int, string) {
+	t.Helper()
+	var out bytes.Buffer
+	lookup := func(k string) (string, bool) {
+		if k == "HOME" {
+			return home, true
+		}
+		v, ok := env[k]
+		return v, ok
+	}
+	code := run(context.Background(), args, cli.IO{Stdout: &out, Stderr: &out, Env: lookup})
+	return code, out.String()
+}
+
+// TestNATSInitEnrolOfflineAndConnect walks the authenticated fleet's setup as an operator
+// does it: nats init, a hub on its hub.conf, a device enrolled offline from the key
+// 'worker identity' printed, with hub credentials from --creds-out; then ls reaches the
+// device through the hub with the publisher.creds that init made, and no flag for it.
+func TestNATSInitEnrolOfflineAndConnect(t *testing.T) {
+	home := t.TempDir()
+	env := map[string]string{"FLEETPROV_KNOWN_DEVICES": filepath.Join(home, "known_devices")}
+	if code, out := runEnv(t, home, env, "nats", "init", "--fleet", "prod"); code != 0 || !strings.Contains(out, "hub.conf") {
+		t.Fatalf("nats init = %d\n%s", code, out)
+	}
+	dir := filepath.Join(home, ".config", "fleetprov", "nats", "prod")
+	for _, f := range []string{natsauth.OperatorSeedFile, natsauth.AccountSeedFile, natsauth.PublisherCreds} {
+		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, mode %v; want 0600", f, err, st.Mode())
+		}
+	}
+	if code, out := runEnv(t, home, env, "nats", "init", "--fleet", "prod"); code == 0 || !strings.Contains(out, "already holds") {
+		t.Errorf("a second init = %d (must refuse to replace the keys)\n%s", code, out)
+	}
+	if code, out := runEnv(t, home, env, "nats", "creds", "--fleet", "other"); code != 2 {
+		t.Errorf("creds without --device/--publisher = %d\n%s", code, out)
+	}
+
+	hub, err := broker.Start(context.Background(), broker.Options{Name: "hub", ConfigFile: filepath.Join(dir, natsauth.HubConfFile),
+		Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hub.Shutdown)
+
+	// The device's key, as 'worker identity' prints it on its console.
+	stateDev := t.TempDir()
+	key, _, err := identity.LoadOrCreate(filepath.Join(stateDev, "id"), "gw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := filepath.Join(t.TempDir(), "gw1.creds")
+	code, out := runEnv(t, home, env, "enroll", "--fleet", "prod", "--device", "gw1", "--pubkey", string(identity.AuthorizedKey(key.PublicKey())),
+		"--groups", "edge", "--creds-out", creds)
+	if code != 0 || !strings.Contains(out, "enrolled") || !strings.Contains(out, creds) {
+		t.Fatalf("offline enroll = %d\n%s", code, out)
+	}
+	nodetest.Start(t, "gw1", func(o *node.Options) {
+		o.Fleet, o.Groups, o.IdentityKey = "prod", []string{"edge"}, filepath.Join(stateDev, "id")
+		o.Broker = broker.Options{Listen: "127.0.0.1:-1", Hub: []string{hub.LeafURL()}, HubCreds: creds, ReconnectInterval: 100 * time.Millisecond}
+	})
+	fptest.WaitFor(t, 10*time.Second, "gw1's hub link", func() bool { return hub.LeafNodes() == 1 })
+	code, out = runEnv(t, home, env, "ls", "--fleet", "prod", "--group", "edge", "--server", hub.ClientURL())
+	if code != 0 || !strings.Contains(out, "gw1") || !strings.Contains(out, "enrolled") {
+		t.Errorf("ls through the authenticated hub = %d\n%s", code, out)
+	}
+	// Without credentials the hub refuses, and says what to do.
+	code, out = runEnv(t, t.TempDir(), env, "ls", "--fleet", "prod", "--all", "--server", hub.ClientURL())
+	if code != cli.ExitUnreachable || !strings.Contains(out, "refused a connection without credentials") || !strings.Contains(out, "publisher nats creds") {
+		t.Errorf("ls without credentials = %d\n%s", code, out)
+	}
+}
