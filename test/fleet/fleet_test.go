@@ -12,7 +12,9 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -201,7 +203,7 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// stockHub runs Debian's nats-server binary on the hub.conf that 'publisher nats init'
+// stockHub runs the stock nats-server binary on the hub.conf that 'publisher nats init'
 // writes (operator mode, the fleet account preloaded).
 type stockHub struct {
 	t                    *testing.T
@@ -214,6 +216,18 @@ type stockHub struct {
 func startStockHub(t *testing.T) *stockHub {
 	t.Helper()
 	bin := fptest.RequireTool(t, "nats-server", "nats-server")
+	// The release go.mod pins (test/install-prereqs builds it): older ones (Debian's 2.9)
+	// handle leafnode permissions differently.
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, m := range bi.Deps {
+			if m.Path == "github.com/nats-io/nats-server/v2" {
+				out, _ := exec.Command(bin, "--version").Output()
+				if got := strings.TrimSpace(string(out)); got != "nats-server: "+m.Version {
+					t.Fatalf("%s is %q; the tests need %s (run test/install-prereqs)", bin, got, m.Version)
+				}
+			}
+		}
+	}
 	h := &stockHub{t: t, clientPort: freePort(t), leafPort: freePort(t)}
 	var err error
 	if h.auth, err = natsauth.Create("fleet"); err != nil {

@@ -1,0 +1,11 @@
+#!/bin/sh
+# Demo fleet setup, run once before the hub starts: the fleet's NATS keys and the hub's
+# operator-mode configuration (publisher nats init), and each worker's hub credentials,
+# limited to its own subjects and groups. Everything lands in the shared /nats volume; in
+# production the keys stay on the operator's machine and each device gets only its creds.
+set -eu
+[ -f /nats/hub.conf ] && exit 0
+publisher nats init --fleet demo --nats-dir /nats
+publisher nats creds --fleet demo --nats-dir /nats --device worker-1 --groups edge -o /nats/worker-1.creds
+publisher nats creds --fleet demo --nats-dir /nats --device worker-2 --groups edge -o /nats/worker-2.creds
+publisher nats creds --fleet demo --nats-dir /nats --device worker-3 --groups core -o /nats/worker-3.creds
