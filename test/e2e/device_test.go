@@ -118,6 +118,7 @@ func newDevice(t *testing.T, base, bins, name string, n int, hubLeaf string, gro
 device-id = %q
 groups = [%s]
 hub = %q
+hub-creds = "/etc/fleetprov/hub.creds"
 nats-listen = "127.0.0.1:%d"
 bridge-port = %d
 heartbeat = "2s"

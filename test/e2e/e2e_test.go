@@ -99,12 +99,17 @@ type env struct {
 // publisher runs the real publisher binary against the hub; it returns the exit code.
 func (e *env) publisher(args ...string) (int, string) {
 	e.t.Helper()
-	args = append(args, "--server", e.hub.ClientURL(), "--fleet", "e2e")
+	if args[0] != "nats" {
+		args = append(args, "--server", e.hub.ClientURL())
+	}
+	args = append(args, "--fleet", "e2e")
 	if args[0] == "push" || args[0] == "current" || args[0] == "export" || args[0] == "secrets" {
 		args = append(args, "--key", filepath.Join(e.keys, "id"))
 	}
 	cmd := exec.Command(filepath.Join(e.bins, "publisher"), args...)
-	cmd.Env = append(os.Environ(), "FLEETPROV_KNOWN_DEVICES="+filepath.Join(e.keys, "known_devices"))
+	// HOME holds the fleet's NATS keys and publisher.creds (publisher nats init), which
+	// every command then uses by default.
+	cmd.Env = append(os.Environ(), "FLEETPROV_KNOWN_DEVICES="+filepath.Join(e.keys, "known_devices"), "HOME="+e.keys)
 	out, err := cmd.CombinedOutput()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
@@ -194,8 +199,14 @@ func TestDevices(t *testing.T) {
 	base := rootfs(t)
 	mark("rootfs", t0)
 
+	// The hub as the README sets it up: operator mode on the hub.conf 'publisher nats init'
+	// writes (its listen addresses replaced by free loopback ports).
+	if code, out := e.publisher("nats", "init"); code != 0 {
+		t.Fatalf("publisher nats init = %d\n%s", code, out)
+	}
 	var err error
-	e.hub, err = broker.Start(context.Background(), broker.Options{Name: "hub", Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Logger: slog.New(slog.DiscardHandler)})
+	e.hub, err = broker.Start(context.Background(), broker.Options{Name: "hub", Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1",
+		ConfigFile: filepath.Join(e.keys, ".config", "fleetprov", "nats", "e2e", "hub.conf"), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,21 +278,40 @@ func TestDevices(t *testing.T) {
 		}
 	})
 
-	// The enrolment flow: the fingerprint read on the device's console (worker identity)
-	// is what the publisher checks; a wrong one is refused as an impostor.
+	// The enrolment flow: the device boots with no hub credentials (the operator-mode hub
+	// refuses it), the key and fingerprint read on its console (worker identity) are
+	// enrolled offline, with a wrong fingerprint refused as an impostor; the hub
+	// credentials minted at enrolment are installed and the worker restarted, and the
+	// device answers through the hub.
 	enrol := func(t *testing.T, d *device, id string) {
 		t.Helper()
 		lines := strings.Split(strings.TrimSpace(d.exec("worker", "identity")), "\n")
-		fp := lines[len(lines)-1]
-		if !strings.HasPrefix(fp, "SHA256:") {
+		key, fp := lines[len(lines)-2], lines[len(lines)-1]
+		if !strings.HasPrefix(fp, "SHA256:") || !strings.HasPrefix(key, "ssh-ed25519 ") {
 			t.Fatalf("worker identity printed %q", lines)
 		}
-		if code, out := e.publisher("enroll", "--device", id, "--fingerprint", "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"); code != 5 {
+		if code, out := e.publisher("ls", "--device", id, "--reply-timeout", "2s"); code == 0 {
+			t.Errorf("%s answers through the hub before it has credentials: ls = %d\n%s", id, code, out)
+		}
+		if code, out := e.publisher("enroll", "--device", id, "--pubkey", key, "--fingerprint", "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"); code != 5 {
 			t.Errorf("enroll with a wrong fingerprint = %d; want 5 (impostor)\n%s", code, out)
 		}
-		if code, out := e.publisher("enroll", "--device", id, "--fingerprint", fp); code != 0 || !strings.Contains(out, "enrolled") {
+		creds := filepath.Join(e.keys, id+".creds")
+		if code, out := e.publisher("enroll", "--device", id, "--pubkey", key, "--fingerprint", fp, "--groups", "e2e-grp", "--creds-out", creds); code != 0 || !strings.Contains(out, "enrolled") {
 			t.Fatalf("enroll %s = %d\n%s", id, code, out)
 		}
+		raw, err := os.ReadFile(creds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d.dir, "etc", "fleetprov", "hub.creds"), raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		d.exec("systemctl", "restart", "fleetprov-worker.service")
+		d.waitFor("its hub link with the new credentials", 60*time.Second, func() bool {
+			code, out := e.publisher("ls", "--device", id)
+			return code == 0 && strings.Contains(out, "enrolled")
+		})
 	}
 
 	t.Run("1b_enrol_by_fingerprint", func(t *testing.T) {
