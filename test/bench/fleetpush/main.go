@@ -36,7 +36,9 @@ import (
 	"github.com/fleetprov/fleetprov/messaging/devicenats"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
+	"github.com/fleetprov/fleetprov/messaging/natsauth"
 	"github.com/fleetprov/fleetprov/messaging/node"
+	"github.com/fleetprov/fleetprov/messaging/subjects"
 )
 
 const adminKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfm/RhPyisFyBAwigDt2AnnOU1fMAVk4XaCj3S/k/3Z admin@example"
@@ -47,14 +49,15 @@ func main() {
 	fixture := flag.String("config", "test/testdata/atomixos/vm-full.config.toml", "config to push")
 	batch := flag.Int("batch", 0, "devices in flight (0: all)")
 	verify := flag.Bool("verify", true, "check device signatures against known devices (enrolled on first use), as the publisher does")
+	authn := flag.Bool("auth", true, "operator-mode hub (publisher nats init's hub.conf) with per-device credentials, as deployed; false: anonymous hub")
 	flag.Parse()
-	if err := run(*n, *mode, *fixture, *batch, *verify); err != nil {
+	if err := run(*n, *mode, *fixture, *batch, *verify, *authn); err != nil {
 		fmt.Fprintln(os.Stderr, "fleetpush:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n int, mode, fixture string, batch int, verify bool) error {
+func run(n int, mode, fixture string, batch int, verify, authn bool) error {
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
@@ -70,7 +73,40 @@ func run(n int, mode, fixture string, batch int, verify bool) error {
 		return err
 	}
 	defer os.RemoveAll(root)
-	hub, err := broker.Start(ctx, broker.Options{Name: "hub", Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Logger: log})
+	hubOpts := broker.Options{Name: "hub", Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Logger: log}
+	// creds mints a user's credentials file ("" without -auth).
+	creds := func(string, []string) (string, error) { return "", nil }
+	var pubOpts []nats.Option
+	if authn {
+		f, err := natsauth.Create("bench")
+		if err != nil {
+			return err
+		}
+		if err := f.Save(filepath.Join(root, "nats"), "127.0.0.1:-1", "127.0.0.1:-1"); err != nil {
+			return err
+		}
+		hubOpts.ConfigFile = filepath.Join(root, "nats", natsauth.HubConfFile)
+		creds = func(id string, groups []string) (string, error) {
+			var b []byte
+			var err error
+			if id == "" {
+				b, err = f.Creds("publisher", natsauth.PublisherPermissions("bench"), 0)
+			} else {
+				b, err = f.DeviceCreds(id, groups, 0)
+			}
+			if err != nil {
+				return "", err
+			}
+			p := filepath.Join(root, "nats", "user-"+id+".creds")
+			return p, os.WriteFile(p, b, 0o600)
+		}
+		p, err := creds("", nil)
+		if err != nil {
+			return err
+		}
+		pubOpts = append(pubOpts, nats.UserCredentials(p))
+	}
+	hub, err := broker.Start(ctx, hubOpts)
 	if err != nil {
 		return err
 	}
@@ -90,14 +126,26 @@ func run(n int, mode, fixture string, batch int, verify bool) error {
 			Quadlet: quadlet.Dirs{Rootful: filepath.Join(dir, "q"), Rootless: filepath.Join(dir, "home", "q")}, Logger: log})
 		switch mode {
 		case "leaf":
+			hubCreds, err := creds(id, nil)
+			if err != nil {
+				return err
+			}
 			nd, err := node.Start(ctx, node.Options{Device: id, Fleet: "bench", Prov: prov, HeartbeatInterval: time.Hour, Logger: log,
-				Broker: broker.Options{Hub: []string{hub.LeafURL()}, ReconnectInterval: 2 * time.Second}})
+				Broker: broker.Options{Hub: []string{hub.LeafURL()}, HubCreds: hubCreds, ReconnectInterval: 2 * time.Second}})
 			if err != nil {
 				return err
 			}
 			stops = append(stops, func() { nd.Shutdown(ctx) })
 		case "direct":
-			nc, err := nats.Connect(hub.ClientURL())
+			hubCreds, err := creds(id, nil)
+			if err != nil {
+				return err
+			}
+			var copts []nats.Option
+			if hubCreds != "" {
+				copts = append(copts, nats.UserCredentials(hubCreds), nats.CustomInboxPrefix(subjects.InboxPrefix("bench", id)))
+			}
+			nc, err := nats.Connect(hub.ClientURL(), copts...)
 			if err != nil {
 				return err
 			}
@@ -115,7 +163,7 @@ func run(n int, mode, fixture string, batch int, verify bool) error {
 		}
 	}
 	startup := time.Since(t0)
-	nc, err := nats.Connect(hub.ClientURL())
+	nc, err := nats.Connect(hub.ClientURL(), pubOpts...)
 	if err != nil {
 		return err
 	}
@@ -149,8 +197,8 @@ func run(n int, mode, fixture string, batch int, verify bool) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("mode=%s devices=%d startup=%s discovery=%s push=%s devices/s=%.1f ok=%v counts=%v peakRSS=%s goroutines=%d\n",
-		mode, n, startup.Round(time.Millisecond), discovery.Round(time.Millisecond), push.Round(time.Millisecond),
+	fmt.Printf("auth=%v verify=%v mode=%s devices=%d startup=%s discovery=%s push=%s devices/s=%.1f ok=%v counts=%v peakRSS=%s goroutines=%d\n",
+		authn, verify, mode, n, startup.Round(time.Millisecond), discovery.Round(time.Millisecond), push.Round(time.Millisecond),
 		float64(n)/push.Seconds(), sum.OK(), sum.Counts, peakRSS(), runtime.NumGoroutine())
 	reasons := map[string]int{}
 	for _, d := range sum.Devices {
