@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -44,10 +45,18 @@ type KnownDevices struct {
 
 // LoadKnownDevices reads path; a missing file is an empty record.
 func LoadKnownDevices(path string) (*KnownDevices, error) {
-	k := &KnownDevices{path: path, keys: map[string]ssh.PublicKey{}}
+	keys, err := readKnownDevices(path)
+	if err != nil {
+		return nil, err
+	}
+	return &KnownDevices{path: path, keys: keys}, nil
+}
+
+func readKnownDevices(path string) (map[string]ssh.PublicKey, error) {
+	keys := map[string]ssh.PublicKey{}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return k, nil
+		return keys, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading known devices: %w", err)
@@ -63,9 +72,9 @@ func LoadKnownDevices(path string) (*KnownDevices, error) {
 		if !ok || err != nil || !strings.Contains(name, "/") {
 			return nil, fmt.Errorf("%s line %d: want \"<fleet>/<device> <key>\"", path, n)
 		}
-		k.keys[name] = pub
+		keys[name] = pub
 	}
-	return k, nil
+	return keys, nil
 }
 
 // Lookup returns a device's enrolled key.
@@ -87,10 +96,32 @@ func (k *KnownDevices) snapshot() map[string]ssh.PublicKey {
 	return out
 }
 
-// Add enrols (or re-enrols) a device's key and writes the file (0600, atomically).
+// Add enrols (or re-enrols) a device's key and writes the file (0600, atomically). Under
+// an exclusive lock on <file>.lock it first reads the file again, so what other publishers
+// (other processes, or another KnownDevices on the same file) enrolled since this one
+// loaded it is kept, not overwritten.
 func (k *KnownDevices) Add(fleet, device string, pub ssh.PublicKey) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if err := os.MkdirAll(filepath.Dir(k.path), 0o700); err != nil {
+		return fmt.Errorf("writing known devices: %w", err)
+	}
+	lock, err := os.OpenFile(k.path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("locking known devices: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("locking known devices: %w", err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	disk, err := readKnownDevices(k.path)
+	if err != nil {
+		return err
+	}
+	for n, p := range disk {
+		k.keys[n] = p // the file is newer than what this process loaded
+	}
 	k.keys[fleet+"/"+device] = pub
 	names := make([]string, 0, len(k.keys))
 	for n := range k.keys {
@@ -101,9 +132,6 @@ func (k *KnownDevices) Add(fleet, device string, pub ssh.PublicKey) error {
 	b.WriteString("# fleetprov known devices: <fleet>/<device> <identity key> (publisher enroll)\n")
 	for _, n := range names {
 		fmt.Fprintf(&b, "%s %s", n, ssh.MarshalAuthorizedKey(k.keys[n]))
-	}
-	if err := os.MkdirAll(filepath.Dir(k.path), 0o700); err != nil {
-		return fmt.Errorf("writing known devices: %w", err)
 	}
 	return state.WriteFileAtomic(k.path, b.Bytes(), 0o600)
 }
