@@ -34,9 +34,11 @@ with another key is re-enrolled only with a matching --fingerprint.
 
 With --creds-out, each enrolled device also gets its hub credentials, minted from the
 fleet's NATS account key (publisher nats init): permissions for its own subjects and the
-groups its presence names. One --device: --creds-out is the file; several: a directory
-of <device>.creds. Install the file on the device and pass it to 'worker serve
---hub-creds'. A device whose groups change needs new credentials.`,
+groups given with --groups (never the groups the device claims for itself). One
+--device: --creds-out is the file; several: a directory of <device>.creds. Install the
+file on the device and pass it to 'worker serve --hub-creds'. A device whose groups change
+needs new credentials. --creds-out is refused with --tofu: credentials are minted only
+for keys checked against a fingerprint or given with --pubkey.`,
 		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
 			var cf connFlags
 			cf.register(fs, false)
@@ -48,7 +50,7 @@ of <device>.creds. Install the file on the device and pass it to 'worker serve
 			credsOut := fs.String("creds-out", "", "also mint each enrolled device's hub credentials: a file for one --device, else a directory of <device>.creds")
 			dir := fs.String("nats-dir", "", "with --creds-out: the fleet's NATS keys (default ~/.config/fleetprov/nats/<fleet>)")
 			pubkey := fs.String("pubkey", "", "enrol offline, without reaching the device: its identity public key as 'worker identity' prints it (\"ssh-ed25519 AAAA...\"), or a file holding it; for a device that cannot reach the hub before it has credentials")
-			groups := fs.String("groups", "", "with --pubkey and --creds-out: the device's groups (comma-separated), for its credentials")
+			groups := fs.String("groups", "", "with --creds-out: the device's groups (comma-separated); its credentials receive only these groups' requests")
 			return func(ctx context.Context, args []string, stdio cli.IO) error {
 				cf.env = stdio.Env
 				t, err := tf.target(true)
@@ -69,6 +71,12 @@ of <device>.creds. Install the file on the device and pass it to 'worker serve
 					return err
 				}
 				var authority *natsauth.Fleet
+				if *credsOut == "-" {
+					return cli.Usagef("--creds-out needs a file or directory (credentials hold a secret seed)")
+				}
+				if *credsOut != "" && cf.tofu {
+					return cli.Usagef("--creds-out with --tofu would mint credentials for whatever key answers; enrol with --fingerprint or --pubkey")
+				}
 				if *credsOut != "" {
 					d, err := natsDir(*dir, cf.fleetName, stdio.Env)
 					if err != nil {
@@ -135,8 +143,9 @@ of <device>.creds. Install the file on the device and pass it to 'worker serve
 						o.Status = "enrolled"
 					}
 					if authority != nil && o.Status != "refused" {
+						id.Groups = splitList(*groups) // the operator's word, not the device's
 						if o.Creds, err = mintDeviceCreds(authority, id, *credsOut, len(t.Devices) == 1, stdio); err != nil {
-							return err
+							o.Status, o.Error = "refused", "minting credentials: "+err.Error()
 						}
 					}
 					out = append(out, o)

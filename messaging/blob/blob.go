@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,11 +28,25 @@ func chunkSize(nc *nats.Conn) int {
 	return n
 }
 
+// replyInbox reports whether a chunk request's reply subject is a reply inbox: a client's
+// _INBOX.… or a device's fleetprov.<fleet>.inbox.<device>.…. A server answers nothing else,
+// so a client cannot use its permissions to publish on another subject.
+func replyInbox(reply string) bool {
+	if strings.HasPrefix(reply, "_INBOX.") {
+		return true
+	}
+	t := strings.Split(reply, ".")
+	return len(t) >= 5 && t[0] == "fleetprov" && t[2] == "inbox"
+}
+
 // Serve answers chunk requests for data on subject until the returned stop is called or
 // ctx ends. A request's body is the decimal offset; the reply is up to one chunk.
 func Serve(ctx context.Context, nc *nats.Conn, subject string, data []byte) (func(), error) {
 	size := chunkSize(nc)
 	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		if !replyInbox(m.Reply) {
+			return // not an inbox: a client trying to make this server publish for it
+		}
 		off, err := strconv.Atoi(string(m.Data))
 		if err != nil || off < 0 || off > len(data) {
 			m.Respond(nil)

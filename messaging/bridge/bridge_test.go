@@ -62,7 +62,7 @@ func newRig(t *testing.T, maxBody int64) *rig {
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
 	svc := device.New(device.Options{Fleet: "f", Device: "d1", Version: "test", Prov: r.dev.Prov, Jobs: r.jobs, Trust: trust,
 		Replay: &auth.ReplayGuard{Dir: filepath.Join(r.dev.StateDir, "replay")}, Logger: log,
-		Payloads: devicenats.Blobs{Conn: nc, Fleet: "f"}})
+		Payloads: devicenats.Blobs{Conn: nc, Fleet: "f", Device: "d1"}})
 	t.Cleanup(svc.Close)
 	ad := devicenats.New(devicenats.Options{Conn: nc, Service: svc, HeartbeatInterval: time.Hour, Logger: log})
 	if err := ad.Start(context.Background()); err != nil {

@@ -305,6 +305,8 @@ func (a *Adapter) publishEvent(m wire.EventMsg) {
 type Blobs struct {
 	Conn  *nats.Conn
 	Fleet string
+	// Device names the inbox the device's own blobs (exports) are served under.
+	Device string
 }
 
 // Fetch implements device.Payloads.
@@ -314,7 +316,9 @@ func (b Blobs) Fetch(ctx context.Context, ref wire.PayloadRef, limit int64, w io
 
 // Serve implements device.Payloads: the blob is offered until ctx ends.
 func (b Blobs) Serve(ctx context.Context, name string, data []byte) (*wire.PayloadRef, error) {
-	subj := subjects.Subject{Fleet: b.Fleet, Kind: subjects.Blob, Name: name}.String()
+	// Under the device's own inbox: the only subjects besides its requests that its hub
+	// credentials may subscribe to.
+	subj := subjects.InboxPrefix(b.Fleet, b.Device) + "." + subjects.Blob + "." + name
 	// blob.Serve unsubscribes by itself when ctx ends.
 	if _, err := blob.Serve(ctx, b.Conn, subj, data); err != nil {
 		return nil, err

@@ -194,9 +194,16 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	}()
 	// The worker's replies to its own fetches come to an inbox under its device's subjects:
 	// the only inbox its hub credentials may subscribe to.
-	if n.Conn, err = n.Broker.Connect(nats.CustomInboxPrefix(subjects.InboxPrefix(o.Fleet, o.Device))); err != nil {
+	conn, err := n.Broker.Connect(nats.CustomInboxPrefix(subjects.InboxPrefix(o.Fleet, o.Device)))
+	if err != nil {
 		return nil, err
 	}
+	n.Conn = conn
+	defer func() {
+		if err != nil {
+			conn.Close() // it would reconnect forever to the stopped server
+		}
+	}()
 	hub := func() bool { return n.Broker.LeafNodes() > 0 }
 	if len(bo.Hub) == 0 {
 		hub = nil
@@ -213,7 +220,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	n.Service = device.New(device.Options{Identity: id,
 		Fleet: o.Fleet, Device: o.Device, Groups: o.Groups, Prov: o.Prov, Jobs: n.Jobs, Trust: n.Trust, Replay: n.Replay,
 		Version: o.Version, Limits: o.Limits, SpoolDir: st.Root, HubConnected: hub, Logger: o.Logger,
-		Payloads: devicenats.Blobs{Conn: n.Conn, Fleet: o.Fleet},
+		Payloads: devicenats.Blobs{Conn: n.Conn, Fleet: o.Fleet, Device: o.Device},
 	})
 	n.NATS = devicenats.New(devicenats.Options{Conn: n.Conn, Service: n.Service, HeartbeatInterval: o.HeartbeatInterval,
 		Logger: o.Logger, OnReject: func(code string) { n.Metrics.Rejected("nats", code) }})

@@ -1,17 +1,30 @@
 package fleet_test
 
 import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/fleetprov/fleetprov/messaging/blob"
+	"github.com/fleetprov/fleetprov/messaging/broker"
 	"github.com/fleetprov/fleetprov/messaging/broker/brokertest"
+	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/fleet"
 	"github.com/fleetprov/fleetprov/messaging/natsauth"
 	"github.com/fleetprov/fleetprov/messaging/node"
 	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
+	"github.com/fleetprov/fleetprov/messaging/subjects"
+	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
 // violation reports the server's answer to what the client just did: the permission
@@ -119,4 +132,57 @@ func nkeyOption(t *testing.T) nats.Option {
 	}
 	pub, _ := kp.PublicKey()
 	return nats.Nkey(pub, kp.Sign)
+}
+
+// TestLargeExportThroughAuthenticatedHub: an export too large for one message is served
+// by the device in chunks under its own inbox, the one subject space its credentials may
+// subscribe to, and fetched by the publisher through the hub.
+func TestLargeExportThroughAuthenticatedHub(t *testing.T) {
+	auth, _ := natsauth.Create("fleet")
+	dir := t.TempDir()
+	if err := auth.Save(dir, "127.0.0.1:-1", "127.0.0.1:-1"); err != nil {
+		t.Fatal(err)
+	}
+	// 4 KiB messages: the push and the export both travel in chunks.
+	hub, err := broker.Start(context.Background(), broker.Options{Name: "hub", ConfigFile: filepath.Join(dir, natsauth.HubConfFile),
+		Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", MaxPayload: 4096, Logger: logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hub.Shutdown)
+	r := newFleet(t, hub.LeafURL(), auth, 0, groupHalf)
+	nodetest.Start(t, "dev-00", func(o *node.Options) {
+		o.Fleet, o.Groups, o.Logger = "fleet", []string{"edge"}, logger(t)
+		o.Broker = broker.Options{Listen: "127.0.0.1:-1", Hub: []string{hub.LeafURL()}, HubCreds: brokertest.DeviceCreds(t, auth, "dev-00", "edge"),
+			ReconnectInterval: 100 * time.Millisecond, MaxPayload: 4096}
+	})
+	nc := publisherConn(t, hub.ClientURL(), auth)
+	c := r.client(nc)
+	waitDiscover(t, c, fleet.Target{All: true}, 1)
+	// Incompressible bytes make the export larger than half a message.
+	noise := make([]byte, 4000)
+	rand.Read(noise)
+	cfg := append(append([]byte{}, r.cfg...), []byte("\n# "+hex.EncodeToString(noise)+"\n")...)
+	if sum := r.push(c, fleet.PushOptions{Target: fleet.Target{Devices: []string{"dev-00"}}, Payload: fleet.Payload{Data: cfg, ContentType: envelope.TypeTOML}}); !sum.OK() {
+		t.Fatalf("push = %+v", sum)
+	}
+	subj := subjects.Subject{Fleet: "fleet", Kind: subjects.Device, Name: "dev-00", Op: "export"}.String()
+	reply, err := c.Send(context.Background(), subj, c.NewEnvelope("export", "dev-00", "", fleet.Payload{}), 10*time.Second)
+	if err != nil || !reply.Accepted {
+		t.Fatalf("export = %+v, %v", reply, err)
+	}
+	var res wire.ExportResult
+	if err := json.Unmarshal(reply.Data, &res); err != nil || res.Payload == nil {
+		t.Fatalf("export result = %+v, %v; want a chunked payload", res, err)
+	}
+	if !strings.HasPrefix(res.Payload.Subject, subjects.InboxPrefix("fleet", "dev-00")+".") {
+		t.Errorf("export served on %s, outside the device's inbox", res.Payload.Subject)
+	}
+	var buf bytes.Buffer
+	if err := blob.Fetch(context.Background(), nc, res.Payload.Subject, res.Payload.Size, 1<<30, 0, &buf); err != nil {
+		t.Fatalf("fetching the export through the hub: %v", err)
+	}
+	if envelope.Digest(buf.Bytes()) != res.SHA256 {
+		t.Errorf("export digest mismatch")
+	}
 }

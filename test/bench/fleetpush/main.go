@@ -151,7 +151,7 @@ func run(n int, mode, fixture string, batch int, verify, authn bool) error {
 			}
 			jm, _ := jobs.New(jobs.Options{Dir: filepath.Join(dir, "state", "jobs")})
 			svc := device.New(device.Options{Fleet: "bench", Device: id, Prov: prov, Jobs: jm,
-				Trust: &auth.Trust{State: prov.State()}, Payloads: devicenats.Blobs{Conn: nc, Fleet: "bench"},
+				Trust: &auth.Trust{State: prov.State()}, Payloads: devicenats.Blobs{Conn: nc, Fleet: "bench", Device: id},
 				Replay: &auth.ReplayGuard{Dir: filepath.Join(dir, "state", "replay")}, Logger: log})
 			ad := devicenats.New(devicenats.Options{Conn: nc, Service: svc, HeartbeatInterval: time.Hour, Logger: log})
 			if err := ad.Start(ctx); err != nil {
