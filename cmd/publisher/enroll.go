@@ -95,7 +95,7 @@ for keys checked against a fingerprint or given with --pubkey.`,
 					if len(t.Devices) != 1 {
 						return cli.Usagef("--pubkey enrols one --device")
 					}
-					id, err := offlineIdentity(t.Devices[0], *pubkey, splitList(*groups))
+					id, err := offlineIdentity(t.Devices[0], *pubkey, cli.SplitList(*groups))
 					if err != nil {
 						return err
 					}
@@ -143,7 +143,7 @@ for keys checked against a fingerprint or given with --pubkey.`,
 						o.Status = "enrolled"
 					}
 					if authority != nil && o.Status != "refused" {
-						id.Groups = splitList(*groups) // the operator's word, not the device's
+						id.Groups = cli.SplitList(*groups) // the operator's word, not the device's
 						if o.Creds, err = mintDeviceCreds(authority, id, *credsOut, len(t.Devices) == 1, stdio); err != nil {
 							o.Status, o.Error = "refused", "minting credentials: "+err.Error()
 						}

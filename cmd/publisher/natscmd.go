@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
 	"github.com/fleetprov/fleetprov/core/state"
@@ -82,7 +81,7 @@ Examples:
 				}
 				var creds []byte
 				if *device != "" {
-					creds, err = f.DeviceCreds(*device, splitList(*groups), *ttl)
+					creds, err = f.DeviceCreds(*device, cli.SplitList(*groups), *ttl)
 				} else {
 					creds, err = f.Creds("publisher:"+*publisher, natsauth.PublisherPermissions(f.Name), *ttl)
 				}
@@ -133,15 +132,4 @@ func writeCreds(path string, creds []byte, stdio cli.IO) error {
 		return fmt.Errorf("writing credentials: %w", err)
 	}
 	return nil
-}
-
-// splitList splits a comma-separated list, dropping empty items.
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

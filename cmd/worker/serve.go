@@ -75,7 +75,7 @@ Standalone demo (no root, no systemd):
 				if err != nil {
 					return err
 				}
-				hubs := splitList(*hub)
+				hubs := cli.SplitList(*hub)
 				if len(hubs) > 0 && *hubCreds != "" {
 					if _, err := os.Stat(*hubCreds); errors.Is(err, os.ErrNotExist) {
 						// A fresh device whose credentials are not installed yet still serves
@@ -90,8 +90,8 @@ Standalone demo (no root, no systemd):
 					return err
 				}
 				n, err := node.Start(ctx, node.Options{
-					HTTP: httpL, HTTPHosts: splitList(*httpHosts), HTTPFollowLAN: *followLAN && !inherited,
-					Device: id, Fleet: *fleetName, Groups: splitList(*groups), Version: Version, Prov: p,
+					HTTP: httpL, HTTPHosts: cli.SplitList(*httpHosts), HTTPFollowLAN: *followLAN && !inherited,
+					Device: id, Fleet: *fleetName, Groups: cli.SplitList(*groups), Version: Version, Prov: p,
 					Broker:         broker.Options{Listen: *natsListen, Hub: hubs, HubCreds: *hubCreds, HubCA: *hubCA},
 					FleetTrustFile: *trust, FirstBootWindow: *window, IdentityKey: identity.Path(df.identityKey, df.stateDir), Config: config.Options{AppUser: df.appUser, BridgePort: df.bridgePort},
 					HeartbeatInterval: *heartbeat, Logger: log,
@@ -167,16 +167,6 @@ func watchdog(ctx context.Context) func() {
 		}
 	}()
 	return cancel
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 func orNone(s string) string {

@@ -275,3 +275,14 @@ func (a *App) commandUsage(c *Command, fs *flag.FlagSet, w io.Writer) {
 		fmt.Fprintf(w, " [env %s]\n", EnvName(n))
 	}
 }
+
+// SplitList splits a comma-separated flag value, trimming items and dropping empty ones.
+func SplitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
