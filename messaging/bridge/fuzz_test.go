@@ -2,7 +2,6 @@ package bridge_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"log/slog"
 	"net/http"
@@ -15,7 +14,6 @@ import (
 	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/jobs"
-	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/messaging/bridge"
 	"github.com/fleetprov/fleetprov/messaging/device"
@@ -39,9 +37,7 @@ func FuzzHTTPRoutes(f *testing.F) {
 	_, line := configtest.NewKey(f)
 	cfg := configtest.FixtureWithAdmin(f, "vm-full.config.toml", line)
 	dev := provisiontest.New(f)
-	if _, err := dev.Prov.Apply(context.Background(), provision.Input{Reader: bytes.NewReader(cfg)}, nil); err != nil {
-		f.Fatal(err)
-	}
+	dev.Provision(f, cfg)
 	jm, err := jobs.New(jobs.Options{Dir: filepath.Join(dev.StateDir, "jobs")})
 	if err != nil {
 		f.Fatal(err)

@@ -1,7 +1,6 @@
 package device
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -15,7 +14,6 @@ import (
 	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/jobs"
-	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/wire"
@@ -61,9 +59,7 @@ func FuzzEnvelopeAndChunks(f *testing.F) {
 	admin, line := configtest.NewKey(f)
 	cfg := configtest.FixtureWithAdmin(f, "vm-full.config.toml", line)
 	dev := provisiontest.New(f)
-	if _, err := dev.Prov.Apply(context.Background(), provision.Input{Reader: bytes.NewReader(cfg)}, nil); err != nil {
-		f.Fatal(err)
-	}
+	dev.Provision(f, cfg)
 	jm, _ := jobs.New(jobs.Options{})
 	var payloads chunks
 	svc := New(Options{Fleet: "f", Device: "d1", Prov: dev.Prov, Jobs: jm, Trust: &auth.Trust{State: dev.Prov.State()},

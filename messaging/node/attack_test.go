@@ -19,7 +19,6 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/fleetprov/fleetprov/core/config/configtest"
-	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/internal/fptest"
@@ -62,17 +61,25 @@ func stalledBlob(t *testing.T, nc *nats.Conn, name string, data []byte) (subject
 	return subject, first, release
 }
 
-// slowApply sends an apply whose payload is a stalled blob; the reply arrives on the
-// returned channel once the blob is released.
-func (b *both) slowApply(s ssh.Signer, name string, cfg []byte) (asked <-chan struct{}, release func(), reply <-chan wire.Reply) {
-	subject, asked, release := stalledBlob(b.t, b.nc, name, cfg)
-	raw, sig := b.env(s, "apply", nil, func(e *envelope.Envelope) {
-		e.Payload, e.ContentType, e.PayloadSHA256 = nil, envelope.TypeTOML, envelope.Digest(cfg)
-		e.PayloadRef = &wire.PayloadRef{Subject: subject, Size: int64(len(cfg))}
+// overtaken sends an apply of slowCfg signed by slow whose payload is a stalled blob;
+// while the device waits for it, fast applies fastCfg inline and must succeed. Then the
+// blob is released: the slow apply, valid when it arrived, must be refused, and the
+// active config stay fastCfg.
+func (b *both) overtaken(slow ssh.Signer, slowCfg []byte, fast ssh.Signer, fastCfg []byte) {
+	b.t.Helper()
+	subject, asked, release := stalledBlob(b.t, b.nc, "stale", slowCfg)
+	raw, sig := b.env(slow, "apply", nil, func(e *envelope.Envelope) {
+		e.Payload, e.ContentType, e.PayloadSHA256 = nil, envelope.TypeTOML, envelope.Digest(slowCfg)
+		e.PayloadRef = &wire.PayloadRef{Subject: subject, Size: int64(len(slowCfg))}
 	})
-	out := make(chan wire.Reply, 1)
-	go func() { out <- b.overNATS("apply", raw, sig) }()
-	return asked, release, out
+	reply := make(chan wire.Reply, 1)
+	go func() { reply <- b.overNATS("apply", raw, sig) }()
+	<-asked
+	if j := b.applyNow(fast, fastCfg); j.State != record.Succeeded {
+		b.t.Fatalf("the overtaking apply = %s: %s", j.State, j.Error)
+	}
+	release()
+	b.checkRefused(<-reply, fastCfg)
 }
 
 // applyNow sends an inline apply and waits for its job to finish.
@@ -127,14 +134,8 @@ func TestAuthorityCheckedAgainAtJobStart(t *testing.T) {
 		opCfg := configtest.FixtureWithAdmin(t, "vm-full.config.toml", opLine)
 
 		// The attacker's possession-signed apply is valid now: the device is fresh.
-		asked, release, reply := b.slowApply(attacker, "takeover", attCfg)
-		<-asked
 		// Meanwhile the operator provisions the device.
-		if j := b.applyNow(operator, opCfg); j.State != record.Succeeded {
-			t.Fatalf("operator's apply = %s: %s", j.State, j.Error)
-		}
-		release()
-		b.checkRefused(<-reply, opCfg)
+		b.overtaken(attacker, attCfg, operator, opCfg)
 	})
 	t.Run("removed_admin", func(t *testing.T) {
 		a, aLine := configtest.NewKey(t)
@@ -143,20 +144,12 @@ func TestAuthorityCheckedAgainAtJobStart(t *testing.T) {
 			[]byte("\n[users.bob]\nisAdmin = true\nssh_key = \""+bLine+"\"\n")...)
 		withoutB := configtest.FixtureWithAdmin(t, "vm-full.config.toml", aLine)
 		dev := provisiontest.New(t)
-		if _, err := dev.Prov.Apply(t.Context(), provision.Input{Reader: bytes.NewReader(withB)}, nil); err != nil {
-			t.Fatal(err)
-		}
+		dev.Provision(t, withB)
 		b := startBoth(t, dev, nil)
 		bobsCfg := configtest.FixtureWithAdmin(t, "vm-full.config.toml", bLine)
 
-		asked, release, reply := b.slowApply(bKey, "bob", bobsCfg)
-		<-asked
 		// Bob is removed while his payload trickles in.
-		if j := b.applyNow(a, withoutB); j.State != record.Succeeded {
-			t.Fatalf("removing bob = %s: %s", j.State, j.Error)
-		}
-		release()
-		b.checkRefused(<-reply, withoutB)
+		b.overtaken(bKey, bobsCfg, a, withoutB)
 	})
 }
 
@@ -297,9 +290,7 @@ func TestJunkFloodKeepsAnswering(t *testing.T) {
 	admin, line := configtest.NewKey(t)
 	dev := provisiontest.New(t)
 	cfg := configtest.FixtureWithAdmin(t, "vm-full.config.toml", line)
-	if _, err := dev.Prov.Apply(t.Context(), provision.Input{Reader: bytes.NewReader(cfg)}, nil); err != nil {
-		t.Fatal(err)
-	}
+	dev.Provision(t, cfg)
 	b := startBoth(t, dev, nil)
 	junk := bytes.Repeat([]byte("x"), 2048)
 	var wg sync.WaitGroup

@@ -2,7 +2,6 @@ package node_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -136,9 +135,7 @@ func TestSameCodeOnBothTransports(t *testing.T) {
 	cfg := append(configtest.FixtureWithAdmin(t, "vm-full.config.toml", adminLine),
 		[]byte("\n[users.ops]\nisAdmin = true\nssh_key = \""+opsLine+"\"\n\n[fleet.signers.ops]\nops = [\"validate\"]\n")...)
 	dev := provisiontest.New(t, func(o *provision.Options) { o.Hook = hook })
-	if _, err := dev.Prov.Apply(context.Background(), provision.Input{Reader: bytes.NewReader(cfg)}, nil); err != nil {
-		t.Fatalf("provisioning: %v", err)
-	}
+	dev.Provision(t, cfg)
 	limit := int64(64 << 10)
 	b := startBoth(t, dev, func(o *node.Options) { o.Limits = bundle.Limits{MaxCompressed: limit} })
 

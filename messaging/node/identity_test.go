@@ -19,7 +19,6 @@ import (
 	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/identity"
-	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/internal/fptest"
@@ -288,9 +287,7 @@ func TestCapturedReadOnlyEnvelopeBoundToItsInbox(t *testing.T) {
 	admin, line := configtest.NewKey(t)
 	dev := provisiontest.New(t)
 	cfg := configtest.FixtureWithAdmin(t, "vm-full.config.toml", line)
-	if _, err := dev.Prov.Apply(t.Context(), provision.Input{Reader: bytes.NewReader(cfg)}, nil); err != nil {
-		t.Fatal(err)
-	}
+	dev.Provision(t, cfg)
 	b := startBoth(t, dev, nil)
 	attacker := attackerConn(t, b)
 	captured := make(chan *nats.Msg, 1)

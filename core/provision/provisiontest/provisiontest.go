@@ -3,6 +3,8 @@
 package provisiontest
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"io/fs"
@@ -95,4 +97,13 @@ func Tree(t testing.TB, dir string) string {
 	})
 	sort.Strings(lines)
 	return strings.Join(lines, "\n")
+}
+
+// Provision applies cfg (a config.toml) directly, as the device's first job, and fails
+// the test when it does not succeed: a provisioned device to mount requests against.
+func (d *Device) Provision(t testing.TB, cfg []byte) {
+	t.Helper()
+	if _, err := d.Prov.Apply(context.Background(), provision.Input{Reader: bytes.NewReader(cfg)}, nil); err != nil {
+		t.Fatalf("provisioning: %v", err)
+	}
 }
