@@ -62,7 +62,7 @@ func (c *connFlags) connect() (*nats.Conn, error) {
 		opts = append(opts, opt)
 	}
 	nc, err := nats.Connect(c.server, opts...)
-	if errors.Is(err, nats.ErrAuthorization) || (err != nil && strings.Contains(err.Error(), "Authorization Violation")) {
+	if errors.Is(err, nats.ErrAuthorization) {
 		used := "a connection without credentials"
 		if creds != "" {
 			used = "the credentials in " + creds
@@ -215,11 +215,7 @@ type deviceList []string
 
 func (d *deviceList) String() string { return strings.Join(*d, ",") }
 func (d *deviceList) Set(v string) error {
-	for _, p := range strings.Split(v, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			*d = append(*d, p)
-		}
-	}
+	*d = append(*d, cli.SplitList(v)...)
 	return nil
 }
 

@@ -95,7 +95,7 @@ for keys checked against a fingerprint or given with --pubkey.`,
 					if len(t.Devices) != 1 {
 						return cli.Usagef("--pubkey enrols one --device")
 					}
-					id, err := offlineIdentity(t.Devices[0], *pubkey, cli.SplitList(*groups))
+					id, err := offlineIdentity(t.Devices[0], *pubkey)
 					if err != nil {
 						return err
 					}
@@ -206,7 +206,7 @@ func mintDeviceCreds(f *natsauth.Fleet, id fleet.Identity, out string, single bo
 
 // offlineIdentity is a device's identity from its public key (authorized_keys format, or
 // a file holding one line of it).
-func offlineIdentity(device, key string, groups []string) (fleet.Identity, error) {
+func offlineIdentity(device, key string) (fleet.Identity, error) {
 	raw := []byte(key)
 	if !strings.HasPrefix(key, "ssh-") {
 		b, err := os.ReadFile(key)
@@ -219,5 +219,5 @@ func offlineIdentity(device, key string, groups []string) (fleet.Identity, error
 	if err != nil {
 		return fleet.Identity{}, cli.Usagef("--pubkey: %v", err)
 	}
-	return fleet.Identity{Device: device, Key: pub, Fingerprint: ssh.FingerprintSHA256(pub), Groups: groups}, nil
+	return fleet.Identity{Device: device, Key: pub, Fingerprint: ssh.FingerprintSHA256(pub)}, nil
 }

@@ -1,29 +1,18 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/fleetprov/fleetprov/cmd/internal/cli"
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 )
 
+// runPub runs the publisher with an empty HOME and no other environment.
 func runPub(t *testing.T, args ...string) (int, string) {
 	t.Helper()
-	var out bytes.Buffer
-	home := t.TempDir()
-	env := func(k string) (string, bool) {
-		if k == "HOME" {
-			return home, true
-		}
-		return "", false
-	}
-	code := run(context.Background(), args, cli.IO{Stdout: &out, Stderr: &out, Env: env})
-	return code, out.String()
+	return runEnv(t, t.TempDir(), nil, args...)
 }
 
 func fixture(t *testing.T, name string) string {

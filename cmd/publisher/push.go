@@ -46,7 +46,7 @@ Rollouts: --canary N runs the first N devices alone and stops unless all succeed
 Output: a live view on a terminal, plain lines otherwise, --json (summary) or --jsonl
 (every state change) for scripts. Exit status 0 only if every device succeeded; 1 if any
 failed, rolled back, was busy or rejected; 3 if no device answered; 4 if all were
-unauthorized.`,
+unauthorized; 5 if a device's answer was not signed by its enrolled key (impostor).`,
 		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
 			var cf connFlags
 			cf.register(fs, true)

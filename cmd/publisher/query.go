@@ -184,8 +184,6 @@ func queryErr(err error) error {
 		return cli.Exit(cli.ExitUnauthorized, err)
 	case errors.Is(err, fleet.ErrImpostor):
 		return cli.Exit(cli.ExitImpostor, err)
-	case errors.Is(err, fleet.ErrUnenrolled):
-		return cli.Exit(cli.ExitFailed, err)
 	}
 	return err
 }

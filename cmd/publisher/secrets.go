@@ -66,8 +66,12 @@ func (s *secretFlags) values(stdin io.Reader) (secrets.Values, error) {
 			return nil, cli.Usagef("--secrets: %v", err)
 		}
 		for _, e := range entries {
-			if strings.HasPrefix(e.Name(), ".") || !e.Type().IsRegular() {
+			if strings.HasPrefix(e.Name(), ".") {
 				continue
+			}
+			if !e.Type().IsRegular() {
+				// Skipping it would leave that secret's old value in place, unsaid.
+				return nil, cli.Usagef("--secrets %s: %s is not a regular file (links and directories are not followed)", s.dir, e.Name())
 			}
 			b, err := readSecretFile(filepath.Join(s.dir, e.Name()))
 			if err != nil {
@@ -81,6 +85,7 @@ func (s *secretFlags) values(stdin io.Reader) (secrets.Values, error) {
 			return nil, cli.Usagef("--secrets %s holds no files", s.dir)
 		}
 	}
+	stdinUsed := false
 	for _, it := range s.items {
 		name, src, ok := strings.Cut(it, "=")
 		if !ok || !strings.HasPrefix(src, "@") {
@@ -90,6 +95,10 @@ func (s *secretFlags) values(stdin io.Reader) (secrets.Values, error) {
 		var b []byte
 		var err error
 		if src == "@-" {
+			if stdinUsed {
+				return nil, cli.Usagef("--secret %s=@-: standard input is already the value of another secret", name)
+			}
+			stdinUsed = true
 			b, err = io.ReadAll(io.LimitReader(stdin, secrets.MaxValue+1))
 		} else {
 			b, err = readSecretFile(src[1:])
@@ -233,7 +242,8 @@ func secretsLs(ctx context.Context, cf *connFlags, stdio cli.IO, dev string, asJ
 	for _, s := range cur.Secrets {
 		digest, set := "(no value)", "-"
 		if s.Digest != "" {
-			digest = strings.TrimPrefix(s.Digest, "hmac-sha256:")[:16]
+			digest = strings.TrimPrefix(s.Digest, "hmac-sha256:")
+			digest = digest[:min(len(digest), 16)]
 			set = s.SetAt.Local().Format(time.DateTime)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, digest, set, strings.Join(s.UsedBy, ","), s.Description)

@@ -45,3 +45,20 @@ func TestSecretFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestSecretFlagsRefuseWhatWouldBeLostQuietly: a link in --secrets DIR would have been
+// skipped (its secret keeping the old value, unsaid), and a second @- would have read an
+// empty value from the standard input the first one drained.
+func TestSecretFlagsRefuseWhatWouldBeLostQuietly(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(target, []byte("pw"), 0o600)
+	os.Symlink(target, filepath.Join(dir, "db-password"))
+	if _, err := (&secretFlags{dir: dir}).values(strings.NewReader("")); err == nil || !strings.Contains(err.Error(), "db-password is not a regular file") {
+		t.Errorf("--secrets with a link: err = %v", err)
+	}
+	_, err := (&secretFlags{items: listFlag{"a=@-", "b=@-"}}).values(strings.NewReader("one"))
+	if err == nil || !strings.Contains(err.Error(), "already the value of another secret") {
+		t.Errorf("@- twice: err = %v", err)
+	}
+}

@@ -40,7 +40,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// fptest.Buffer is a bytes.Buffer safe for the job goroutine's logs and the command's output.
 type crashEnv struct {
 	root, state, quadlet string
 }

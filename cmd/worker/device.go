@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"strings"
 
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
 	"github.com/fleetprov/fleetprov/cmd/internal/probe"
@@ -76,12 +75,7 @@ func (f *deviceFlags) backend() (system.Backend, *simulate.Sim, error) {
 		be.Secrets = podman.Secrets{}
 		return be, nil, nil
 	case "simulate":
-		var fail []string
-		for _, s := range strings.Split(f.simulateFail, ",") {
-			if s = strings.TrimSpace(s); s != "" {
-				fail = append(fail, s)
-			}
-		}
+		fail := cli.SplitList(f.simulateFail)
 		dirs := []string{f.quadletDir}
 		if f.rootlessDir != "" {
 			dirs = append(dirs, f.rootlessDir)

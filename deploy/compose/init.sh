@@ -4,7 +4,9 @@
 # limited to its own subjects and groups. Everything lands in the shared /nats volume; in
 # production the keys stay on the operator's machine and each device gets only its creds.
 set -eu
-[ -f /nats/hub.conf ] && exit 0
+# Done when the last credentials exist; a run cut short before them starts over.
+[ -f /nats/worker-3.creds ] && exit 0
+rm -rf /nats/*
 publisher nats init --fleet demo --nats-dir /nats
 publisher nats creds --fleet demo --nats-dir /nats --device worker-1 --groups edge -o /nats/worker-1.creds
 publisher nats creds --fleet demo --nats-dir /nats --device worker-2 --groups edge -o /nats/worker-2.creds

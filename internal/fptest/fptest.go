@@ -7,6 +7,9 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -36,6 +39,30 @@ func RequireTool(t testing.TB, pkg string, names ...string) string {
 	}
 	Need(t, false, names[0]+" not found (Debian package "+pkg+")")
 	return ""
+}
+
+// NATSServer returns the stock nats-server the tests run as a hub: the release go.mod
+// pins, which test/install-prereqs builds from its module (Debian's 2.9 handles leafnode
+// permissions differently). Missing, or another release: the test fails under CI=true and
+// skips otherwise.
+func NATSServer(t testing.TB) string {
+	t.Helper()
+	const fix = " (run test/install-prereqs, which builds the release go.mod pins)"
+	bin, err := exec.LookPath("nats-server")
+	if err != nil {
+		Need(t, false, "nats-server not found"+fix)
+		return ""
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, m := range bi.Deps {
+			if m.Path == "github.com/nats-io/nats-server/v2" {
+				out, _ := exec.Command(bin, "--version").Output()
+				got := strings.TrimSpace(string(out))
+				Need(t, got == "nats-server: "+m.Version, bin+" is "+strconv.Quote(got)+", not "+m.Version+fix)
+			}
+		}
+	}
+	return bin
 }
 
 // WaitFor polls cond until it holds, failing the test with what when timeout passes

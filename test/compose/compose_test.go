@@ -36,7 +36,7 @@ func TestComposeConfig(t *testing.T) {
 // nats init', here through the same natsauth code) with the stock nats-server's own
 // configuration check, and that the script mints what the services mount.
 func TestHubConf(t *testing.T) {
-	bin := fptest.RequireTool(t, "nats-server", "nats-server")
+	bin := fptest.NATSServer(t)
 	f, err := natsauth.Create("demo")
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -138,18 +137,8 @@ func nkeyOption(t *testing.T) nats.Option {
 // by the device in chunks under its own inbox, the one subject space its credentials may
 // subscribe to, and fetched by the publisher through the hub.
 func TestLargeExportThroughAuthenticatedHub(t *testing.T) {
-	auth, _ := natsauth.Create("fleet")
-	dir := t.TempDir()
-	if err := auth.Save(dir, "127.0.0.1:-1", "127.0.0.1:-1"); err != nil {
-		t.Fatal(err)
-	}
 	// 4 KiB messages: the push and the export both travel in chunks.
-	hub, err := broker.Start(context.Background(), broker.Options{Name: "hub", ConfigFile: filepath.Join(dir, natsauth.HubConfFile),
-		Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", MaxPayload: 4096, Logger: logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(hub.Shutdown)
+	hub, auth := brokertest.AuthHub(t, "fleet", func(o *broker.Options) { o.MaxPayload = 4096 })
 	r := newFleet(t, hub.LeafURL(), auth, 0, groupHalf)
 	nodetest.Start(t, "dev-00", func(o *node.Options) {
 		o.Fleet, o.Groups, o.Logger = "fleet", []string{"edge"}, logger(t)

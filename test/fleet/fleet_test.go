@@ -12,9 +12,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -215,19 +213,7 @@ type stockHub struct {
 
 func startStockHub(t *testing.T) *stockHub {
 	t.Helper()
-	bin := fptest.RequireTool(t, "nats-server", "nats-server")
-	// The release go.mod pins (test/install-prereqs builds it): older ones (Debian's 2.9)
-	// handle leafnode permissions differently.
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, m := range bi.Deps {
-			if m.Path == "github.com/nats-io/nats-server/v2" {
-				out, _ := exec.Command(bin, "--version").Output()
-				if got := strings.TrimSpace(string(out)); got != "nats-server: "+m.Version {
-					t.Fatalf("%s is %q; the tests need %s (run test/install-prereqs)", bin, got, m.Version)
-				}
-			}
-		}
-	}
+	bin := fptest.NATSServer(t)
 	h := &stockHub{t: t, clientPort: freePort(t), leafPort: freePort(t)}
 	var err error
 	if h.auth, err = natsauth.Create("fleet"); err != nil {

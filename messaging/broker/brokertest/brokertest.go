@@ -47,8 +47,9 @@ func Hub(t testing.TB) (*broker.Broker, *nats.Conn) {
 
 // AuthHub starts a hub the way 'publisher nats init' configures one: operator mode with
 // the fleet's account (its hub.conf, listen addresses replaced by random loopback ports).
-// It returns the hub and the fleet's NATS authority, to mint credentials with.
-func AuthHub(t testing.TB, fleet string) (*broker.Broker, *natsauth.Fleet) {
+// It returns the hub and the fleet's NATS authority, to mint credentials with; mutate
+// adjusts the options first.
+func AuthHub(t testing.TB, fleet string, mutate ...func(*broker.Options)) (*broker.Broker, *natsauth.Fleet) {
 	t.Helper()
 	f, err := natsauth.Create(fleet)
 	if err != nil {
@@ -58,9 +59,13 @@ func AuthHub(t testing.TB, fleet string) (*broker.Broker, *natsauth.Fleet) {
 	if err := f.Save(dir, "127.0.0.1:-1", "127.0.0.1:-1"); err != nil {
 		t.Fatal(err)
 	}
-	b, err := broker.Start(context.Background(), broker.Options{Name: "hub", ConfigFile: filepath.Join(dir, natsauth.HubConfFile),
+	o := broker.Options{Name: "hub", ConfigFile: filepath.Join(dir, natsauth.HubConfFile),
 		Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1",
-		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))})
+		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))}
+	for _, m := range mutate {
+		m(&o)
+	}
+	b, err := broker.Start(context.Background(), o)
 	if err != nil {
 		t.Fatalf("brokertest: %v", err)
 	}
