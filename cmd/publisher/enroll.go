@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -128,6 +129,8 @@ for keys checked against a fingerprint or given with --pubkey.`,
 					prev, had := known.Lookup(cf.fleetName, id.Device)
 					same := had && bytes.Equal(prev.Marshal(), id.Key.Marshal())
 					switch {
+					case id.Conflict != "":
+						o.Status, o.Error, impostor = "refused", id.Device+" "+id.Conflict+"; enrol it with --fingerprint (from 'worker identity' on its console)", true
 					case same:
 						o.Status = "already"
 					case *want != "" && *want != id.Fingerprint:
@@ -137,7 +140,10 @@ for keys checked against a fingerprint or given with --pubkey.`,
 					case *want == "" && !cf.tofu && *pubkey == "" && !confirm(stdio, id):
 						o.Status, o.Error = "refused", "not confirmed"
 					default:
-						if err := known.Add(cf.fleetName, id.Device, id.Key); err != nil {
+						if err := known.Add(cf.fleetName, id.Device, id.Key, prev); errors.Is(err, fleet.ErrEnrolmentChanged) {
+							o.Status, o.Error, impostor = "refused", err.Error()+" (by another publisher); run enroll again to compare", true
+							break
+						} else if err != nil {
 							return err
 						}
 						o.Status = "enrolled"

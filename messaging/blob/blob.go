@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fleetprov/fleetprov/messaging/subjects"
 	"github.com/nats-io/nats.go"
 )
 
@@ -32,11 +33,7 @@ func chunkSize(nc *nats.Conn) int {
 // _INBOX.… or a device's fleetprov.<fleet>.inbox.<device>.…. A server answers nothing else,
 // so a client cannot use its permissions to publish on another subject.
 func replyInbox(reply string) bool {
-	if strings.HasPrefix(reply, "_INBOX.") {
-		return true
-	}
-	t := strings.Split(reply, ".")
-	return len(t) >= 5 && t[0] == "fleetprov" && t[2] == "inbox"
+	return strings.HasPrefix(reply, "_INBOX.") || subjects.IsInbox(reply)
 }
 
 // Serve answers chunk requests for data on subject until the returned stop is called or

@@ -24,9 +24,8 @@ const (
 
 // body is a request body spooled to a file in the state dir while it was hashed.
 type body struct {
-	f    *os.File
-	size int64
-	sum  [32]byte
+	f   *os.File
+	sum [32]byte
 }
 
 // Reader returns the body from its start.
@@ -70,12 +69,10 @@ func (s *Server) spool(w http.ResponseWriter, r *http.Request, limit int64) (*bo
 	in := &rateReader{r: http.MaxBytesReader(w, r.Body, limit), start: time.Now(), now: time.Now,
 		rc: http.NewResponseController(w)}
 	in.rc.SetReadDeadline(time.Now().Add(UploadGrace))
-	n, err := io.Copy(io.MultiWriter(f, h), in)
-	if err != nil {
+	if _, err := io.Copy(io.MultiWriter(f, h), in); err != nil {
 		b.Close()
 		return nil, err
 	}
-	b.size = n
 	copy(b.sum[:], h.Sum(nil))
 	return b, nil
 }
@@ -115,8 +112,8 @@ type rateReader struct {
 	r     io.Reader
 	n     int64
 	start time.Time
-	now   func() time.Time
-	rc    *http.ResponseController // moves the read deadline: UploadGrace of silence cuts it
+	now   func() time.Time         // the clock (tests move it)
+	rc    *http.ResponseController // moves the read deadline: UploadGrace of silence cuts it; nil in tests
 }
 
 func (r *rateReader) Read(p []byte) (int, error) {

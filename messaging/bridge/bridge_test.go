@@ -32,6 +32,7 @@ import (
 	"github.com/fleetprov/fleetprov/messaging/devicenats"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
+	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
 type rig struct {
@@ -363,7 +364,7 @@ func TestEnvelopesOverHTTPAndSSE(t *testing.T) {
 	env.Payload = r.cfg
 	raw, _ := env.Encode()
 	sig, _ := envelope.Sign(raw, r.admin)
-	res := r.do("POST", "/api/envelopes", raw, map[string]string{envelope.SignatureHeader: sig, bridge.FirstBootHeader: "1"})
+	res := r.do("POST", "/api/envelopes", raw, map[string]string{envelope.SignatureHeader: sig, wire.FirstBootHeader: "1"})
 	if res.status != 202 {
 		t.Fatalf("POST /api/envelopes = %d %s", res.status, res.body)
 	}
@@ -403,7 +404,7 @@ func TestEnvelopesOverHTTPAndSSE(t *testing.T) {
 		t.Errorf("SSE steps = %v done = %v", steps, done)
 	}
 	// The same envelope again is a replay; one for another device is refused.
-	if res := r.do("POST", "/api/envelopes", raw, map[string]string{envelope.SignatureHeader: sig, bridge.FirstBootHeader: "1"}); res.status != 401 || !strings.Contains(string(res.body), "replayed") {
+	if res := r.do("POST", "/api/envelopes", raw, map[string]string{envelope.SignatureHeader: sig, wire.FirstBootHeader: "1"}); res.status != 401 || !strings.Contains(string(res.body), "replayed") {
 		t.Errorf("replayed envelope = %d %s", res.status, res.body)
 	}
 	other := r.client.NewEnvelope("validate", "d2", "", fleet.Payload{Data: r.cfg, ContentType: envelope.TypeTOML})
@@ -462,4 +463,4 @@ func TestBootUIGuards(t *testing.T) {
 }
 
 // firstBoot is what a legitimate unsigned first-boot client sends.
-var firstBoot = map[string]string{bridge.FirstBootHeader: "1"}
+var firstBoot = map[string]string{wire.FirstBootHeader: "1"}

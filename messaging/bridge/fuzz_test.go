@@ -18,6 +18,7 @@ import (
 	"github.com/fleetprov/fleetprov/messaging/bridge"
 	"github.com/fleetprov/fleetprov/messaging/device"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
 // fuzzRoutes are the bridge's routes as a fuzzer reaches them (method, path).
@@ -63,7 +64,7 @@ func FuzzHTTPRoutes(f *testing.F) {
 		req := httptest.NewRequest(rt.method, rt.path, bytes.NewReader(body))
 		req.RemoteAddr = "192.0.2.1:1234"
 		for k, v := range map[string]string{bridge.NonceHeader: nonce, bridge.SignatureHeader: sig, "Origin": origin,
-			envelope.SignatureHeader: sig, bridge.FirstBootHeader: nonce} {
+			envelope.SignatureHeader: sig, wire.FirstBootHeader: nonce} {
 			if v != "" && !strings.ContainsAny(v, "\r\n\x00") {
 				req.Header.Set(k, v)
 			}

@@ -41,9 +41,6 @@ func (s *Server) uiGuard(r *http.Request) error {
 	return s.uiHostGuard(r)
 }
 
-// FirstBootHeader is wire.FirstBootHeader.
-const FirstBootHeader = wire.FirstBootHeader
-
 // firstBootGuard defends a device that is open to first-boot requests against web pages:
 // the Boot UI's Host and Origin checks (DNS rebinding) plus the custom header (cross-site
 // simple requests). It applies to every mutating request while the device is open, signed
@@ -52,8 +49,8 @@ func (s *Server) firstBootGuard(r *http.Request) error {
 	if err := s.uiHostGuard(r); err != nil {
 		return err
 	}
-	if r.Header.Get(FirstBootHeader) == "" {
-		return errf(wire.ErrForbidden, "a first-boot request needs the "+FirstBootHeader+" header", nil)
+	if r.Header.Get(wire.FirstBootHeader) == "" {
+		return errf(wire.ErrForbidden, "a first-boot request needs the "+wire.FirstBootHeader+" header", nil)
 	}
 	return nil
 }

@@ -4,7 +4,6 @@
 package fleet
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -82,13 +81,19 @@ func (c *Client) verifyDevice(device string, body []byte, sig64 string) error {
 	fp := ssh.FingerprintSHA256(pub)
 	known, ok := c.known.Lookup(c.fleet, device)
 	switch {
-	case ok && bytes.Equal(known.Marshal(), pub.Marshal()):
+	case ok && sameKey(known, pub):
 		return nil
 	case ok:
 		return fmt.Errorf("%w: %s signed with %s, but its enrolled key is %s (if the device was reinstalled, check its new key with 'worker identity' and re-enrol: publisher enroll --device %s --fingerprint %s)",
 			ErrImpostor, device, fp, ssh.FingerprintSHA256(known), device, fp)
 	case c.tofu:
-		if err := c.known.Add(c.fleet, device, pub); err != nil {
+		if err := c.known.Add(c.fleet, device, pub, nil); err != nil {
+			if errors.Is(err, ErrEnrolmentChanged) {
+				if now, ok := c.known.Lookup(c.fleet, device); ok && sameKey(now, pub) {
+					return nil // another publisher enrolled the same key meanwhile
+				}
+				return fmt.Errorf("%w: %s signed with %s on first use, but another key was enrolled meanwhile: %w", ErrImpostor, device, fp, err)
+			}
 			return err
 		}
 		if c.onFirst != nil {

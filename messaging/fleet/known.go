@@ -96,11 +96,17 @@ func (k *KnownDevices) snapshot() map[string]ssh.PublicKey {
 	return out
 }
 
-// Add enrols (or re-enrols) a device's key and writes the file (0600, atomically). Under
-// an exclusive lock on <file>.lock it first reads the file again, so what other publishers
-// (other processes, or another KnownDevices on the same file) enrolled since this one
-// loaded it is kept, not overwritten.
-func (k *KnownDevices) Add(fleet, device string, pub ssh.PublicKey) error {
+// ErrEnrolmentChanged is returned by Add when the device's enrolled key is no longer the
+// one the caller expected: another publisher enrolled it meanwhile.
+var ErrEnrolmentChanged = errors.New("enrolment changed")
+
+// Add enrols (or re-enrols) a device's key and writes the file (0600, atomically); expect
+// is the key the caller saw enrolled (nil: none). Under an exclusive lock on <file>.lock
+// it first reads the file again: what other publishers (other processes, or another
+// KnownDevices on the same file) enrolled since this one loaded it is kept, and when the
+// device's key on file is not expect, nothing is written and the error wraps
+// ErrEnrolmentChanged (a compare-and-set: two first uses cannot both win).
+func (k *KnownDevices) Add(fleet, device string, pub, expect ssh.PublicKey) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if err := os.MkdirAll(filepath.Dir(k.path), 0o700); err != nil {
@@ -122,6 +128,13 @@ func (k *KnownDevices) Add(fleet, device string, pub ssh.PublicKey) error {
 	for n, p := range disk {
 		k.keys[n] = p // the file is newer than what this process loaded
 	}
+	if cur := disk[fleet+"/"+device]; !sameKey(cur, expect) {
+		fp := "no key"
+		if cur != nil {
+			fp = ssh.FingerprintSHA256(cur)
+		}
+		return fmt.Errorf("%w: %s is now enrolled with %s", ErrEnrolmentChanged, device, fp)
+	}
 	k.keys[fleet+"/"+device] = pub
 	names := make([]string, 0, len(k.keys))
 	for n := range k.keys {
@@ -136,6 +149,14 @@ func (k *KnownDevices) Add(fleet, device string, pub ssh.PublicKey) error {
 	return state.WriteFileAtomic(k.path, b.Bytes(), 0o600)
 }
 
+// sameKey reports whether a and b are the same key (or both nil).
+func sameKey(a, b ssh.PublicKey) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return bytes.Equal(a.Marshal(), b.Marshal())
+}
+
 // Path returns the file's path.
 func (k *KnownDevices) Path() string { return k.path }
 
@@ -147,10 +168,15 @@ type Identity struct {
 	Fingerprint string        `json:"fingerprint"`
 	// Groups are the groups its signed presence names.
 	Groups []string `json:"groups,omitempty"`
+	// Conflict, when set, says that presences signed with different keys answered for
+	// this device id: at most one of them is the device.
+	Conflict string `json:"conflict,omitempty"`
 }
 
 // Identities pings target (or each of t.Devices) and returns each device's identity key,
-// taken from the signature of its presence reply (which must verify with that key).
+// taken from the signature of its presence reply (which must verify with that key). It
+// waits for the answers to go quiet rather than stopping at the first answer per device,
+// so an impostor answering first for an id is seen next to the device, as a Conflict.
 func (c *Client) Identities(ctx context.Context, t Target, quiet, max time.Duration) ([]Identity, error) {
 	var subjs []string
 	if len(t.Devices) > 0 {
@@ -176,12 +202,21 @@ func (c *Client) Identities(ctx context.Context, t Target, quiet, max time.Durat
 			if pub, err := auth.VerifySelf(m.Data, sig, auth.NamespaceDevice); err == nil {
 				var p wire.Presence
 				json.Unmarshal(r.Data, &p)
-				seen[r.Device] = Identity{Device: r.Device, Key: pub, Fingerprint: ssh.FingerprintSHA256(pub), Groups: p.Groups}
+				id := Identity{Device: r.Device, Key: pub, Fingerprint: ssh.FingerprintSHA256(pub), Groups: p.Groups}
+				if prev, ok := seen[r.Device]; ok && !sameKey(prev.Key, pub) {
+					id.Conflict = "answered with two keys: " + prev.Fingerprint + " and " + id.Fingerprint
+					if prev.Conflict != "" {
+						id.Conflict = prev.Conflict + " and " + id.Fingerprint
+					}
+				} else if ok {
+					id.Conflict = prev.Conflict
+				}
+				seen[r.Device] = id
 			} else {
 				c.log.Warn("presence without a valid identity signature", "device", r.Device, "err", err)
 			}
 		}
-		return len(t.Devices) > 0 && len(seen) == len(t.Devices)
+		return false
 	})
 	return sortIdentities(seen), err
 }

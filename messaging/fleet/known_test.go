@@ -1,23 +1,19 @@
 package fleet
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
 
+	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"golang.org/x/crypto/ssh"
 )
 
 func newPub(t *testing.T) ssh.PublicKey {
-	pub, _, _ := ed25519.GenerateKey(rand.Reader)
-	p, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	k, _ := configtest.NewKey(t)
+	return k.PublicKey()
 }
 
 // TestKnownDevicesKeepOthersEnrolments: publishers that loaded the file before another
@@ -26,10 +22,10 @@ func TestKnownDevicesKeepOthersEnrolments(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "known_devices")
 	a, _ := LoadKnownDevices(path)
 	b, _ := LoadKnownDevices(path)
-	if err := a.Add("f", "d1", newPub(t)); err != nil {
+	if err := a.Add("f", "d1", newPub(t), nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Add("f", "d2", newPub(t)); err != nil { // b never saw d1
+	if err := b.Add("f", "d2", newPub(t), nil); err != nil { // b never saw d1
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
@@ -39,7 +35,7 @@ func TestKnownDevicesKeepOthersEnrolments(t *testing.T) {
 			defer wg.Done()
 			k, err := LoadKnownDevices(path)
 			if err == nil {
-				err = k.Add("f", fmt.Sprintf("c%d", i), newPub(t))
+				err = k.Add("f", fmt.Sprintf("c%d", i), newPub(t), nil)
 			}
 			if err != nil {
 				t.Error(err)
@@ -58,5 +54,28 @@ func TestKnownDevicesKeepOthersEnrolments(t *testing.T) {
 		if _, ok := got.Lookup("f", d); !ok {
 			t.Errorf("%s lost", d)
 		}
+	}
+}
+
+// TestKnownDevicesAddIsACompareAndSet: two publishers enrol the same device on first use
+// with different keys; the second finds the first's key on file, writes nothing, and is
+// told so. A re-enrolment that names the key it replaces goes through.
+func TestKnownDevicesAddIsACompareAndSet(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "known_devices")
+	a, _ := LoadKnownDevices(path)
+	b, _ := LoadKnownDevices(path)
+	first, second := newPub(t), newPub(t)
+	if err := a.Add("f", "d1", first, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Add("f", "d1", second, nil); !errors.Is(err, ErrEnrolmentChanged) {
+		t.Fatalf("a second first use = %v; want ErrEnrolmentChanged", err)
+	}
+	got, _ := LoadKnownDevices(path)
+	if k, _ := got.Lookup("f", "d1"); !sameKey(k, first) {
+		t.Errorf("the first enrolment was overwritten")
+	}
+	if err := b.Add("f", "d1", second, first); err != nil {
+		t.Errorf("re-enrolment naming the replaced key: %v", err)
 	}
 }

@@ -77,12 +77,8 @@ func (f *Fleet) Save(dir, clientListen, leafListen string) error {
 		kp   nkeys.KeyPair
 	}{{OperatorSeedFile, f.Operator}, {AccountSeedFile, f.Account}, {SystemSeedFile, f.System}}
 	for _, s := range files {
-		seed, err := s.kp.Seed()
-		if err != nil {
+		if err := writeSeed(filepath.Join(dir, s.name), s.kp); err != nil {
 			return err
-		}
-		if err := state.WriteFileAtomic(filepath.Join(dir, s.name), append(seed, '\n'), 0o600); err != nil {
-			return fmt.Errorf("writing %s: %w", s.name, err)
 		}
 	}
 	if err := state.WriteFileAtomic(filepath.Join(dir, "fleet"), []byte(f.Name+"\n"), 0o644); err != nil {
@@ -106,12 +102,9 @@ func Load(dir string) (*Fleet, error) {
 		name string
 		kp   *nkeys.KeyPair
 	}{{OperatorSeedFile, &f.Operator}, {AccountSeedFile, &f.Account}, {SystemSeedFile, &f.System}} {
-		raw, err := os.ReadFile(filepath.Join(dir, s.name))
-		if err != nil {
-			return nil, fmt.Errorf("reading fleet NATS keys: %w", err)
-		}
-		if *s.kp, err = nkeys.FromSeed([]byte(strings.TrimSpace(string(raw)))); err != nil {
-			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, s.name), err)
+		var err error
+		if *s.kp, err = readSeed(filepath.Join(dir, s.name)); err != nil {
+			return nil, fmt.Errorf("fleet NATS keys: %w", err)
 		}
 	}
 	return f, nil
@@ -190,7 +183,7 @@ func DevicePermissions(fleet, device string, groups []string) jwt.Permissions {
 	var p jwt.Permissions
 	// evt.<device>.> rather than evt.<device>.*: a hub forwards the publishers' wildcard
 	// interest (evt.*.*) to a leaf only when it reverse-matches a full-wildcard allow.
-	p.Pub.Allow.Add(subjects.Prefix+"."+fleet+"."+subjects.Event+"."+device+".>", subjects.Presences(fleet, device),
+	p.Pub.Allow.Add(subjects.Events(fleet, device, ">"), subjects.Presences(fleet, device),
 		subjects.Blobs(fleet), "_INBOX.>")
 	p.Sub.Allow.Add(subjects.DeviceRequests(fleet, device), subjects.AllRequests(fleet), subjects.InboxPrefix(fleet, device)+".>")
 	for _, g := range groups {
@@ -203,8 +196,8 @@ func DevicePermissions(fleet, device string, groups []string) jwt.Permissions {
 // JetStream API (the hub's durable fleet state).
 func PublisherPermissions(fleet string) jwt.Permissions {
 	var p jwt.Permissions
-	p.Pub.Allow.Add(subjects.Prefix+"."+fleet+".>", "_INBOX.>", "$JS.API.>", "$KV.>", "$O.>")
-	p.Sub.Allow.Add(subjects.Prefix+"."+fleet+".>", "_INBOX.>", "$KV.>", "$O.>")
+	p.Pub.Allow.Add(subjects.Fleet(fleet), "_INBOX.>", "$JS.API.>", "$KV.>", "$O.>")
+	p.Sub.Allow.Add(subjects.Fleet(fleet), "_INBOX.>", "$KV.>", "$O.>")
 	return p
 }
 

@@ -22,7 +22,6 @@ import (
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/internal/fptest"
-	"github.com/fleetprov/fleetprov/messaging/bridge"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/node"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
@@ -169,9 +168,9 @@ func TestUnsignedFirstBootRefusesWebPages(t *testing.T) {
 		{name: "cross_origin_simple_request", hdr: map[string]string{"Content-Type": "text/plain", "Origin": "http://evil.example"}},
 		{name: "form_post_without_origin", hdr: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}},
 		{name: "dns_rebinding", hdr: map[string]string{"Host": "evil.example:" + port, "Origin": "http://evil.example:" + port,
-			bridge.FirstBootHeader: "1"}},
-		{name: "rebinding_without_origin", hdr: map[string]string{"Host": "evil.example:" + port, bridge.FirstBootHeader: "1"}},
-		{name: "cross_origin_with_header", hdr: map[string]string{"Origin": "http://evil.example", bridge.FirstBootHeader: "1"}},
+			wire.FirstBootHeader: "1"}},
+		{name: "rebinding_without_origin", hdr: map[string]string{"Host": "evil.example:" + port, wire.FirstBootHeader: "1"}},
+		{name: "cross_origin_with_header", hdr: map[string]string{"Origin": "http://evil.example", wire.FirstBootHeader: "1"}},
 	}
 	for _, a := range attacks {
 		t.Run(a.name, func(t *testing.T) {
@@ -201,7 +200,7 @@ func TestUnsignedFirstBootRefusesWebPages(t *testing.T) {
 	attacker, _ := configtest.NewKey(t)
 	raw, sig := b.env(attacker, "apply", evil, nil)
 	for _, hdr := range []map[string]string{
-		{"Host": "evil.example:" + port, "Origin": "http://evil.example:" + port, bridge.FirstBootHeader: "1"},
+		{"Host": "evil.example:" + port, "Origin": "http://evil.example:" + port, wire.FirstBootHeader: "1"},
 		{"Origin": "http://evil.example"},
 	} {
 		req, _ := http.NewRequest("POST", b.base+"/api/envelopes", bytes.NewReader(raw))
@@ -385,7 +384,7 @@ func TestStalledUploadsStayOffTheHeap(t *testing.T) {
 			}
 			conns <- c
 			fmt.Fprintf(c, "POST /api/config HTTP/1.1\r\nHost: %s\r\nContent-Type: application/toml\r\n%s: 1\r\nContent-Length: %d\r\n\r\n",
-				addr, bridge.FirstBootHeader, size+1)
+				addr, wire.FirstBootHeader, size+1)
 			for range size / len(chunk) {
 				if _, err := c.Write(chunk); err != nil {
 					return // refused at once: the server closed the connection
@@ -417,7 +416,7 @@ func TestStalledUploadsStayOffTheHeap(t *testing.T) {
 	_, line := configtest.NewKey(t)
 	client := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).DialContext}}
 	req, _ := http.NewRequest("POST", b.base+"/api/config", bytes.NewReader(configtest.FixtureWithAdmin(t, "vm-full.config.toml", line)))
-	req.Header.Set(bridge.FirstBootHeader, "1")
+	req.Header.Set(wire.FirstBootHeader, "1")
 	res, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)

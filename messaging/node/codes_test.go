@@ -12,12 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/fleetprov/fleetprov/core/bundle"
 	"github.com/fleetprov/fleetprov/core/config/configtest"
+	"github.com/fleetprov/fleetprov/core/jobs"
 	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/internal/fptest"
@@ -57,7 +57,7 @@ func startBoth(t *testing.T, dev *provisiontest.Device, mutate func(*node.Option
 func (b *both) env(s ssh.Signer, op string, payload []byte, mutate func(*envelope.Envelope)) (raw []byte, sig string) {
 	b.t.Helper()
 	now := time.Now().UTC()
-	e := &envelope.Envelope{V: envelope.Version, ID: newID(), Op: op, Fleet: "test", Target: envelope.TargetDevice,
+	e := &envelope.Envelope{V: envelope.Version, ID: jobs.NewID(), Op: op, Fleet: "test", Target: envelope.TargetDevice,
 		Device: "d1", IssuedAt: now, ExpiresAt: now.Add(5 * time.Minute), PayloadSHA256: envelope.Digest(payload),
 		ContentType: envelope.TypeTOML, Payload: payload}
 	if len(payload) == 0 {
@@ -275,5 +275,3 @@ func TestSameCodeOnBothTransports(t *testing.T) {
 		}
 	})
 }
-
-func newID() string { return uuid.Must(uuid.NewV7()).String() }

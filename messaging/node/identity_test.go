@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -206,12 +207,12 @@ func TestPublisherRefusesFakeDevices(t *testing.T) {
 	if d := push(c, "ghost"); d.State != fleet.StateUnenrolled {
 		t.Errorf("push to an unknown fake device = %s (%s); want unenrolled", d.State, d.Error)
 	}
-	known.Add("test", "ghost", enrolledKey.PublicKey())
+	known.Add("test", "ghost", enrolledKey.PublicKey(), nil)
 	if d := push(c, "ghost"); d.State != fleet.StateImpostor {
 		t.Errorf("push to a fake device with another key than the enrolled one = %s; want impostor", d.State)
 	}
 	fakeDevice(t, attacker, "mute", nil)
-	known.Add("test", "mute", enrolledKey.PublicKey())
+	known.Add("test", "mute", enrolledKey.PublicKey(), nil)
 	if d := push(c, "mute"); d.State != fleet.StateImpostor {
 		t.Errorf("push to a device answering unsigned = %s; want impostor", d.State)
 	}
@@ -341,11 +342,33 @@ func TestReplayedJobRecordRefused(t *testing.T) {
 	defer sub.Unsubscribe()
 	attacker.Flush()
 	c, known := publisherFor(t, b.nc, admin, false)
-	known.Add("test", "ghost", deviceKey.PublicKey())
+	known.Add("test", "ghost", deviceKey.PublicKey(), nil)
 	if j, err := c.Job(t.Context(), "ghost", "old-job", 5*time.Second); err != nil || j.State != record.Succeeded {
 		t.Fatalf("the record asked for = %+v, %v", j, err)
 	}
 	if j, err := c.Job(t.Context(), "ghost", "new-job", 5*time.Second); !errors.Is(err, fleet.ErrImpostor) {
 		t.Errorf("another job's record as the answer for new-job = %+v, %v; want ErrImpostor", j, err)
+	}
+}
+
+// TestEnrolmentSeesAnImpostorNextToTheDevice: while an operator enrols d1, another
+// client answers d1's ping with its own key. Enrolment must not take whichever answer
+// came first (or last): it sees both keys and reports the conflict.
+func TestEnrolmentSeesAnImpostorNextToTheDevice(t *testing.T) {
+	b := startBoth(t, provisiontest.New(t), nil)
+	impostor, _ := configtest.NewKey(t)
+	fakeDevice(t, attackerConn(t, b), "d1", impostor)
+	c, err := fleet.New(b.nc, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := c.Identities(t.Context(), fleet.Target{Devices: []string{"d1"}}, 300*time.Millisecond, 5*time.Second)
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("Identities = %+v, %v", ids, err)
+	}
+	real := ssh.FingerprintSHA256(b.node.Identity.PublicKey())
+	fake := ssh.FingerprintSHA256(impostor.PublicKey())
+	if !strings.Contains(ids[0].Conflict, real) || !strings.Contains(ids[0].Conflict, fake) {
+		t.Errorf("d1 = %+v; want a conflict naming %s and %s", ids[0], real, fake)
 	}
 }

@@ -13,10 +13,10 @@ import (
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/internal/fptest"
-	"github.com/fleetprov/fleetprov/messaging/bridge"
 	"github.com/fleetprov/fleetprov/messaging/broker"
 	"github.com/fleetprov/fleetprov/messaging/node"
 	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
+	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
 // TestBridgeFollowsLAN: after the first apply the bridge moves to the config's LAN gateway
@@ -95,7 +95,7 @@ func firstBootPost(base string, cfg []byte) (*http.Response, error) {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/toml")
-	req.Header.Set(bridge.FirstBootHeader, "1")
+	req.Header.Set(wire.FirstBootHeader, "1")
 	return http.DefaultClient.Do(req)
 }
 

@@ -95,7 +95,7 @@ func TestSecretsNeverInTheClear(t *testing.T) {
 
 	admin, line := configtest.NewKey(t)
 	c, known := publisherFor(t, hubConn, admin, false)
-	if err := known.Add("test", "d1", n1.Identity.PublicKey()); err != nil {
+	if err := known.Add("test", "d1", n1.Identity.PublicKey(), nil); err != nil {
 		t.Fatal(err)
 	}
 	push := func(op string, payload []byte, ct string, v secrets.Values, devs ...string) fleet.Summary {
@@ -199,7 +199,7 @@ func TestSecretsNotSealedToFirstUseImpostor(t *testing.T) {
 	})
 	attacker.Flush()
 	c, known := publisherFor(t, b.nc, admin, true)
-	known.Add("test", "d1", b.node.Identity.PublicKey())
+	known.Add("test", "d1", b.node.Identity.PublicKey(), nil)
 	sum, err := c.Push(t.Context(), fleet.PushOptions{Target: fleet.Target{All: true}, Secrets: secrets.Values{"db-password": []byte("x")},
 		Payload: fleet.Payload{Data: secretConfig(line), ContentType: envelope.TypeTOML}, Timeout: 10 * time.Second, ReplyTimeout: 2 * time.Second}, nil)
 	if err != nil {

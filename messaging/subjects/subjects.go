@@ -168,11 +168,20 @@ func Presences(fleet, device string) string {
 }
 
 // Blobs matches every payload chunk subject of a fleet.
-func Blobs(fleet string) string { return Prefix + "." + fleet + "." + Blob + ".*" }
+func Blobs(fleet string) string { return Subject{Fleet: fleet, Kind: Blob, Name: "*"}.String() }
+
+// Fleet matches every subject of a fleet.
+func Fleet(fleet string) string { return Prefix + "." + fleet + ".>" }
 
 // InboxPrefix is a device's reply inbox prefix: its NATS credentials may subscribe below
 // it and nowhere else outside its own request subjects, so a device cannot read the
 // answers meant for operators or other devices.
 func InboxPrefix(fleet, device string) string {
-	return Prefix + "." + fleet + "." + Inbox + "." + device
+	return Subject{Fleet: fleet, Kind: Inbox, Name: device}.String()
+}
+
+// IsInbox reports whether subject lies below some device's inbox prefix.
+func IsInbox(subject string) bool {
+	t := strings.SplitN(subject, ".", 5)
+	return len(t) == 5 && t[0] == Prefix && t[2] == Inbox
 }

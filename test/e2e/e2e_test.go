@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/fleetprov/fleetprov/internal/fptest"
-	"github.com/fleetprov/fleetprov/messaging/bridge"
 	"github.com/fleetprov/fleetprov/messaging/broker"
+	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
 // workload is the config of one device; every port is the device's own, since the
@@ -237,7 +237,7 @@ func TestDevices(t *testing.T) {
 		defer mark("step1", t0)
 		d1.waitFor("the HTTP bridge", 30*time.Second, func() bool { return httpUp(d1.httpPort) })
 		req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/api/config", d1.httpPort), strings.NewReader(w1.toml()))
-		req.Header.Set(bridge.FirstBootHeader, "1")
+		req.Header.Set(wire.FirstBootHeader, "1")
 		res, err := http.DefaultClient.Do(req)
 		if err != nil || res.StatusCode != http.StatusAccepted {
 			t.Fatalf("POST /api/config = %v, %v", res, err)
