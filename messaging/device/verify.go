@@ -94,16 +94,17 @@ func (s *Service) verify(ctx context.Context, env *envelope.Envelope, raw []byte
 	if err != nil {
 		return nil, err
 	}
-	if noReplayRecord {
-		// A read-only request bound to its requester's inbox: no fsynced record.
-	} else if err := s.o.Replay.Accept(env.ID, env.ExpiresAt); err != nil {
-		if errors.Is(err, auth.ErrReplayed) {
-			return nil, wire.Errorf(wire.ErrReplayed, "envelope %s was already accepted", env.ID)
+	// A read-only request bound to its requester's inbox needs no fsynced record.
+	if !noReplayRecord {
+		if err := s.o.Replay.Accept(env.ID, env.ExpiresAt); err != nil {
+			if errors.Is(err, auth.ErrReplayed) {
+				return nil, wire.Errorf(wire.ErrReplayed, "envelope %s was already accepted", env.ID)
+			}
+			if errors.Is(err, auth.ErrReplayFull) {
+				return nil, wire.Wrap(wire.ErrBusy, "too many recent envelopes; try again in a few minutes", err)
+			}
+			return nil, wire.Wrap(wire.ErrInternal, "recording the envelope id", err)
 		}
-		if errors.Is(err, auth.ErrReplayFull) {
-			return nil, wire.Wrap(wire.ErrBusy, "too many recent envelopes; try again in a few minutes", err)
-		}
-		return nil, wire.Wrap(wire.ErrInternal, "recording the envelope id", err)
 	}
 	req := &Request{Env: env, Decision: dec, Close: func() {}, raw: raw, sig: sig}
 	limit := s.limit()

@@ -263,15 +263,17 @@ func TestFirstBootWindowCloses(t *testing.T) {
 
 // TestSelfSignedFloodLeavesNoRecords: on a fresh device anyone can sign for themselves;
 // such envelopes for anything but apply are refused before a replay record is made, so
-// a flood of them cannot grow the replay dir (it used to keep one file each).
+// a flood of them cannot grow the replay dir (it used to keep one file each). The flood
+// is of patches: a mutating op, which gets a replay record once it is authorized (a
+// read-only op bound to its inbox never would, so it could not show the order).
 func TestSelfSignedFloodLeavesNoRecords(t *testing.T) {
 	dev := provisiontest.New(t)
 	b := startBoth(t, dev, nil)
 	for i := range 50 {
 		k, _ := configtest.NewKey(t)
-		raw, sig := b.env(k, "validate", []byte("version = 1\n"), nil)
-		if r := b.overNATS("validate", raw, sig); r.Accepted || r.Code != "unauthorized" {
-			t.Fatalf("self-signed validate #%d = %+v; want unauthorized", i, r)
+		raw, sig := b.env(k, "patch", []byte(`{"kind":"activation","set":{}}`), nil)
+		if r := b.overNATS("patch", raw, sig); r.Accepted || r.Code != "unauthorized" {
+			t.Fatalf("self-signed patch #%d = %+v; want unauthorized", i, r)
 		}
 	}
 	entries, _ := os.ReadDir(filepath.Join(dev.StateDir, "replay"))
@@ -360,9 +362,10 @@ func TestJunkFloodKeepsAnswering(t *testing.T) {
 }
 
 // TestStalledUploadsStayOffTheHeap mounts the upload-stall attack on a fresh device's
-// unsigned first-boot route: 16 clients each send 31 MiB and then stall. Bodies go to
-// spool files (at most MaxUploads at once, the rest refused at once), so the heap stays
-// flat; it used to hold every body in memory until the client gave up.
+// unsigned first-boot route: 16 connections from three addresses each send 31 MiB and
+// then stall. Three uploads get a slot (one per address), the rest are refused at once;
+// the bodies go to spool files, so the heap stays flat. It used to hold every body in
+// memory until the client gave up: three bodies would be 93 MiB.
 func TestStalledUploadsStayOffTheHeap(t *testing.T) {
 	b := startBoth(t, provisiontest.New(t), nil)
 	addr := strings.TrimPrefix(b.base, "http://")
@@ -373,11 +376,12 @@ func TestStalledUploadsStayOffTheHeap(t *testing.T) {
 	chunk := bytes.Repeat([]byte("#"), 1<<20)
 	var wg sync.WaitGroup
 	conns := make(chan net.Conn, 16)
-	for range 16 {
+	for i := range 16 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := net.Dial("tcp", addr)
+			from := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(10+i%3))}
+			c, err := (&net.Dialer{LocalAddr: from}).Dial("tcp", addr)
 			if err != nil {
 				t.Error(err)
 				return
