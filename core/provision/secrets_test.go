@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/fleetprov/fleetprov/core/bundle"
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/identity"
@@ -154,13 +155,32 @@ func TestSecretsInstallRotateRollback(t *testing.T) {
 		t.Errorf("current secrets = %+v", cur.Secrets)
 	}
 	digest1 := cur.Secrets[1].Digest
+	// The export as a bundle (the format that carries more than config.toml), unpacked:
+	// no member holds a value or the sealed set.
 	var export bytes.Buffer
-	if err := d.Prov.Export(ctx, &export, 0); err != nil {
+	if err := d.Prov.Export(ctx, &export, bundle.FormatGzip); err != nil {
 		t.Fatal(err)
 	}
-	if bytes.Contains(export.Bytes(), []byte("hunter2")) || bytes.Contains(export.Bytes(), []byte("secrets.age")) {
-		t.Error("the export carries secrets")
+	unpacked := t.TempDir()
+	root, err := os.OpenRoot(unpacked)
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer root.Close()
+	contents, err := bundle.Unpack(ctx, &export, root, bundle.Options{})
+	if err != nil || contents.Format != bundle.FormatGzip {
+		t.Fatalf("unpacking the export: %+v, %v", contents, err)
+	}
+	if bytes.Contains(contents.Config, []byte("hunter2")) || bytes.Contains(contents.Config, []byte("tok-v1")) {
+		t.Error("the exported config.toml carries a secret value")
+	}
+	noPlaintext(t, unpacked, "hunter2-v1", "tok-v1")
+	filepath.WalkDir(unpacked, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(e.Name(), "secrets.") {
+			t.Errorf("the export carries %s", p)
+		}
+		return nil
+	})
 
 	// Rotation: the same config, one new value; only the containers using it restart.
 	d.Sim.Reset()

@@ -2,12 +2,17 @@ package probe
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fleetprov/fleetprov/internal/fptest"
 )
 
 func TestRealProbes(t *testing.T) {
@@ -47,19 +52,37 @@ func TestRealProbes(t *testing.T) {
 }
 
 // TestExecProbeDoesNotWaitForLeftovers: a check that leaves a process holding its output
-// open must still end (a hang guard only: it ends about 2 s after the command exits).
+// open must still end, and what it left behind is killed with its process group.
 func TestExecProbeDoesNotWaitForLeftovers(t *testing.T) {
-	done := make(chan int, 1)
+	type result struct {
+		code int
+		out  string
+	}
+	done := make(chan result, 1)
 	go func() {
-		code, _, _ := Real{}.Exec(context.Background(), nil, "", []string{"sh", "-c", "sleep 60 & exit 4"})
-		done <- code
+		code, out, _ := Real{}.Exec(context.Background(), nil, "", []string{"sh", "-c", "sleep 60 & echo $!; exit 4"})
+		done <- result{code, out}
 	}()
+	var r result
 	select {
-	case code := <-done:
-		if code != 4 {
-			t.Errorf("exit code = %d; want 4", code)
-		}
-	case <-time.After(30 * time.Second):
+	case r = <-done:
+	case <-time.After(30 * time.Second): // a hang guard only: it ends about 2 s after the command exits
 		t.Fatal("the exec probe waited for a process its command left behind")
 	}
+	if r.code != 4 {
+		t.Errorf("exit code = %d; want 4", r.code)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(r.out))
+	if err != nil {
+		t.Fatalf("output %q: %v", r.out, err)
+	}
+	// Gone, or a zombie waiting for init to reap it: either way no longer running.
+	fptest.WaitFor(t, 10*time.Second, "the left-behind sleep to be killed", func() bool {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return true
+		}
+		f := strings.Fields(string(stat))
+		return len(f) > 2 && f[2] == "Z"
+	})
 }
