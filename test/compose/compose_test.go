@@ -6,11 +6,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/fleetprov/fleetprov/internal/fptest"
 	"github.com/fleetprov/fleetprov/messaging/natsauth"
+	"github.com/nats-io/jwt/v2"
 )
 
 func TestComposeConfig(t *testing.T) {
@@ -32,30 +34,62 @@ func TestComposeConfig(t *testing.T) {
 	}
 }
 
-// TestHubConf checks the hub configuration the compose init service makes ('publisher
-// nats init', here through the same natsauth code) with the stock nats-server's own
-// configuration check, and that the script mints what the services mount.
+// TestHubConf runs the compose init service's script (deploy/compose/init.sh) with the
+// real publisher, into a temp dir instead of the /nats volume; checks the hub.conf it
+// makes with the stock nats-server's own configuration check; and checks that each
+// worker's credentials carry exactly the groups docker-compose.yml gives that worker.
 func TestHubConf(t *testing.T) {
 	bin := fptest.NATSServer(t)
-	f, err := natsauth.Create("demo")
+	bins := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(bins, "publisher"), "../../cmd/publisher").CombinedOutput(); err != nil {
+		t.Fatalf("go build publisher: %v\n%s", err, out)
+	}
+	raw, err := os.ReadFile("../../deploy/compose/init.sh")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	if err := f.Save(dir, "127.0.0.1:-1", "127.0.0.1:-1"); err != nil {
-		t.Fatal(err)
+	script := filepath.Join(t.TempDir(), "init.sh")
+	os.WriteFile(script, []byte(strings.ReplaceAll(string(raw), "/nats", dir)), 0o755)
+	for run := range 2 { // the second run finds everything made and changes nothing
+		cmd := exec.Command("/bin/sh", script)
+		cmd.Env = append(os.Environ(), "PATH="+bins+":"+os.Getenv("PATH"), "HOME="+t.TempDir())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("init.sh (run %d): %v\n%s", run+1, err, out)
+		}
 	}
 	if out, err := exec.Command(bin, "-t", "-c", filepath.Join(dir, natsauth.HubConfFile)).CombinedOutput(); err != nil {
 		t.Fatalf("nats-server -t: %v\n%s", err, out)
 	}
-	script, err := os.ReadFile("../../deploy/compose/init.sh")
-	if err != nil {
-		t.Fatal(err)
-	}
 	compose, _ := os.ReadFile("../../docker-compose.yml")
-	for _, w := range []string{"worker-1", "worker-2", "worker-3"} {
-		if !strings.Contains(string(script), "-o /nats/"+w+".creds") || !strings.Contains(string(compose), "/nats/"+w+".creds") {
-			t.Errorf("%s's credentials are not minted by init.sh and mounted by docker-compose.yml", w)
+	groupsOf := regexp.MustCompile(`"--device-id", "(worker-\d)",\s+"--fleet", "demo", "--groups", "([a-z,]+)"`)
+	matches := groupsOf.FindAllStringSubmatch(string(compose), -1)
+	if len(matches) != 3 {
+		t.Fatalf("found %d workers with groups in docker-compose.yml; want 3", len(matches))
+	}
+	for _, m := range matches {
+		worker, group := m[1], m[2]
+		if !strings.Contains(string(compose), `"--hub-creds", "/nats/`+worker+`.creds"`) {
+			t.Errorf("%s does not use its own credentials", worker)
+		}
+		creds, err := os.ReadFile(filepath.Join(dir, worker+".creds"))
+		if err != nil {
+			t.Errorf("init.sh made no credentials for %s: %v", worker, err)
+			continue
+		}
+		tok, _ := jwt.ParseDecoratedJWT(creds)
+		uc, err := jwt.DecodeUserClaims(tok)
+		if err != nil {
+			t.Fatalf("%s.creds: %v", worker, err)
+		}
+		var grps []string
+		for _, sub := range uc.Sub.Allow {
+			if strings.HasPrefix(sub, "fleetprov.demo.grp.") {
+				grps = append(grps, strings.TrimSuffix(strings.TrimPrefix(sub, "fleetprov.demo.grp."), ".*"))
+			}
+		}
+		if strings.Join(grps, ",") != group {
+			t.Errorf("%s's credentials receive groups %v; docker-compose.yml gives it %q", worker, grps, group)
 		}
 	}
 }
