@@ -113,9 +113,9 @@ func (s *secretFlags) values(stdin io.Reader) (secrets.Values, error) {
 	return v, nil
 }
 
-// readSecretFile reads one value: a regular file (state.OpenRegularIn: no final link
-// followed, no blocking on a FIFO), at most MaxValue+1 bytes, so the size check that
-// follows sees an oversized file.
+// readSecretFile reads one value: a regular file (state.OpenRegularIn: a link only within
+// the file's directory, no blocking on a FIFO), at most MaxValue+1 bytes, so the size
+// check that follows sees an oversized file.
 func readSecretFile(path string) ([]byte, error) {
 	root, err := os.OpenRoot(filepath.Dir(path))
 	if err != nil {

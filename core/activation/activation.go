@@ -203,7 +203,7 @@ func waitRequired(ctx context.Context, spec Spec, units map[string]config.Unit, 
 				continue
 			}
 			// Active: its typed check, if any, must pass too.
-			if ok, err := checks.run(ctx, name, u, emit); err != nil {
+			if ok, err := checks.run(qctx, name, u, emit); err != nil {
 				return err
 			} else if !ok {
 				down = append(down, u.Service)
@@ -389,7 +389,12 @@ func (c *checkRuns) probe(ctx context.Context, name string, u config.Unit, h con
 	var acc *system.Account
 	container := ""
 	if h.ExecIn != config.HealthExecOnHost {
-		container = c.spec.ContainerNames[name]
+		// An empty container would mean "on the host": a check meant for the container
+		// must never run there for want of its name.
+		if container = c.spec.ContainerNames[name]; container == "" {
+			err := fmt.Errorf("no container name known for %s", name)
+			return "error: " + err.Error(), err
+		}
 		if u.Mode == config.ModeRootless {
 			a := c.spec.AppUser
 			acc = &a

@@ -105,3 +105,21 @@ func TestTypedChecks(t *testing.T) {
 		})
 	}
 }
+
+// TestExecCheckWithoutContainerNeverRunsOnHost: a check meant for a container whose name
+// is unknown fails; it must not fall back to running its command on the host.
+func TestExecCheckWithoutContainerNeverRunsOnHost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sim := started(t, simulate.Options{})
+		spec := Spec{Policy: config.Activation{Required: []string{"web"}, TimeoutSeconds: 5,
+			Health: map[string]config.HealthCheck{"web": {Exec: []string{"ready"}, ExecIn: config.HealthExecInContainer, IntervalSeconds: 1, TimeoutSeconds: 1, Retries: 1}}},
+			Units: units(), AppUser: system.Account{Name: "appsvc"}}
+		err := Activate(context.Background(), spec, Options{Backend: sim.Backend(), PollInterval: 100 * time.Millisecond}, func(record.Event) {})
+		if err == nil {
+			t.Fatal("Activate() passed a check that could not run")
+		}
+		if strings.Contains(sim.Transcript(), "probe exec host") {
+			t.Errorf("the container's check ran on the host:\n%s", sim.Transcript())
+		}
+	})
+}

@@ -55,7 +55,7 @@ func LoadOrCreate(path, comment string) (signer ssh.Signer, created bool, err er
 	if err := state.WriteFileAtomic(path, pem.EncodeToMemory(block), 0o600); err != nil {
 		return nil, false, fmt.Errorf("writing the identity key: %w", err)
 	}
-	s, err = Load(path)
+	s, err = ssh.NewSignerFromKey(priv)
 	return s, err == nil, err
 }
 

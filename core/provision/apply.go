@@ -462,9 +462,8 @@ func copyTree(src, dst string, lim bundle.Limits) error {
 }
 
 // copyFileIn copies one regular file of at most limit bytes from sr to dr (a new file;
-// what was opened must still be a regular file: opened non-blocking and without
-// following a final link, so a FIFO swapped in cannot hang the copy) and returns the
-// source's info.
+// what was opened must still be a regular file: opened non-blocking, links resolved only
+// inside sr, so a FIFO swapped in cannot hang the copy) and returns the source's info.
 func copyFileIn(sr, dr *os.Root, name string, limit int64) (fs.FileInfo, error) {
 	in, info, err := state.OpenRegularIn(sr, name)
 	if err != nil {

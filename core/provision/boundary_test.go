@@ -21,16 +21,19 @@ import (
 	"github.com/fleetprov/fleetprov/internal/fptest"
 )
 
-// appUser returns a real unprivileged account for the boundary tests (created once),
+// appUser returns a real unprivileged account for the boundary tests (made when missing,
+// removed after the test that made it),
 // and makes the test's temp dirs traversable so it can reach its home.
 func appUser(t *testing.T) (uid, gid int) {
 	t.Helper()
 	fptest.Need(t, os.Geteuid() == 0, "the app-user boundary tests run as root (a real second uid)")
 	const name = "fleetprov-test-app"
 	if _, err := user.Lookup(name); err != nil {
-		if out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
+		useradd := fptest.RequireTool(t, "passwd", "useradd")
+		if out, err := exec.Command(useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
 			t.Fatalf("useradd: %v: %s", err, out)
 		}
+		t.Cleanup(func() { exec.Command("userdel", name).Run() }) // leave the machine's accounts as they were
 	}
 	u, err := user.Lookup(name)
 	if err != nil {

@@ -91,16 +91,21 @@ func (t Target) open(create bool) (*os.Root, string, error) {
 	return root, rel, nil
 }
 
-// unitFileExt are the Quadlet unit kinds a manifest may name.
-var unitFileExt = map[string]bool{".container": true, ".network": true, ".volume": true, ".build": true,
-	".pod": true, ".image": true, ".kube": true}
+// unitFileExt are the Quadlet unit kinds a manifest may name: containers and the
+// config's resource kinds.
+var unitFileExt = func() map[string]bool {
+	m := map[string]bool{".container": true}
+	for _, rk := range config.ResourceKinds {
+		m[rk.Ext] = true
+	}
+	return m
+}()
 
 // ValidUnitName reports whether name is a plain Quadlet unit file name: one path
-// element, no traversal, a Quadlet extension. A manifest in a directory the app user can
-// write may name nothing else.
+// element (no separator, so no traversal), not hidden (so not . or ..), a Quadlet
+// extension. A manifest in a directory the app user can write may name nothing else.
 func ValidUnitName(name string) bool {
-	return name != "" && name == filepath.Base(name) && !strings.ContainsAny(name, "/\\\x00") &&
-		name != "." && name != ".." && !strings.HasPrefix(name, ".") && unitFileExt[filepath.Ext(name)]
+	return !strings.ContainsAny(name, "/\\\x00") && !strings.HasPrefix(name, ".") && unitFileExt[filepath.Ext(name)]
 }
 
 // SyncFiles writes the rendered files of one mode into t.Dir and deletes the files of

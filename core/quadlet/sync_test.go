@@ -81,3 +81,17 @@ func TestRestartOrder(t *testing.T) {
 		t.Errorf("RestartOrder = %v; want %v", got, want)
 	}
 }
+
+// TestValidUnitName: a manifest the app user can write may name plain unit files only.
+func TestValidUnitName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"web.container": true, "db.volume": true, "lan.network": true, "app.kube": true, "x.pod": true, "b.build": true, "i.image": true,
+		"": false, ".": false, "..": false, ".container": false, ".hidden.container": false, "../web.container": false,
+		"a/web.container": false, `a\web.container`: false, "web.container\x00": false, "web.service": false, "web": false,
+		"/etc/passwd": false, "../../config/config.toml": false,
+	} {
+		if got := quadlet.ValidUnitName(name); got != want {
+			t.Errorf("ValidUnitName(%q) = %v; want %v", name, got, want)
+		}
+	}
+}

@@ -144,7 +144,7 @@ func OpenRegularIn(root *os.Root, name string) (*os.File, fs.FileInfo, error) {
 }
 
 func openIn(root *os.Root, name string, dirOK bool) (*os.File, fs.FileInfo, error) {
-	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0) // os.Root ignores O_NOFOLLOW: links resolve inside root only
 	if err != nil {
 		return nil, nil, err
 	}

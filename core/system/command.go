@@ -28,3 +28,13 @@ func Command(ctx context.Context, acc *Account, name string, args ...string) *ex
 	cmd.WaitDelay = 2 * time.Second
 	return cmd
 }
+
+// RunGroup runs a Command and then kills what is left of its process group: what a hook
+// or a check started in the background must not outlive it.
+func RunGroup(cmd *exec.Cmd) error {
+	err := cmd.Run()
+	if cmd.Process != nil {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	return err
+}

@@ -141,7 +141,7 @@ func (ExecHooks) Run(ctx context.Context, path string, env []string) error {
 	cmd.Env = append(cmd.Environ(), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &LimitedWriter{Buf: &stderr, Max: 200}
-	err := cmd.Run()
+	err := RunGroup(cmd)
 	if err == nil {
 		return nil
 	}

@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
-	"syscall"
 
 	"github.com/fleetprov/fleetprov/core/system"
 )
@@ -76,10 +75,7 @@ func (Real) Exec(ctx context.Context, acc *system.Account, container string, arg
 	var out bytes.Buffer
 	lw := &system.LimitedWriter{Buf: &out, Max: maxOutput}
 	cmd.Stdout, cmd.Stderr = lw, lw
-	err := cmd.Run()
-	if cmd.Process != nil {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // what the check left behind
-	}
+	err := system.RunGroup(cmd)
 	var ee *exec.ExitError
 	if errors.As(err, &ee) && ee.ExitCode() >= 0 {
 		return ee.ExitCode(), out.String(), nil

@@ -46,7 +46,7 @@ func (journal) Tail(ctx context.Context, acc *system.Account, unit string, n int
 	} else {
 		args = append(args, "-u", unit)
 	}
-	out, err := exec.CommandContext(ctx, "journalctl", args...).Output()
+	out, err := system.Command(ctx, nil, "journalctl", args...).Output()
 	if err != nil {
 		return nil, fmt.Errorf("reading the journal of %s: %w", unit, err)
 	}

@@ -49,7 +49,8 @@ func (s Secrets) run(ctx context.Context, acc *system.Account, stdin io.Reader, 
 	cmd := system.Command(ctx, acc, bin, args...)
 	cmd.Stdin = stdin
 	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	lw := &system.LimitedWriter{Buf: &out, Max: 4 << 10} // the app user's podman says what it likes
+	cmd.Stdout, cmd.Stderr = lw, lw
 	if err := cmd.Run(); err != nil {
 		who := ""
 		if acc != nil {
