@@ -152,6 +152,26 @@ func TestAuthorityCheckedAgainAtJobStart(t *testing.T) {
 	})
 }
 
+// postAs POSTs body to url with the headers of hdr ("Host" sets the request's host, as a
+// DNS-rebound name would) and returns the status.
+func postAs(t *testing.T, url string, body []byte, hdr map[string]string) int {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
+	for k, v := range hdr {
+		if k == "Host" {
+			req.Host = v
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
+}
+
 // TestUnsignedFirstBootRefusesWebPages mounts the browser attacks on a fresh device's
 // unsigned POST /api/config: a page the operator visits posts a text/plain "simple
 // request" (no preflight), or a DNS-rebound name points at the device. None may
@@ -174,21 +194,8 @@ func TestUnsignedFirstBootRefusesWebPages(t *testing.T) {
 	}
 	for _, a := range attacks {
 		t.Run(a.name, func(t *testing.T) {
-			req, _ := http.NewRequest("POST", b.base+"/api/config", bytes.NewReader(evil))
-			for k, v := range a.hdr {
-				if k == "Host" {
-					req.Host = v
-				} else {
-					req.Header.Set(k, v)
-				}
-			}
-			res, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res.Body.Close()
-			if res.StatusCode != http.StatusForbidden {
-				t.Errorf("status = %d; want 403", res.StatusCode)
+			if status := postAs(t, b.base+"/api/config", evil, a.hdr); status != http.StatusForbidden {
+				t.Errorf("status = %d; want 403", status)
 			}
 			if b.node.Jobs.Active() != "" || b.node.Trust.Provisioned() {
 				t.Fatalf("the attack started a job or provisioned the device")
@@ -203,22 +210,9 @@ func TestUnsignedFirstBootRefusesWebPages(t *testing.T) {
 		{"Host": "evil.example:" + port, "Origin": "http://evil.example:" + port, wire.FirstBootHeader: "1"},
 		{"Origin": "http://evil.example"},
 	} {
-		req, _ := http.NewRequest("POST", b.base+"/api/envelopes", bytes.NewReader(raw))
-		req.Header.Set(envelope.SignatureHeader, sig)
-		for k, v := range hdr {
-			if k == "Host" {
-				req.Host = v
-			} else {
-				req.Header.Set(k, v)
-			}
-		}
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusForbidden || b.node.Trust.Provisioned() || b.node.Jobs.Active() != "" {
-			t.Errorf("self-signed envelope from a web page (%v) = %d; want 403 and nothing started", hdr, res.StatusCode)
+		hdr[envelope.SignatureHeader] = sig
+		if status := postAs(t, b.base+"/api/envelopes", raw, hdr); status != http.StatusForbidden || b.node.Trust.Provisioned() || b.node.Jobs.Active() != "" {
+			t.Errorf("self-signed envelope from a web page (%v) = %d; want 403 and nothing started", hdr, status)
 		}
 	}
 	res, err := firstBootPost(b.base, evil)
