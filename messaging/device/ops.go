@@ -60,6 +60,10 @@ func (s *Service) submit(r *Request, in provision.Input) (wire.Reply, error) {
 	if err != nil {
 		return wire.Reply{}, err
 	}
+	// A pushed change is newer than any durable desired state issued before it.
+	if _, err := s.setMark(Mark{ID: r.Env.ID, IssuedAt: r.Env.IssuedAt}, false); err != nil {
+		s.log.Error("recording the applied mark", "job_id", j.ID, "err", err)
+	}
 	return wire.Reply{Accepted: true, JobID: j.ID}, nil
 }
 

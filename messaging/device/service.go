@@ -55,6 +55,9 @@ type Options struct {
 	// Identity is the device's own key: it signs replies, events and presence (nil: the
 	// device says things unsigned).
 	Identity ssh.Signer
+	// MarkFile keeps the anti-rollback mark (the newest envelope taken) across restarts;
+	// "" keeps it in memory.
+	MarkFile string
 	Now      func() time.Time
 	Logger   *slog.Logger
 }
@@ -83,6 +86,9 @@ type Service struct {
 	curMu    sync.Mutex
 	curCache provision.Current
 	curAt    time.Time
+
+	markMu sync.Mutex
+	mark   Mark
 }
 
 // currentTTL is how long a computed current state (config digest and drift) answers
@@ -109,6 +115,11 @@ func New(o Options) *Service {
 	s.RefreshGroups()
 	if o.Identity != nil {
 		s.fingerprint = identity.Fingerprint(o.Identity.PublicKey())
+	}
+	if err := s.loadMark(); err != nil {
+		// Unreadable: the device starts from no mark, so desired state may be applied
+		// again; it never blocks the device.
+		s.log.Error("anti-rollback mark unreadable; starting without one", "err", err)
 	}
 	return s
 }

@@ -80,6 +80,11 @@ type Envelope struct {
 	// identity key), for apply and patch only. It is inside the signed bytes: nobody
 	// can swap in values of their own.
 	Secrets []byte `json:"secrets,omitempty"`
+	// Durable marks desired state kept on the hub (JetStream): an apply that a device
+	// takes whenever it reads it, however late, if it is newer than what it applied.
+	// Only such an envelope, and only when read from the desired-state store, outlives
+	// its expires_at; the same envelope sent as a request is held to its window.
+	Durable bool `json:"durable,omitempty"`
 }
 
 var (
@@ -176,6 +181,8 @@ func (e *Envelope) check() error {
 		return wire.Errorf(wire.ErrInvalid, "secrets travel only with apply and patch, not %s", e.Op)
 	case e.Secrets != nil && len(e.Secrets) == 0:
 		return wire.Errorf(wire.ErrInvalid, "secrets is empty")
+	case e.Durable && (e.Op != "apply" || e.ReplyTo != ""):
+		return wire.Errorf(wire.ErrInvalid, "desired state (durable) is an apply with no reply_to, not %s", e.Op)
 	case e.ReplyTo != "" && (len(e.ReplyTo) > 256 || strings.ContainsAny(e.ReplyTo, " \t\r\n*>")):
 		return wire.Errorf(wire.ErrInvalid, "reply_to must be a literal subject prefix")
 	}
@@ -213,6 +220,27 @@ func (e *Envelope) CheckTime(now time.Time) error {
 		return wire.Errorf(wire.ErrExpired, "envelope issued in the future (%s); check the clocks", e.IssuedAt.Format(time.RFC3339))
 	}
 	return nil
+}
+
+// CheckIssued is CheckTime for durable desired state: it must not be issued in the
+// future (beyond the clock skew), and its expiry does not apply.
+func (e *Envelope) CheckIssued(now time.Time) error {
+	if !e.Durable {
+		return wire.Errorf(wire.ErrInvalid, "envelope %s is not durable desired state", e.ID)
+	}
+	if e.IssuedAt.After(now.Add(ClockSkew)) {
+		return wire.Errorf(wire.ErrExpired, "envelope issued in the future (%s); check the clocks", e.IssuedAt.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// Newer reports whether e is newer desired state than o (issued_at, then id): the order
+// in which a device takes desired state, and never goes back.
+func (e *Envelope) Newer(issued time.Time, id string) bool {
+	if !e.IssuedAt.Equal(issued) {
+		return e.IssuedAt.After(issued)
+	}
+	return e.ID > id
 }
 
 // Bind checks that the envelope addresses the subject it arrived on and this device

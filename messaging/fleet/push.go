@@ -11,6 +11,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/core/secrets"
+	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
 	"github.com/fleetprov/fleetprov/messaging/wire"
 	"golang.org/x/crypto/ssh"
@@ -99,6 +100,19 @@ type PushOptions struct {
 	// Secrets, when set, are sealed to each device's enrolled identity key and sent in
 	// its envelope; a device that is not enrolled gets nothing (state unenrolled).
 	Secrets secrets.Values
+	// Desired, when set, makes the push durable: each device's envelope is written as its
+	// desired state on the hub instead of sent as a request, and a complete rollout to a
+	// group or all also writes that group's or the fleet's key (devices that join later
+	// converge on it). A device that does not take it within ReplyTimeout is offline, not
+	// failed: it converges when it can. Patches are one-shot only.
+	Desired *DesiredStore
+	// Wait, with Desired: after the rollout, wait (up to Timeout) until this many devices
+	// have converged; fewer is a failed push.
+	Wait *Count
+	// RevertOnFailure, with Desired: a rollout stopped by its failure budget (or canary)
+	// gives the devices that took the new state their previous desired state back, as a
+	// new envelope (devices never go back to an older one).
+	RevertOnFailure bool
 }
 
 // Summary is the outcome of a push.
@@ -106,15 +120,24 @@ type Summary struct {
 	Devices []DeviceState  `json:"devices"`
 	Counts  map[string]int `json:"counts"`
 	Stopped string         `json:"stopped,omitempty"` // why the rollout stopped early
+	// Durable says the desired state was stored on the hub; Reverted lists the devices a
+	// stopped rollout returned to their previous desired state; Note is anything else the
+	// operator should know.
+	Durable  bool     `json:"durable,omitempty"`
+	Reverted []string `json:"reverted,omitempty"`
+	Note     string   `json:"note,omitempty"`
+	// WaitUnmet says fewer devices converged than Wait asked for.
+	WaitUnmet bool `json:"wait_unmet,omitempty"`
 }
 
-// OK reports whether every targeted device succeeded (or, detached, accepted).
+// OK reports whether every targeted device succeeded (or, detached, accepted; or, durable,
+// is offline and will converge later), and a Wait was met.
 func (s Summary) OK() bool {
-	if len(s.Devices) == 0 {
+	if len(s.Devices) == 0 || s.WaitUnmet || s.Stopped != "" {
 		return false
 	}
 	for _, d := range s.Devices {
-		if d.State != StateSucceeded && d.State != StateAccepted {
+		if d.State != StateSucceeded && d.State != StateAccepted && !(s.Durable && d.State == StateOffline) {
 			return false
 		}
 	}
@@ -148,12 +171,48 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 	devices := append([]string(nil), o.Target.Devices...)
 	if len(devices) == 0 {
 		found, err := c.Discover(ctx, o.Target, 300*time.Millisecond, o.Discovery)
+		if err != nil && o.Desired != nil && errors.Is(err, ErrNoReply) {
+			err = nil // offline devices the hub knows still get their desired state
+		}
 		if err != nil {
 			return Summary{}, err
 		}
 		for _, p := range found {
 			devices = append(devices, p.Device)
 		}
+	}
+	var du *durable
+	var groupEnv *envelope.Envelope
+	if o.Desired != nil {
+		var err error
+		if o.Op != "apply" || o.Detach {
+			return Summary{}, fmt.Errorf("%w: durable desired state is a whole config (apply, not %s, and not detached)", ErrInvalidOption, o.Op)
+		}
+		if devices, err = c.durableTargets(ctx, o, devices); err != nil {
+			return Summary{}, err
+		}
+		du = &durable{d: o.Desired, prev: map[string]*DesiredEntry{}, sent: map[string]string{}}
+		if o.Target.Group != "" || o.Target.All {
+			key := subjects.AllKey
+			if o.Target.Group != "" {
+				key = subjects.GroupKey(o.Target.Group)
+			}
+			// Stamped before any device's envelope: the group's key never overrides them.
+			if groupEnv, err = o.Desired.Stamp(key, o.Payload); err != nil {
+				return Summary{}, err
+			}
+			for _, k := range []string{key, subjects.AllKey} {
+				if e, ok, err := o.Desired.Get(ctx, k); err != nil {
+					return Summary{}, err
+				} else if ok && (du.fallback == nil || e.Env.Newer(du.fallback.Env.IssuedAt, du.fallback.Env.ID)) {
+					du.fallback = &e
+				}
+			}
+		}
+		if du.statuses, err = o.Desired.newStatusHub(); err != nil {
+			return Summary{}, err
+		}
+		defer du.statuses.stop()
 	}
 	sort.Strings(devices)
 	for _, d := range devices {
@@ -194,7 +253,7 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 		defer mu.Unlock()
 		n := 0
 		for _, s := range states {
-			if s.Final() && s.State != StateSucceeded && s.State != StateAccepted && s.State != StateSkipped {
+			if s.Final() && s.State != StateSucceeded && s.State != StateAccepted && s.State != StateSkipped && s.State != StateOffline {
 				n++
 			}
 		}
@@ -206,6 +265,10 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				if du != nil {
+					c.pushDesired(ctx, o, du, hub, enrolled, d, update)
+					return
+				}
 				c.pushOne(ctx, o, prep, hub, enrolled, d, update)
 			}()
 		}
@@ -260,6 +323,20 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 	for _, d := range devices {
 		sum.Devices = append(sum.Devices, *states[d])
 		sum.Counts[states[d].State]++
+	}
+	if du != nil && ctx.Err() == nil {
+		sum.Durable = true
+		if err := c.finishDurable(ctx, o, du, groupEnv, &sum); err != nil {
+			return sum, err
+		}
+		if o.Wait != nil && sum.Stopped == "" {
+			want := o.Wait.Of(len(devices))
+			c.waitConverged(ctx, du, &sum, want, o.Timeout)
+			if got := sum.Counts[StateSucceeded]; got < want {
+				sum.WaitUnmet = true
+				sum.Note = fmt.Sprintf("%d of %d device(s) converged within %s; --wait asked for %d", got, len(devices), o.Timeout, want)
+			}
+		}
 	}
 	return sum, ctx.Err()
 }

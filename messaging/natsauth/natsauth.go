@@ -68,7 +68,11 @@ func (f *Fleet) Save(dir, clientListen, leafListen string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating %s: %w", dir, err)
 	}
-	hub, err := f.HubConfig(clientListen, leafListen)
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("resolving %s: %w", dir, err)
+	}
+	hub, err := f.HubConfig(clientListen, leafListen, filepath.Join(abs, "jetstream"))
 	if err != nil {
 		return err
 	}
@@ -141,8 +145,9 @@ func (f *Fleet) jwts() (op, acc, sys string, err error) {
 
 // HubConfig is a stock nats-server configuration for the fleet's hub: operator mode with
 // the fleet's account preloaded in a memory resolver, so every client and leafnode needs
-// credentials signed by the fleet account and anonymous ones are refused.
-func (f *Fleet) HubConfig(clientListen, leafListen string) ([]byte, error) {
+// credentials signed by the fleet account and anonymous ones are refused. JetStream keeps
+// the fleet's durable state in storeDir.
+func (f *Fleet) HubConfig(clientListen, leafListen, storeDir string) ([]byte, error) {
 	op, acc, sys, err := f.jwts()
 	if err != nil {
 		return nil, err
@@ -156,6 +161,16 @@ func (f *Fleet) HubConfig(clientListen, leafListen string) ([]byte, error) {
 listen: %q
 leafnodes {
   listen: %q
+  # Devices need only their own subjects and the operators' inboxes: the hub does not
+  # send one leaf the interest of the others (without this, 1,000 devices each get the
+  # whole fleet's interest graph).
+  isolate_leafnode_interest: true
+}
+# Durable fleet state: desired state (KV) and device status, read by devices through
+# their leafnode link in this domain.
+jetstream {
+  domain: %s
+  store_dir: %q
 }
 operator: %q
 system_account: %s
@@ -164,7 +179,7 @@ resolver_preload: {
   %s: %q
   %s: %q
 }
-`, f.Name, clientListen, leafListen, clientListen, leafListen, op, sysPub, f.AccountPublicKey(), acc, sysPub, sys)
+`, f.Name, clientListen, leafListen, clientListen, leafListen, subjects.Domain, storeDir, op, sysPub, f.AccountPublicKey(), acc, sysPub, sys)
 	return []byte(b.String()), nil
 }
 
@@ -188,6 +203,13 @@ func DevicePermissions(fleet, device string, groups []string) jwt.Permissions {
 	p.Sub.Allow.Add(subjects.DeviceRequests(fleet, device), subjects.AllRequests(fleet), subjects.InboxPrefix(fleet, device)+".>")
 	for _, g := range groups {
 		p.Sub.Allow.Add(subjects.GroupRequests(fleet, g))
+	}
+	// Durable desired state: read its own keys (direct gets, no consumer), hear their
+	// changes, and record its own status. Nothing else of JetStream.
+	p.Pub.Allow.Add(subjects.StatusOf(fleet, device))
+	for _, k := range subjects.DesiredKeys(device, groups) {
+		p.Pub.Allow.Add(subjects.DirectGet(subjects.Domain, fleet, k))
+		p.Sub.Allow.Add(subjects.DesiredNotify(fleet, k))
 	}
 	return p
 }

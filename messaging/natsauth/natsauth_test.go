@@ -3,6 +3,7 @@ package natsauth
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -77,8 +78,27 @@ func TestDeviceCreds(t *testing.T) {
 			t.Errorf("subscribe allow %q lacks %q", sub, want)
 		}
 	}
-	if strings.Contains(pub+sub, "fleetprov.prod.>") || strings.Contains(sub, "_INBOX") || strings.Contains(pub, ".dev.") {
+	if strings.Contains(pub+sub, "fleetprov.prod.>") || strings.Contains(sub, "_INBOX") {
 		t.Errorf("device permissions too wide: pub %q sub %q", pub, sub)
+	}
+	for _, p := range uc.Pub.Allow {
+		// No requests to devices, and of JetStream only direct gets of its own keys.
+		if strings.HasPrefix(p, "fleetprov.prod.dev.") || strings.HasPrefix(p, "$KV") ||
+			(strings.HasPrefix(p, "$JS") && !strings.HasPrefix(p, "$JS.hub.API.DIRECT.GET.KV_fleetprov_prod.$KV.fleetprov_prod.")) {
+			t.Errorf("device may publish %q", p)
+		}
+	}
+	for _, want := range []string{"$JS.hub.API.DIRECT.GET.KV_fleetprov_prod.$KV.fleetprov_prod.dev.gw1",
+		"$JS.hub.API.DIRECT.GET.KV_fleetprov_prod.$KV.fleetprov_prod.grp.edge", "$JS.hub.API.DIRECT.GET.KV_fleetprov_prod.$KV.fleetprov_prod.all",
+		"fleetprov.prod.status.gw1"} {
+		if !slices.Contains(uc.Pub.Allow, want) {
+			t.Errorf("publish allow %q lacks %q", pub, want)
+		}
+	}
+	for _, want := range []string{"fleetprov.prod.desired.dev.gw1", "fleetprov.prod.desired.grp.edge", "fleetprov.prod.desired.all"} {
+		if !slices.Contains(uc.Sub.Allow, want) {
+			t.Errorf("subscribe allow %q lacks %q", sub, want)
+		}
 	}
 	for _, bad := range [][2]string{{"gw.1", "edge"}, {"gw1", "ed ge"}, {"", "edge"}} {
 		if _, err := f.DeviceCreds(bad[0], []string{bad[1]}, 0); err == nil {

@@ -65,16 +65,21 @@ type Options struct {
 	// HTTPFollowLAN moves the bridge to the LAN gateway address of the config after each
 	// successful apply (same port); for a bridge that starts on a first-boot address.
 	HTTPFollowLAN bool
-	Logger        *slog.Logger
+	// LinkPoll is how often the hub link is checked, to read the desired state again when
+	// it comes back (default 1s).
+	LinkPoll time.Duration
+	Logger   *slog.Logger
 }
 
 // Node is a running worker.
 type Node struct {
-	Broker    *broker.Broker
-	Conn      *nats.Conn
-	Jobs      *jobs.Manager
-	Service   *device.Service
-	NATS      *devicenats.Adapter
+	Broker  *broker.Broker
+	Conn    *nats.Conn
+	Jobs    *jobs.Manager
+	Service *device.Service
+	NATS    *devicenats.Adapter
+	// Desired converges on the hub's durable desired state (idle without a hub).
+	Desired   *devicenats.Converger
 	Prov      *provision.Provisioner
 	Trust     *auth.Trust
 	Replay    *auth.ReplayGuard
@@ -221,6 +226,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		Fleet: o.Fleet, Device: o.Device, Groups: o.Groups, Prov: o.Prov, Jobs: n.Jobs, Trust: n.Trust, Replay: n.Replay,
 		Version: o.Version, Limits: o.Limits, SpoolDir: st.Root, HubConnected: hub, Logger: o.Logger,
 		Payloads: devicenats.Blobs{Conn: n.Conn, Fleet: o.Fleet, Device: o.Device},
+		MarkFile: filepath.Join(st.Root, MarkFile),
 	})
 	n.NATS = devicenats.New(devicenats.Options{Conn: n.Conn, Service: n.Service, HeartbeatInterval: o.HeartbeatInterval,
 		Logger: o.Logger, OnReject: func(code string) { n.Metrics.Rejected("nats", code) }})
@@ -231,6 +237,14 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		n.http = &httpServer{bridge: n.Bridge, log: o.Logger.With("component", "bridge")}
 	}
 	if err := n.NATS.Start(ctx); err != nil {
+		n.Service.Close()
+		n.Conn.Close()
+		return nil, err
+	}
+	n.Desired = devicenats.NewConverger(devicenats.ConvergerOptions{Conn: n.Conn, Service: n.Service, LinkUp: hub,
+		Poll: o.LinkPoll, Logger: o.Logger})
+	if err := n.Desired.Start(ctx); err != nil {
+		n.NATS.Stop()
 		n.Service.Close()
 		n.Conn.Close()
 		return nil, err
@@ -266,6 +280,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.follow.Wait()
 	n.stopOnce.Do(func() { close(n.stop) })
 	n.bg.Wait()
+	n.Desired.Stop()
 	n.NATS.Stop()
 	n.Service.Close()
 	n.Conn.Drain()
@@ -275,6 +290,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	return nil
 }
+
+// MarkFile is the anti-rollback mark in the state dir: the newest envelope the device
+// took, which durable desired state must be newer than.
+const MarkFile = "applied-mark.json"
 
 // AdminKeyFile is the local admin nkey seed in the state dir (0600).
 const AdminKeyFile = "nats-admin.nk"

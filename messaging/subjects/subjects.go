@@ -185,3 +185,57 @@ func IsInbox(subject string) bool {
 	t := strings.SplitN(subject, ".", 5)
 	return len(t) == 5 && t[0] == Prefix && t[2] == Inbox
 }
+
+// Durable fleet state on a hub with JetStream (its domain is Domain):
+//
+//	KV bucket fleetprov_<fleet>, keys dev.<device>, grp.<group>, all: desired state, each
+//	  a signed envelope; every change is republished (core NATS) on
+//	  fleetprov.<fleet>.desired.<key>, which devices subscribe to
+//	stream fleetprov_<fleet>_status, one message per device (the last) on
+//	  fleetprov.<fleet>.status.<device>: what each device applied, signed by it
+//
+// Devices read their keys with JetStream direct gets (no consumer per device), through
+// their leafnode link and the domain's API prefix.
+const (
+	Domain  = "hub"
+	Desired = "desired"
+	Status  = "status"
+)
+
+// DesiredBucket is the fleet's desired-state KV bucket.
+func DesiredBucket(fleet string) string { return Prefix + "_" + fleet }
+
+// StatusStream is the fleet's device-status stream.
+func StatusStream(fleet string) string { return Prefix + "_" + fleet + "_status" }
+
+// DeviceKey, GroupKey and AllKey are desired-state keys.
+func DeviceKey(device string) string { return Device + "." + device }
+
+// GroupKey is a group's desired-state key.
+func GroupKey(group string) string { return Group + "." + group }
+
+// AllKey is the fleet-wide desired-state key.
+const AllKey = All
+
+// DesiredKeys are the keys whose newest envelope is a device's desired state.
+func DesiredKeys(device string, groups []string) []string {
+	keys := []string{DeviceKey(device)}
+	for _, g := range groups {
+		keys = append(keys, GroupKey(g))
+	}
+	return append(keys, AllKey)
+}
+
+// DesiredNotify is the core subject a key's changes are republished on ("*"/">" allowed
+// for subscriptions).
+func DesiredNotify(fleet, key string) string { return Prefix + "." + fleet + "." + Desired + "." + key }
+
+// StatusOf is the subject of a device's status ("*" for every device).
+func StatusOf(fleet, device string) string { return Prefix + "." + fleet + "." + Status + "." + device }
+
+// DirectGet is the JetStream API subject that returns the last value of key in the
+// fleet's desired-state bucket, asked through domain.
+func DirectGet(domain, fleet, key string) string {
+	b := DesiredBucket(fleet)
+	return "$JS." + domain + ".API.DIRECT.GET.KV_" + b + ".$KV." + b + "." + key
+}

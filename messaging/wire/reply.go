@@ -133,3 +133,30 @@ const FirstBootHeader = "X-Fleetprov-First-Boot"
 // over the exact body of a device's reply, event or presence message, by the device's
 // identity key (NATS header; HTTP response header of POST /api/envelopes).
 const DeviceSignatureHeader = "Fleetprov-Device-Signature"
+
+// Status is what a device records on the hub's status stream about its desired state:
+// the newest envelope it read (Desired), the last one it applied (Applied), and the job
+// that ran it. It is signed by the device's identity key, like its replies.
+type Status struct {
+	Device string   `json:"device"`
+	Fleet  string   `json:"fleet"`
+	Groups []string `json:"groups"`
+	// Desired is the id of the newest desired-state envelope the device read (empty: none).
+	Desired         string    `json:"desired,omitempty"`
+	DesiredIssuedAt time.Time `json:"desired_issued_at,omitzero"`
+	// Applied is the id of the newest envelope it took, pushed or durable: it never goes
+	// back to an older one (anti-rollback).
+	Applied         string    `json:"applied,omitempty"`
+	AppliedIssuedAt time.Time `json:"applied_issued_at,omitzero"`
+	// Job is the job that ran Desired (its id is the envelope's): running, succeeded or
+	// failed (rolled back or not), or empty when the device refused the envelope
+	// (Code/Error say why).
+	JobState       record.State          `json:"job_state,omitempty"`
+	Code           string                `json:"code,omitempty"`
+	Error          string                `json:"error,omitempty"`
+	RollbackStatus record.RollbackStatus `json:"rollback_status,omitempty"`
+	ConfigSHA256   string                `json:"config_sha256,omitempty"`
+	Drift          bool                  `json:"drift"`
+	Time           time.Time             `json:"time"`
+	Identity       string                `json:"identity,omitempty"`
+}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -32,9 +33,10 @@ import (
 )
 
 type worker struct {
-	id   string
-	dev  *provisiontest.Device
-	node *node.Node
+	id    string
+	dev   *provisiontest.Device
+	node  *node.Node
+	creds string // its hub credentials
 }
 
 type fleetRig struct {
@@ -49,6 +51,9 @@ type fleetRig struct {
 }
 
 func logger(t testing.TB) *slog.Logger {
+	if os.Getenv("FLEET_DEBUG") != "" {
+		return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
 }
 
@@ -76,6 +81,7 @@ func newFleet(t *testing.T, hubURL string, auth *natsauth.Fleet, n int, groupOf 
 		id := fmt.Sprintf("dev-%02d", i)
 		creds := brokertest.DeviceCreds(t, auth, id, groupOf(i))
 		w := startWorker(t, id, []string{groupOf(i)}, hubURL, creds)
+		w.creds = creds
 		r.workers = append(r.workers, w)
 		r.byID[id] = w
 	}

@@ -1,0 +1,268 @@
+package device
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/fleetprov/fleetprov/core/auth"
+	"github.com/fleetprov/fleetprov/core/provision"
+	"github.com/fleetprov/fleetprov/core/state"
+	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/subjects"
+	"github.com/fleetprov/fleetprov/messaging/wire"
+)
+
+// Mark is the anti-rollback mark: the newest envelope the device took (apply or patch,
+// pushed or durable). Durable desired state older than it, or equal to it, is not
+// applied again.
+type Mark struct {
+	ID       string    `json:"id"`
+	IssuedAt time.Time `json:"issued_at"`
+}
+
+// newer reports whether (issued, id) is newer than the mark.
+func (m Mark) newer(issued time.Time, id string) bool {
+	if !issued.Equal(m.IssuedAt) {
+		return issued.After(m.IssuedAt)
+	}
+	return id > m.ID
+}
+
+// Candidate is one desired-state key's value as read from the hub: the envelope's bytes
+// and its signature header.
+type Candidate struct {
+	Key string
+	Raw []byte
+	Sig string
+}
+
+// Desired actions: what the device did with its desired state.
+const (
+	DesiredNone    = "none"    // no key holds a valid envelope
+	DesiredCurrent = "current" // the newest is the one it applied last
+	DesiredOlder   = "older"   // the newest is older than what it applied: ignored
+	DesiredBusy    = "busy"    // a job runs; it tries again when that ends
+	DesiredStarted = "started" // a job runs the newest now
+	DesiredRefused = "refused" // the newest could not be taken (Err says why)
+)
+
+// DesiredOutcome is the result of TakeDesired.
+type DesiredOutcome struct {
+	Action string
+	// Newest is the newest envelope that verified (nil: none did).
+	Newest *envelope.Envelope
+	// Refused holds, per key, why its value was not a valid desired state for this device.
+	Refused map[string]error
+	// Err is why Newest could not be started (Action refused).
+	Err error
+}
+
+// AppliedMark returns the anti-rollback mark.
+func (s *Service) AppliedMark() Mark {
+	s.markMu.Lock()
+	defer s.markMu.Unlock()
+	return s.mark
+}
+
+// loadMark reads the mark from its file (none yet: the zero mark).
+func (s *Service) loadMark() error {
+	if s.o.MarkFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(s.o.MarkFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the applied mark: %w", err)
+	}
+	if err := json.Unmarshal(b, &s.mark); err != nil {
+		return fmt.Errorf("reading the applied mark %s: %w", s.o.MarkFile, err)
+	}
+	return nil
+}
+
+// setMark records m (fsynced before it returns) when it is newer than the mark; it
+// returns the previous mark.
+func (s *Service) setMark(m Mark, force bool) (Mark, error) {
+	s.markMu.Lock()
+	defer s.markMu.Unlock()
+	prev := s.mark
+	if !force && !prev.newer(m.IssuedAt, m.ID) {
+		return prev, nil
+	}
+	if s.o.MarkFile != "" {
+		b, _ := json.Marshal(m)
+		if err := state.WriteFileAtomic(s.o.MarkFile, append(b, '\n'), 0o600); err != nil {
+			return prev, fmt.Errorf("recording the applied mark: %w", err)
+		}
+	}
+	s.mark = m
+	return prev, nil
+}
+
+// verifyDesired checks one candidate as a desired state of this device: strict decode,
+// durable apply of this fleet for this device, one of its groups or all, stored under the
+// key its target names, not issued in the future, and signed by a key this device's
+// state trusts for it (exactly as a pushed apply).
+func (s *Service) verifyDesired(c Candidate, groups []string) (*envelope.Envelope, auth.Decision, error) {
+	env, err := s.verifyDesiredEnv(c, groups)
+	if err != nil {
+		return nil, auth.Decision{}, err
+	}
+	sig, err := envelope.DecodeSignature(c.Sig)
+	if err != nil {
+		return nil, auth.Decision{}, wire.Errorf(wire.ErrUnauthorized, "%w", err)
+	}
+	dec, err := s.o.Trust.Verify(c.Raw, sig, auth.NamespaceEnvelope, env.Op, auth.Target{Kind: env.Target, Group: env.Group}, groups)
+	if err != nil {
+		return nil, auth.Decision{}, err
+	}
+	return env, dec, nil
+}
+
+func (s *Service) verifyDesiredEnv(c Candidate, groups []string) (*envelope.Envelope, error) {
+	env, err := envelope.Decode(c.Raw)
+	if err != nil {
+		return nil, err
+	}
+	if !env.Durable {
+		return nil, wire.Errorf(wire.ErrInvalid, "envelope %s is not durable desired state", env.ID)
+	}
+	if env.Fleet != s.o.Fleet {
+		return nil, wire.Errorf(wire.ErrWrongTarget, "envelope for fleet %s, device is in fleet %s", env.Fleet, s.o.Fleet)
+	}
+	var key string
+	switch env.Target {
+	case envelope.TargetDevice:
+		key = subjects.DeviceKey(env.Device)
+		if env.Device != s.o.Device {
+			return nil, wire.Errorf(wire.ErrWrongTarget, "envelope targets device %s, not this device (%s)", env.Device, s.o.Device)
+		}
+	case envelope.TargetGroup:
+		key = subjects.GroupKey(env.Group)
+		if !slices.Contains(groups, env.Group) {
+			return nil, wire.Errorf(wire.ErrWrongTarget, "envelope targets group %s; this device is in %v", env.Group, groups)
+		}
+	default:
+		key = subjects.AllKey
+	}
+	if key != c.Key {
+		return nil, wire.Errorf(wire.ErrWrongTarget, "envelope for key %s stored under %s", key, c.Key)
+	}
+	if err := env.CheckIssued(s.o.Now()); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// TakeDesired is a device's step towards its desired state: of the candidates (its own
+// key, its groups' and the fleet's), the newest that verifies is its desired state; it
+// starts that envelope's job when it is newer than the applied mark, which it advances
+// first (a crash mid-job is the job's recovery, never a second run). Older or equal
+// desired state changes nothing: re-reading what it applied is a no-op, and it never goes
+// back to an older state.
+func (s *Service) TakeDesired(ctx context.Context, cands []Candidate) DesiredOutcome {
+	out := DesiredOutcome{Action: DesiredNone, Refused: map[string]error{}}
+	groups := s.Groups()
+	type verified struct {
+		c   Candidate
+		dec auth.Decision
+	}
+	raw := map[*envelope.Envelope]verified{}
+	for _, c := range cands {
+		env, dec, err := s.verifyDesired(c, groups)
+		if err != nil {
+			out.Refused[c.Key] = err
+			continue
+		}
+		raw[env] = verified{c, dec}
+		if out.Newest == nil || env.Newer(out.Newest.IssuedAt, out.Newest.ID) {
+			out.Newest = env
+		}
+	}
+	if out.Newest == nil {
+		return out
+	}
+	env := out.Newest
+	mark := s.AppliedMark()
+	switch {
+	case env.ID == mark.ID:
+		out.Action = DesiredCurrent
+		return out
+	case !mark.newer(env.IssuedAt, env.ID):
+		out.Action = DesiredOlder
+		return out
+	case s.o.Jobs.Active() != "":
+		out.Action = DesiredBusy
+		return out
+	}
+	if err := env.CheckPayload(env.Payload); err != nil || env.PayloadRef != nil {
+		if err == nil {
+			err = wire.Errorf(wire.ErrInvalid, "desired state carries its payload inline")
+		}
+		out.Action, out.Err = DesiredRefused, err
+		return out
+	}
+	if int64(len(env.Payload)) > s.limit() {
+		out.Action, out.Err = DesiredRefused, wire.Errorf(wire.ErrTooLarge, "payload is %d bytes (limit %d)", len(env.Payload), s.limit())
+		return out
+	}
+	prev, err := s.setMark(Mark{ID: env.ID, IssuedAt: env.IssuedAt}, false)
+	if err != nil {
+		out.Action, out.Err = DesiredRefused, wire.Wrap(wire.ErrInternal, "recording the applied mark", err)
+		return out
+	}
+	v := raw[env]
+	c := v.c
+	sig, _ := envelope.DecodeSignature(c.Sig)
+	req := &Request{Env: env, Source: "desired", Payload: bytes.NewReader(env.Payload), Size: int64(len(env.Payload)),
+		Close: func() {}, raw: c.Raw, sig: sig}
+	in := provision.Input{Reader: req.Payload, Secrets: env.Secrets, Check: v.dec.CheckPossession(),
+		// At job start, under the device lock: still signed by a key the state trusts now.
+		Authorize: func() error {
+			_, err := s.o.Trust.Verify(req.raw, req.sig, auth.NamespaceEnvelope, env.Op, auth.Target{Kind: env.Target, Group: env.Group}, s.Groups())
+			return err
+		}}
+	if _, err := s.SubmitJob(JobSpec{ID: env.ID, Op: env.Op, Source: req.Source, Signer: v.dec.Principal, Input: in}); err != nil {
+		if _, merr := s.setMark(prev, true); merr != nil {
+			s.log.Error("restoring the applied mark", "err", merr)
+		}
+		out.Action, out.Err = DesiredRefused, err
+		if FromError(err).Code == wire.ErrBusy.Code {
+			out.Action, out.Err = DesiredBusy, nil
+		}
+		return out
+	}
+	out.Action = DesiredStarted
+	return out
+}
+
+// DesiredStatus is the device's signed status record for the hub: out's newest desired
+// state and its job, the applied mark, and the active config's digest and drift.
+func (s *Service) DesiredStatus(ctx context.Context, out DesiredOutcome) wire.Status {
+	st := wire.Status{Device: s.o.Device, Fleet: s.o.Fleet, Groups: s.Groups(), Time: s.o.Now().UTC(), Identity: s.fingerprint}
+	if st.Groups == nil {
+		st.Groups = []string{}
+	}
+	m := s.AppliedMark()
+	st.Applied, st.AppliedIssuedAt = m.ID, m.IssuedAt
+	if cur, err := s.cachedCurrent(ctx); err == nil {
+		st.ConfigSHA256, st.Drift = cur.Digest, len(cur.Drift) > 0
+	}
+	if out.Newest != nil {
+		st.Desired, st.DesiredIssuedAt = out.Newest.ID, out.Newest.IssuedAt
+		if j, err := s.o.Jobs.Get(out.Newest.ID); err == nil {
+			st.JobState, st.Code, st.Error, st.RollbackStatus = j.State, j.Code, j.Error, j.RollbackStatus
+		} else if out.Err != nil {
+			st.Code, st.Error = wire.Public(out.Err)
+		}
+	}
+	return st
+}

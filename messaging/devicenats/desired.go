@@ -1,0 +1,270 @@
+package devicenats
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fleetprov/fleetprov/messaging/device"
+	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/subjects"
+	"github.com/fleetprov/fleetprov/messaging/wire"
+)
+
+// ConvergerOptions configure a Converger.
+type ConvergerOptions struct {
+	Conn    *nats.Conn
+	Service *device.Service
+	// Domain is the hub's JetStream domain (default subjects.Domain).
+	Domain string
+	// LinkUp reports whether the hub link is up; a link that comes back makes the device
+	// read its desired state again. nil: no hub (the converger does nothing).
+	LinkUp func() bool
+	// Poll is how often LinkUp is looked at (default 1s), Resync how often the desired
+	// state is read anyway, in case a notification was lost (default 5m), and Timeout
+	// bounds each read (default 5s).
+	Poll, Resync, Timeout time.Duration
+	Logger                *slog.Logger
+}
+
+// Converger makes a device converge on its durable desired state: it reads its keys
+// (its own, its groups', the fleet's) from the hub's desired-state bucket with direct
+// gets when it starts, when its hub link comes back, when a key changes (the bucket
+// republishes changes on core subjects it subscribes to), after each job, and every
+// Resync; it hands them to the device service, which applies the newest when it is newer
+// than what the device applied; and it records the device's signed status on the hub.
+// It needs no JetStream consumer: a hub carries 10k devices with none.
+type Converger struct {
+	o    ConvergerOptions
+	svc  *device.Service
+	log  *slog.Logger
+	kick chan struct{}
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	mu   sync.Mutex
+	subs []*nats.Subscription
+	keys []string
+}
+
+// NewConverger returns a converger; Start runs it.
+func NewConverger(o ConvergerOptions) *Converger {
+	if o.Domain == "" {
+		o.Domain = subjects.Domain
+	}
+	if o.Poll <= 0 {
+		o.Poll = time.Second
+	}
+	if o.Resync <= 0 {
+		o.Resync = 5 * time.Minute
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 2 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Converger{o: o, svc: o.Service, log: o.Logger.With("component", "desired"),
+		kick: make(chan struct{}, 1), stop: make(chan struct{})}
+}
+
+// Kick asks for a read of the desired state (coalesced with any pending one).
+func (c *Converger) Kick() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Start subscribes to the change notifications and runs the loop until Stop.
+func (c *Converger) Start(ctx context.Context) error {
+	if c.o.LinkUp == nil {
+		return nil
+	}
+	if err := c.subscribe(); err != nil {
+		return err
+	}
+	// After each job: its groups may have changed, a busy device may now take a newer
+	// state, and the hub learns the job's outcome.
+	c.svc.Listen(func(m wire.EventMsg) {
+		if m.Done {
+			c.Kick()
+		}
+	})
+	c.wg.Add(1)
+	go c.loop(ctx)
+	c.Kick()
+	return nil
+}
+
+// Stop ends the loop and unsubscribes.
+func (c *Converger) Stop() {
+	select {
+	case <-c.stop:
+	default:
+		close(c.stop)
+	}
+	c.wg.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.subs {
+		s.Unsubscribe()
+	}
+	c.subs = nil
+}
+
+func (c *Converger) loop(ctx context.Context) {
+	defer c.wg.Done()
+	poll := time.NewTicker(c.o.Poll)
+	defer poll.Stop()
+	resync := time.NewTicker(c.o.Resync)
+	defer resync.Stop()
+	up := c.o.LinkUp()
+	for {
+		select {
+		case <-c.kick:
+			c.Sync(ctx)
+		case <-poll.C:
+			now := c.o.LinkUp()
+			if now && !up {
+				c.log.Info("hub link up: reading desired state")
+				c.Sync(ctx)
+			}
+			up = now
+		case <-resync.C:
+			c.Sync(ctx)
+		case <-c.stop:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// subscribe follows the change notifications of the device's current keys.
+func (c *Converger) subscribe() error {
+	keys := subjects.DesiredKeys(c.svc.Device(), c.svc.Groups())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if slices.Equal(keys, c.keys) {
+		return nil
+	}
+	for _, s := range c.subs {
+		s.Unsubscribe()
+	}
+	c.subs, c.keys = nil, keys
+	for _, k := range keys {
+		s, err := c.o.Conn.Subscribe(subjects.DesiredNotify(c.svc.Fleet(), k), func(*nats.Msg) { c.Kick() })
+		if err != nil {
+			return err
+		}
+		c.subs = append(c.subs, s)
+	}
+	return nil
+}
+
+// Sync reads the device's desired-state keys, lets the service act on them, and records
+// the device's status. It returns what the service did (Action none when the hub holds no
+// desired state or could not be read).
+func (c *Converger) Sync(ctx context.Context) device.DesiredOutcome {
+	if err := c.subscribe(); err != nil {
+		c.log.Warn("following desired-state changes", "err", err)
+	}
+	cands, err := c.read(ctx)
+	if err != nil {
+		// No hub, no JetStream on it, or the link is down: nothing to converge on now;
+		// the link coming back or a notification brings the next read.
+		c.log.Debug("reading desired state", "err", err)
+		return device.DesiredOutcome{Action: device.DesiredNone}
+	}
+	out := c.svc.TakeDesired(ctx, cands)
+	for k, err := range out.Refused {
+		c.log.Warn("desired state refused", "key", k, "err", err)
+	}
+	switch out.Action {
+	case device.DesiredStarted:
+		c.log.Info("applying desired state", "job_id", out.Newest.ID, "issued_at", out.Newest.IssuedAt)
+	case device.DesiredOlder:
+		c.log.Info("desired state is older than what this device applied; ignored", "desired", out.Newest.ID,
+			"applied", c.svc.AppliedMark().ID)
+	case device.DesiredRefused:
+		c.log.Warn("desired state not applied", "desired", out.Newest.ID, "err", out.Err)
+	}
+	if len(cands) > 0 || out.Newest != nil {
+		c.publishStatus(ctx, out)
+	}
+	return out
+}
+
+// read direct-gets each key, all at once; a key with no value (or deleted) is left out.
+// Any failure to reach JetStream is an error: the device does not act on a partial view.
+// (Over a leaf link a missing bucket is a timeout, not "no responders": hence the
+// parallel gets, so it costs one Timeout, not one per key.)
+func (c *Converger) read(ctx context.Context) ([]device.Candidate, error) {
+	c.mu.Lock()
+	keys := c.keys
+	c.mu.Unlock()
+	rctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
+	defer cancel()
+	type got struct {
+		c   *device.Candidate
+		err error
+	}
+	res := make([]got, len(keys))
+	var wg sync.WaitGroup
+	for i, k := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i].c, res[i].err = c.get(rctx, k)
+		}()
+	}
+	wg.Wait()
+	var out []device.Candidate
+	for _, r := range res {
+		if r.err != nil {
+			return nil, r.err
+		}
+		if r.c != nil {
+			out = append(out, *r.c)
+		}
+	}
+	return out, nil
+}
+
+// get direct-gets one key (nil: no value).
+func (c *Converger) get(ctx context.Context, k string) (*device.Candidate, error) {
+	m, err := c.o.Conn.RequestWithContext(ctx, subjects.DirectGet(c.o.Domain, c.svc.Fleet(), k), nil)
+	if err != nil {
+		return nil, err
+	}
+	switch m.Header.Get("Status") {
+	case "":
+	case "404":
+		return nil, nil
+	default:
+		return nil, errors.New("direct get " + k + ": " + m.Header.Get("Status") + " " + m.Header.Get("Description"))
+	}
+	if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+		return nil, nil
+	}
+	return &device.Candidate{Key: k, Raw: m.Data, Sig: m.Header.Get(envelope.SignatureHeader)}, nil
+}
+
+// publishStatus records the device's signed status on the hub's status stream (the
+// stream's acknowledgement is awaited, so a lost write is logged).
+func (c *Converger) publishStatus(ctx context.Context, out device.DesiredOutcome) {
+	b, _ := json.Marshal(c.svc.DesiredStatus(ctx, out))
+	msg := &nats.Msg{Subject: subjects.StatusOf(c.svc.Fleet(), c.svc.Device()), Data: b, Header: c.svc.SignedHeader(b)}
+	rctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
+	defer cancel()
+	if _, err := c.o.Conn.RequestMsgWithContext(rctx, msg); err != nil {
+		c.log.Warn("recording status on the hub", "err", err)
+	}
+}

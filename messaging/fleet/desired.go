@@ -1,0 +1,285 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/subjects"
+	"github.com/fleetprov/fleetprov/messaging/wire"
+)
+
+// ErrNoJetStream is returned by OpenDesired when the server the publisher is connected to
+// keeps no durable state (a standalone device, or a hub without JetStream): pushes are
+// then one-shot requests.
+var ErrNoJetStream = errors.New("no JetStream: this server keeps no durable desired state")
+
+// DesiredHistory is how many revisions of each desired-state key the hub keeps: what a
+// revert goes back to.
+const DesiredHistory = 10
+
+// DesiredStore is the fleet's durable state on its hub: the desired-state KV bucket (a
+// signed envelope per device, group and the fleet) and the device-status stream.
+type DesiredStore struct {
+	c      *Client
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	bucket jetstream.Stream
+	status jetstream.Stream
+}
+
+// OpenDesired opens the fleet's durable state, creating its bucket and status stream on
+// first use; ErrNoJetStream when the server has none.
+func (c *Client) OpenDesired(ctx context.Context) (*DesiredStore, error) {
+	if c.http != nil {
+		return nil, ErrNoJetStream
+	}
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		return nil, fmt.Errorf("JetStream: %w", err)
+	}
+	if _, err := js.AccountInfo(ctx); err != nil {
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) ||
+			errors.Is(err, nats.ErrNoResponders) {
+			return nil, ErrNoJetStream
+		}
+		return nil, fmt.Errorf("JetStream account info: %w", err)
+	}
+	b := subjects.DesiredBucket(c.fleet)
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b, History: DesiredHistory,
+		Description: "fleetprov desired state of fleet " + c.fleet + ": signed envelopes per device, group and all",
+		Storage:     jetstream.FileStorage, MaxValueSize: int32(c.nc.MaxPayload()),
+		RePublish: &jetstream.RePublish{Source: "$KV." + b + ".>", Destination: subjects.DesiredNotify(c.fleet, ">")}})
+	if err != nil {
+		return nil, fmt.Errorf("desired-state bucket %s: %w", b, err)
+	}
+	d := &DesiredStore{c: c, js: js, kv: kv}
+	if d.bucket, err = js.Stream(ctx, "KV_"+b); err != nil {
+		return nil, fmt.Errorf("desired-state bucket %s: %w", b, err)
+	}
+	if d.status, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: subjects.StatusStream(c.fleet),
+		Description: "fleetprov device status of fleet " + c.fleet + ": the last signed status of each device",
+		Subjects:    []string{subjects.StatusOf(c.fleet, "*")}, MaxMsgsPerSubject: 1, Storage: jetstream.FileStorage,
+		AllowDirect: true, Discard: jetstream.DiscardOld}); err != nil {
+		return nil, fmt.Errorf("status stream: %w", err)
+	}
+	return d, nil
+}
+
+// DesiredEntry is one desired-state value: a signed durable envelope.
+type DesiredEntry struct {
+	Key      string
+	Env      *envelope.Envelope
+	Raw      []byte
+	Sig      string
+	Revision uint64
+}
+
+// Stamp makes a durable envelope for key's target (dev.<d>, grp.<g>, all) carrying p.
+func (d *DesiredStore) Stamp(key string, p Payload) (*envelope.Envelope, error) {
+	var env *envelope.Envelope
+	switch {
+	case strings.HasPrefix(key, subjects.Device+"."):
+		env = d.c.NewEnvelope("apply", strings.TrimPrefix(key, subjects.Device+"."), "", p)
+	case strings.HasPrefix(key, subjects.Group+"."):
+		env = d.c.NewEnvelope("apply", "", strings.TrimPrefix(key, subjects.Group+"."), p)
+	case key == subjects.AllKey:
+		env = d.c.NewEnvelope("apply", "", "", p)
+	default:
+		return nil, fmt.Errorf("%w: desired-state key %q", ErrInvalidOption, key)
+	}
+	env.Durable, env.Payload = true, p.Data
+	if env.Payload == nil {
+		env.Payload = []byte{}
+	}
+	return env, nil
+}
+
+// Put signs env and writes it as key's desired state; the bucket tells the devices.
+func (d *DesiredStore) Put(ctx context.Context, key string, env *envelope.Envelope) (DesiredEntry, error) {
+	if d.c.signer == nil {
+		return DesiredEntry{}, fmt.Errorf("%w: desired state needs a signing key", ErrInvalidOption)
+	}
+	if !env.Durable || env.PayloadRef != nil {
+		return DesiredEntry{}, fmt.Errorf("%w: desired state is a durable envelope with its payload inline", ErrInvalidOption)
+	}
+	raw, err := env.Encode()
+	if err != nil {
+		return DesiredEntry{}, err
+	}
+	if limit := int(d.c.nc.MaxPayload()) - 4096; len(raw) > limit {
+		return DesiredEntry{}, fmt.Errorf("%w: the envelope is %d bytes; durable desired state holds at most %d (the hub's max payload) — push a smaller bundle, or push it one-shot with --durable=false",
+			ErrInvalidOption, len(raw), limit)
+	}
+	sig, err := envelope.Sign(raw, d.c.signer)
+	if err != nil {
+		return DesiredEntry{}, err
+	}
+	msg := nats.NewMsg("$KV." + subjects.DesiredBucket(d.c.fleet) + "." + key)
+	msg.Data = raw
+	msg.Header.Set(envelope.SignatureHeader, sig)
+	ack, err := d.js.PublishMsg(ctx, msg)
+	if err != nil {
+		return DesiredEntry{}, fmt.Errorf("writing desired state %s: %w", key, err)
+	}
+	return DesiredEntry{Key: key, Env: env, Raw: raw, Sig: sig, Revision: ack.Sequence}, nil
+}
+
+// entry decodes a stored message.
+func entry(key string, m *jetstream.RawStreamMsg) (DesiredEntry, error) {
+	env, err := envelope.Decode(m.Data)
+	if err != nil {
+		return DesiredEntry{}, fmt.Errorf("desired state %s (revision %d): %w", key, m.Sequence, err)
+	}
+	return DesiredEntry{Key: key, Env: env, Raw: m.Data, Sig: m.Header.Get(envelope.SignatureHeader), Revision: m.Sequence}, nil
+}
+
+// Get returns key's desired state (false when it has none, or it was deleted).
+func (d *DesiredStore) Get(ctx context.Context, key string) (DesiredEntry, bool, error) {
+	m, err := d.bucket.GetLastMsgForSubject(ctx, "$KV."+subjects.DesiredBucket(d.c.fleet)+"."+key)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return DesiredEntry{}, false, nil
+	}
+	if err != nil {
+		return DesiredEntry{}, false, fmt.Errorf("reading desired state %s: %w", key, err)
+	}
+	if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+		return DesiredEntry{}, false, nil
+	}
+	e, err := entry(key, m)
+	return e, err == nil, err
+}
+
+// Before returns the newest revision of key older than rev (false: none kept).
+func (d *DesiredStore) Before(ctx context.Context, key string, rev uint64) (DesiredEntry, bool, error) {
+	hist, err := d.kv.History(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return DesiredEntry{}, false, nil
+	}
+	if err != nil {
+		return DesiredEntry{}, false, fmt.Errorf("history of %s: %w", key, err)
+	}
+	for i := len(hist) - 1; i >= 0; i-- {
+		h := hist[i]
+		if h.Revision() >= rev {
+			continue
+		}
+		if h.Operation() != jetstream.KeyValuePut {
+			return DesiredEntry{}, false, nil
+		}
+		m, err := d.bucket.GetMsg(ctx, h.Revision())
+		if err != nil {
+			return DesiredEntry{}, false, fmt.Errorf("reading %s revision %d: %w", key, h.Revision(), err)
+		}
+		e, err := entry(key, m)
+		return e, err == nil, err
+	}
+	return DesiredEntry{}, false, nil
+}
+
+// Delete removes key's desired state (the device falls back to its groups' and the
+// fleet's keys; nothing it applied is undone).
+func (d *DesiredStore) Delete(ctx context.Context, key string) error {
+	if err := d.kv.Delete(ctx, key); err != nil {
+		return fmt.Errorf("deleting desired state %s: %w", key, err)
+	}
+	return nil
+}
+
+// All returns every key's desired state.
+func (d *DesiredStore) All(ctx context.Context) (map[string]DesiredEntry, error) {
+	out := map[string]DesiredEntry{}
+	keys, err := d.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing desired state: %w", err)
+	}
+	defer keys.Stop()
+	var names []string
+	for k := range keys.Keys() {
+		names = append(names, k)
+	}
+	for _, k := range names {
+		e, ok, err := d.Get(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out[k] = e
+		}
+	}
+	return out, nil
+}
+
+// DeviceStatus is a device's recorded status as the publisher sees it: what the device
+// signed, and the publisher's verdict on the signature.
+type DeviceStatus struct {
+	wire.Status
+	// Enrollment is the signature's verdict (enrolled, unenrolled, impostor); an
+	// impostor's status is not believed (its fields are zero but Device).
+	Enrollment string `json:"enrollment,omitempty"`
+}
+
+// Statuses returns every device's last recorded status, by device.
+func (d *DesiredStore) Statuses(ctx context.Context) (map[string]DeviceStatus, error) {
+	info, err := d.status.Info(ctx, jetstream.WithSubjectFilter(subjects.StatusOf(d.c.fleet, "*")))
+	if err != nil {
+		return nil, fmt.Errorf("status stream: %w", err)
+	}
+	subjs := make([]string, 0, len(info.State.Subjects))
+	for s := range info.State.Subjects {
+		subjs = append(subjs, s)
+	}
+	sort.Strings(subjs)
+	out := map[string]DeviceStatus{}
+	for _, s := range subjs {
+		dev := s[strings.LastIndexByte(s, '.')+1:]
+		m, err := d.status.GetLastMsgForSubject(ctx, s)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("status of %s: %w", dev, err)
+		}
+		out[dev] = d.c.deviceStatus(dev, m.Data, m.Header.Get(wire.DeviceSignatureHeader))
+	}
+	return out, nil
+}
+
+// deviceStatus decodes and checks one status message of dev.
+func (c *Client) deviceStatus(dev string, data []byte, sig string) DeviceStatus {
+	var st wire.Status
+	if err := json.Unmarshal(data, &st); err != nil || st.Device != dev || st.Fleet != c.fleet {
+		return DeviceStatus{Status: wire.Status{Device: dev}, Enrollment: EnrollmentImpostor}
+	}
+	ds := DeviceStatus{Status: st}
+	switch err := c.verifyDevice(dev, data, sig); {
+	case errors.Is(err, ErrUnenrolled):
+		ds.Enrollment = EnrollmentUnenrolled
+	case err != nil:
+		c.log.Warn("ignoring a device status", "device", dev, "err", err)
+		return DeviceStatus{Status: wire.Status{Device: dev}, Enrollment: EnrollmentImpostor}
+	case c.known != nil:
+		ds.Enrollment = EnrollmentEnrolled
+	}
+	return ds
+}
+
+// WatchStatus calls f with each status a device records from now on, until the returned
+// stop is called.
+func (d *DesiredStore) WatchStatus(f func(DeviceStatus)) (func(), error) {
+	sub, err := d.c.nc.Subscribe(subjects.StatusOf(d.c.fleet, "*"), func(m *nats.Msg) {
+		dev := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+		f(d.c.deviceStatus(dev, m.Data, m.Header.Get(wire.DeviceSignatureHeader)))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("following device status: %w", err)
+	}
+	return func() { sub.Unsubscribe() }, nil
+}

@@ -1,0 +1,310 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/fleetprov/fleetprov/core/record"
+	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/subjects"
+)
+
+// StateOffline is a durable push's device that did not take its desired state within the
+// reply timeout (off, cut off from the hub, or busy): the state is stored, and it converges
+// when it can. It does not count as a failure.
+const StateOffline = "offline"
+
+// statusHub routes the devices' status records to the devices of a push, over one
+// subscription.
+type statusHub struct {
+	mu   sync.Mutex
+	subs map[string]chan DeviceStatus
+	stop func()
+}
+
+func (d *DesiredStore) newStatusHub() (*statusHub, error) {
+	h := &statusHub{subs: map[string]chan DeviceStatus{}}
+	stop, err := d.WatchStatus(func(s DeviceStatus) {
+		if s.Enrollment == EnrollmentImpostor {
+			return
+		}
+		h.mu.Lock()
+		ch := h.subs[s.Device]
+		h.mu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- s:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := d.c.nc.Flush(); err != nil {
+		stop()
+		return nil, err
+	}
+	h.stop = stop
+	return h, nil
+}
+
+func (h *statusHub) watch(dev string) (<-chan DeviceStatus, func()) {
+	ch := make(chan DeviceStatus, 16)
+	h.mu.Lock()
+	h.subs[dev] = ch
+	h.mu.Unlock()
+	return ch, func() {
+		h.mu.Lock()
+		delete(h.subs, dev)
+		h.mu.Unlock()
+	}
+}
+
+// durable is one durable push: the store, the status routing, what each device desired
+// before (for a revert), and the envelope each device was given.
+type durable struct {
+	d        *DesiredStore
+	statuses *statusHub
+	mu       sync.Mutex
+	prev     map[string]*DesiredEntry // device -> its desired state before this push (nil: none)
+	sent     map[string]string        // device -> envelope id
+	fallback *DesiredEntry            // the newest of the target group's and the fleet's keys before the push
+}
+
+// durableTargets adds to the discovered devices those the hub's status stream knows in
+// the target (offline ones included: their desired state is written all the same).
+func (c *Client) durableTargets(ctx context.Context, o PushOptions, devices []string) ([]string, error) {
+	if len(o.Target.Devices) > 0 {
+		return devices, nil
+	}
+	sts, err := o.Desired.Statuses(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for dev, s := range sts {
+		if s.Enrollment == EnrollmentImpostor || slices.Contains(devices, dev) {
+			continue
+		}
+		if o.Target.All || slices.Contains(s.Groups, o.Target.Group) {
+			devices = append(devices, dev)
+		}
+	}
+	return devices, nil
+}
+
+// pushDesired writes one device's durable desired state and follows its job: by its
+// events, or its status record on the hub (which also carries a refusal). A device that
+// shows nothing within the reply timeout is offline.
+func (c *Client) pushDesired(ctx context.Context, o PushOptions, du *durable, hub *eventHub, enrolled map[string]ssh.PublicKey, dev string, update func(string, func(*DeviceState))) {
+	t0 := time.Now()
+	done := func(f func(*DeviceState)) {
+		update(dev, func(s *DeviceState) { f(s); s.Seconds = time.Since(t0).Round(time.Millisecond).Seconds() })
+	}
+	fail := func(err error) { done(func(s *DeviceState) { s.State, s.Error = StateFailed, err.Error() }) }
+	key := subjects.DeviceKey(dev)
+	env, err := du.d.Stamp(key, o.Payload)
+	if err != nil {
+		fail(err)
+		return
+	}
+	if o.Secrets != nil {
+		sealed, err := c.sealFor(enrolled, dev, o.Secrets)
+		if err != nil {
+			st := StateFailed
+			if errors.Is(err, ErrUnenrolled) {
+				st = StateUnenrolled
+			}
+			done(func(s *DeviceState) { s.State, s.Error = st, err.Error() })
+			return
+		}
+		env.Secrets = sealed
+	}
+	prev, ok, err := du.d.Get(ctx, key)
+	if err != nil {
+		fail(err)
+		return
+	}
+	events, stop := hub.watch(dev, env.ID)
+	defer stop()
+	statuses, stopSt := du.statuses.watch(dev)
+	defer stopSt()
+	update(dev, func(s *DeviceState) { s.State, s.JobID = StateSent, env.ID })
+	if _, err := du.d.Put(ctx, key, env); err != nil {
+		fail(err)
+		return
+	}
+	du.mu.Lock()
+	du.sent[dev] = env.ID
+	if ok {
+		du.prev[dev] = &prev
+	}
+	du.mu.Unlock()
+	first := time.NewTimer(o.ReplyTimeout)
+	defer first.Stop()
+	timeout := time.NewTimer(o.Timeout)
+	defer timeout.Stop()
+	for {
+		select {
+		case ev, ok := <-events:
+			first.Stop()
+			if ok && ev.Event != nil {
+				update(dev, func(s *DeviceState) { s.State, s.Stage = StateRunning, stageText(*ev.Event) })
+				continue
+			}
+			if ok && ev.Done && ev.Job != nil {
+				done(func(s *DeviceState) { finish(s, *ev.Job) })
+				return
+			}
+			events = nil // closed without a final record: the status record will tell
+		case st := <-statuses:
+			if st.Desired != env.ID {
+				continue
+			}
+			first.Stop()
+			switch {
+			case st.JobState == "" && st.Code != "":
+				done(func(s *DeviceState) { s.State, s.Code, s.Error = StateRejected, st.Code, st.Error })
+				return
+			case st.JobState.Finished():
+				done(func(s *DeviceState) {
+					finish(s, record.Job{State: st.JobState, Code: st.Code, Error: st.Error, RollbackStatus: st.RollbackStatus,
+						Result: &record.Result{RolledBack: st.RollbackStatus != ""}})
+				})
+				return
+			default:
+				update(dev, func(s *DeviceState) { s.State = StateRunning })
+			}
+		case <-first.C:
+			done(func(s *DeviceState) {
+				if s.State == StateSent {
+					s.State, s.Error = StateOffline, "desired state stored; it converges when it comes online"
+				}
+			})
+			return
+		case <-timeout.C:
+			fail(fmt.Errorf("no result within %s (the desired state stays stored)", o.Timeout))
+			return
+		case <-ctx.Done():
+			fail(ctx.Err())
+			return
+		}
+	}
+}
+
+// finishDurable ends a durable rollout: a complete one writes the group's or fleet's
+// key (stamped before any device's, so it never overrides them), so devices that join
+// later converge too; a stopped one with RevertOnFailure gives the devices that took the
+// new state their previous desired state back.
+func (c *Client) finishDurable(ctx context.Context, o PushOptions, du *durable, groupEnv *envelope.Envelope, sum *Summary) error {
+	if sum.Stopped == "" {
+		if groupEnv == nil {
+			return nil
+		}
+		if o.Secrets != nil {
+			sum.Note = "secrets are sealed per device: the group's or fleet's key was not written (devices that join later get nothing)"
+			return nil
+		}
+		key := subjects.AllKey
+		if groupEnv.Target == envelope.TargetGroup {
+			key = subjects.GroupKey(groupEnv.Group)
+		}
+		_, err := du.d.Put(ctx, key, groupEnv)
+		return err
+	}
+	if !o.RevertOnFailure {
+		return nil
+	}
+	for i, ds := range sum.Devices {
+		switch ds.State {
+		case StateSucceeded, StateFailed, StateRolledBack, StateRunning:
+		default:
+			continue
+		}
+		du.mu.Lock()
+		prev := du.prev[ds.Device]
+		du.mu.Unlock()
+		// What the device desired before: the newer of its own key and the target's
+		// group or fleet key as they were.
+		if f := du.fallback; f != nil && (prev == nil || f.Env.Newer(prev.Env.IssuedAt, prev.Env.ID)) {
+			prev = f
+		}
+		key := subjects.DeviceKey(ds.Device)
+		if prev == nil {
+			// Nothing to return to: the key goes, and the device keeps what it runs.
+			if err := du.d.Delete(ctx, key); err != nil {
+				return err
+			}
+			sum.Devices[i].Error = "no previous desired state to return to (its key was removed)"
+			continue
+		}
+		env, err := du.d.Stamp(key, Payload{Data: prev.Env.Payload, ContentType: prev.Env.ContentType})
+		if err != nil {
+			return err
+		}
+		if prev.Env.Target == envelope.TargetDevice {
+			env.Secrets = prev.Env.Secrets
+		}
+		if _, err := du.d.Put(ctx, key, env); err != nil {
+			return fmt.Errorf("reverting %s: %w", ds.Device, err)
+		}
+		sum.Reverted = append(sum.Reverted, ds.Device)
+	}
+	if len(sum.Reverted) > 0 {
+		sum.Stopped += fmt.Sprintf("; %d device(s) given their previous desired state back", len(sum.Reverted))
+	}
+	return nil
+}
+
+// waitConverged waits, after a durable rollout, until want of the devices succeeded
+// (their status records say so), or timeout.
+func (c *Client) waitConverged(ctx context.Context, du *durable, sum *Summary, want int, timeout time.Duration) {
+	count := func() int { return sum.Counts[StateSucceeded] }
+	if count() >= want {
+		return
+	}
+	idx := map[string]int{}
+	for i, d := range sum.Devices {
+		idx[d.Device] = i
+	}
+	ch := make(chan DeviceStatus, 1024)
+	stop, err := du.d.WatchStatus(func(s DeviceStatus) {
+		select {
+		case ch <- s:
+		default:
+		}
+	})
+	if err != nil {
+		return
+	}
+	defer stop()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for count() < want {
+		select {
+		case s := <-ch:
+			i, ok := idx[s.Device]
+			du.mu.Lock()
+			id := du.sent[s.Device]
+			du.mu.Unlock()
+			if !ok || s.Enrollment == EnrollmentImpostor || s.Desired != id || !s.JobState.Finished() {
+				continue
+			}
+			d := &sum.Devices[i]
+			sum.Counts[d.State]--
+			finish(d, record.Job{State: s.JobState, Code: s.Code, Error: s.Error, RollbackStatus: s.RollbackStatus,
+				Result: &record.Result{RolledBack: s.RollbackStatus != ""}})
+			sum.Counts[d.State]++
+		case <-deadline.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}

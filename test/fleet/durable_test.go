@@ -1,0 +1,197 @@
+package fleet_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fleetprov/fleetprov/core/record"
+	"github.com/fleetprov/fleetprov/internal/fptest"
+	"github.com/fleetprov/fleetprov/messaging/envelope"
+	"github.com/fleetprov/fleetprov/messaging/fleet"
+	"github.com/fleetprov/fleetprov/messaging/node"
+	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
+	"github.com/fleetprov/fleetprov/messaging/subjects"
+)
+
+// variant is cfg marked with name (a comment): a config a device's state can tell apart.
+func (r *fleetRig) variant(name string) []byte {
+	return append(bytes.Clone(r.cfg), []byte("\n# variant "+name+"\n")...)
+}
+
+// activeHas reports whether w's active config is the variant name.
+func activeHas(w *worker, name string) bool {
+	b, err := os.ReadFile(filepath.Join(w.dev.Prov.State().Active(), "config.toml"))
+	return err == nil && bytes.Contains(b, []byte("# variant "+name+"\n"))
+}
+
+// waitStatus waits until dev's status record on the hub satisfies cond.
+func waitStatus(t *testing.T, d *fleet.DesiredStore, dev, what string, cond func(fleet.DeviceStatus) bool) fleet.DeviceStatus {
+	t.Helper()
+	var last fleet.DeviceStatus
+	fptest.WaitFor(t, 30*time.Second, dev+": "+what, func() bool {
+		sts, err := d.Statuses(context.Background())
+		if err != nil {
+			return false
+		}
+		last = sts[dev]
+		return cond(last)
+	})
+	return last
+}
+
+// restart starts w again on its own state (same device, same credentials).
+func (r *fleetRig) restart(w *worker, hubURL, creds string) {
+	r.t.Helper()
+	w.node = nodetest.StartDevice(r.t, w.dev, w.id, func(o *node.Options) {
+		o.Fleet, o.Groups, o.Logger = "fleet", []string{"edge"}, logger(r.t)
+		o.Broker.Hub, o.Broker.HubCreds, o.Broker.ReconnectInterval = []string{hubURL}, creds, 100*time.Millisecond
+		o.LinkPoll = 50 * time.Millisecond
+	})
+}
+
+// TestDurableDesiredState runs the durable half of the fleet against the stock
+// nats-server with JetStream, as 'publisher nats init' configures it: devices converge on
+// the desired state stored on the hub whenever they come online, never go back to an
+// older one, resolve group against device keys by age, and a stopped rollout can give the
+// early devices their previous state back.
+func TestDurableDesiredState(t *testing.T) {
+	hub := startStockHub(t)
+	r := newFleet(t, hub.leafURL(), hub.auth, 3, func(int) string { return "edge" })
+	nc := publisherConn(t, hub.url(), hub.auth, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	c := r.client(nc)
+	ctx := context.Background()
+	waitDiscover(t, c, fleet.Target{All: true}, 3)
+	d, err := c.OpenDesired(ctx)
+	if err != nil {
+		t.Fatalf("OpenDesired on a JetStream hub: %v", err)
+	}
+	durable := func(group string, cfg []byte, mutate ...func(*fleet.PushOptions)) fleet.Summary {
+		o := fleet.PushOptions{Target: fleet.Target{Group: group}, Desired: d, ReplyTimeout: 6 * time.Second,
+			Payload: fleet.Payload{Data: cfg, ContentType: envelope.TypeTOML}}
+		for _, m := range mutate {
+			m(&o)
+		}
+		return r.push(c, o)
+	}
+
+	sum := durable("edge", r.variant("a-"))
+	if !sum.OK() || !sum.Durable || sum.Counts[fleet.StateSucceeded] != 3 {
+		t.Fatalf("first durable push = %+v", sum)
+	}
+	if e, ok, err := d.Get(ctx, subjects.GroupKey("edge")); err != nil || !ok || e.Env.Group != "edge" {
+		t.Fatalf("the group key after a complete rollout = %+v, %v, %v", e, ok, err)
+	}
+
+	t.Run("a_stopped_device_converges_when_it_starts_again", func(t *testing.T) {
+		w := r.byID["dev-02"]
+		w.node.Shutdown(ctx)
+		sum := durable("edge", r.variant("b-"))
+		states := map[string]string{}
+		for _, ds := range sum.Devices {
+			states[ds.Device] = ds.State
+		}
+		// The hub knows dev-02 from its status record: it is targeted while offline.
+		if states["dev-00"] != fleet.StateSucceeded || states["dev-02"] != fleet.StateOffline || !sum.OK() {
+			t.Fatalf("push with dev-02 stopped = %+v", sum)
+		}
+		if activeHas(w, "b-") {
+			t.Fatal("dev-02 took the state while stopped")
+		}
+		r.restart(w, hub.leafURL(), w.creds)
+		id := sum.Devices[2].JobID
+		waitStatus(t, d, "dev-02", "converge on "+id, func(s fleet.DeviceStatus) bool {
+			return s.Applied == id && s.JobState == record.Succeeded
+		})
+		if !activeHas(w, "b-") {
+			t.Error("dev-02 reports success but its active config is not the new one")
+		}
+	})
+
+	t.Run("the_hub_restarts_and_devices_converge_from_its_disk", func(t *testing.T) {
+		w := r.byID["dev-01"]
+		w.node.Shutdown(ctx)
+		sum := durable("edge", r.variant("c-"))
+		if !sum.OK() {
+			t.Fatalf("push = %+v", sum)
+		}
+		hub.stop() // SIGKILL: what JetStream acknowledged must survive it
+		hub.start()
+		r.restart(w, hub.leafURL(), w.creds)
+		fptest.WaitFor(t, 30*time.Second, "dev-01 to converge after the hub came back", func() bool { return activeHas(w, "c-") })
+	})
+
+	t.Run("an_older_envelope_written_later_is_ignored", func(t *testing.T) {
+		w := r.byID["dev-00"]
+		// dev-00's only key becomes its group's, holding an envelope issued an hour ago:
+		// newest among its keys, older than what it applied.
+		if err := d.Delete(ctx, subjects.DeviceKey("dev-00")); err != nil {
+			t.Fatal(err)
+		}
+		older, err := d.Stamp(subjects.GroupKey("edge"), fleet.Payload{Data: r.variant("old-"), ContentType: envelope.TypeTOML})
+		if err != nil {
+			t.Fatal(err)
+		}
+		older.IssuedAt = older.IssuedAt.Add(-time.Hour)
+		older.ExpiresAt = older.IssuedAt.Add(5 * time.Minute)
+		if _, err := d.Put(ctx, subjects.GroupKey("edge"), older); err != nil {
+			t.Fatal(err)
+		}
+		s := waitStatus(t, d, "dev-00", "read the older envelope", func(s fleet.DeviceStatus) bool { return s.Desired == older.ID })
+		if s.Applied == older.ID || activeHas(w, "old-") || !activeHas(w, "c-") {
+			t.Fatalf("anti-rollback: status %+v; the device took an older state", s.Status)
+		}
+	})
+
+	t.Run("a_newer_device_key_beats_its_group_and_a_newer_group_key_beats_both", func(t *testing.T) {
+		dev0, dev1 := r.byID["dev-00"], r.byID["dev-01"]
+		env, _ := d.Stamp(subjects.DeviceKey("dev-00"), fleet.Payload{Data: r.variant("dev-"), ContentType: envelope.TypeTOML})
+		if _, err := d.Put(ctx, subjects.DeviceKey("dev-00"), env); err != nil {
+			t.Fatal(err)
+		}
+		fptest.WaitFor(t, 30*time.Second, "dev-00 to take its device key", func() bool { return activeHas(dev0, "dev-") })
+		if activeHas(dev1, "dev-") {
+			t.Error("dev-01 took dev-00's key")
+		}
+		genv, _ := d.Stamp(subjects.GroupKey("edge"), fleet.Payload{Data: r.variant("grp-"), ContentType: envelope.TypeTOML})
+		if _, err := d.Put(ctx, subjects.GroupKey("edge"), genv); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range []*worker{dev0, dev1} {
+			fptest.WaitFor(t, 30*time.Second, w.id+" to take the newer group key", func() bool { return activeHas(w, "grp-") })
+		}
+	})
+
+	t.Run("revert_on_failure_returns_the_early_devices", func(t *testing.T) {
+		r.byID["dev-01"].dev.Sim.SetFail("extra.service", true)
+		defer r.byID["dev-01"].dev.Sim.SetFail("extra.service", false)
+		zero := fleet.Count{}
+		bad := append(r.variant("rev-"), []byte("\n[containers.container.extra]\nprivileged = true\n[containers.container.extra.Container]\nImage = \"docker.io/library/busybox:latest\"\n")...)
+		bad = bytes.Replace(bad, []byte(`required = ["edgeproxy", "myapp"]`), []byte(`required = ["edgeproxy", "extra", "myapp"]`), 1)
+		sum := durable("edge", bad, func(o *fleet.PushOptions) { o.Batch, o.MaxFailures, o.RevertOnFailure = fleet.Count{N: 1}, &zero, true })
+		if sum.OK() || sum.Stopped == "" || len(sum.Reverted) != 2 || sum.Counts[fleet.StateSkipped] != 1 {
+			t.Fatalf("summary = %+v", sum)
+		}
+		// dev-00 took the new state and succeeded: it is returned to grp-, by a new envelope.
+		fptest.WaitFor(t, 30*time.Second, "dev-00 back on its previous desired state", func() bool {
+			return activeHas(r.byID["dev-00"], "grp-")
+		})
+		if activeHas(r.byID["dev-02"], "rev-") {
+			t.Error("the skipped device took the new state")
+		}
+		sts, err := d.Statuses(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, dev := range []string{"dev-00", "dev-01", "dev-02"} {
+			if sts[dev].Enrollment == fleet.EnrollmentImpostor || sts[dev].Device != dev {
+				t.Errorf("status of %s = %+v", dev, sts[dev])
+			}
+		}
+	})
+}
