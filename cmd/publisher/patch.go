@@ -94,7 +94,7 @@ Examples:
 					return err
 				}
 				return rollout(ctx, &cf, stdio, fleet.PushOptions{Op: "patch", Target: target, Timeout: *timeout, ReplyTimeout: cf.timeout,
-					Payload: fleet.Payload{Data: body, ContentType: envelope.TypeJSON}, Secrets: sv}, *asJSON, false)
+					Payload: fleet.Payload{Data: body, ContentType: envelope.TypeJSON}, Secrets: sv}, nil, *asJSON, false)
 			}
 		},
 	}

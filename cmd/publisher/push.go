@@ -43,9 +43,20 @@ Rollouts: --canary N runs the first N devices alone and stops unless all succeed
 --batch N or N% limits the devices in flight; --batch-sleep pauses between batches;
 --max-failures N or N% stops starting new devices once more have failed.
 
+Durable desired state: when the hub runs JetStream (as 'publisher nats init' sets it up),
+each device's envelope is also its desired state, stored on the hub (--durable auto, the
+default; on: refuse to push without it; off: one-shot requests only). A device that is
+off or cut off during the push is 'offline', not failed: it converges by itself when it
+comes back, on the newest state only, and never goes back to an older one. A complete
+rollout to a group or all also stores that group's or the fleet's desired state, for
+devices that join later. --wait N or N% waits (up to --timeout) until that many devices
+have converged. --revert-on-failure: when --canary or --max-failures stops the rollout,
+the devices that already took the new state get their previous desired state back.
+'publisher status' shows every device's desired state against what it applied.
+
 Output: a live view on a terminal, plain lines otherwise, --json (summary) or --jsonl
-(every state change) for scripts. Exit status 0 only if every device succeeded; 1 if any
-failed, rolled back, was busy or rejected; 3 if no device answered; 4 if all were
+(every state change) for scripts. Exit status 0 only if every device succeeded (durable:
+or is offline, and --wait was met); 1 if any failed, rolled back, was busy or rejected; 3 if no device answered; 4 if all were
 unauthorized; 5 if a device's answer was not signed by its enrolled key (impostor).`,
 		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
 			var cf connFlags
@@ -62,6 +73,8 @@ unauthorized; 5 if a device's answer was not signed by its enrolled key (imposto
 			asJSON := fs.Bool("json", false, "print the summary as JSON")
 			asJSONL := fs.Bool("jsonl", false, "print every device state change as a JSON line")
 			noValidate := fs.Bool("no-validate", false, "skip local validation")
+			var df durableFlags
+			df.register(fs)
 			var sf secretFlags
 			sf.register(fs)
 			return func(ctx context.Context, args []string, stdio cli.IO) error {
@@ -103,7 +116,10 @@ unauthorized; 5 if a device's answer was not signed by its enrolled key (imposto
 					}
 				}
 				o.Payload = fleet.Payload{Data: raw, ContentType: contentType(raw)}
-				return rollout(ctx, &cf, stdio, o, *asJSON, *asJSONL)
+				if err := df.apply(&o); err != nil {
+					return err
+				}
+				return rollout(ctx, &cf, stdio, o, &df, *asJSON, *asJSONL)
 			}
 		},
 	}
@@ -112,7 +128,7 @@ unauthorized; 5 if a device's answer was not signed by its enrolled key (imposto
 // rollout connects, pushes o to its target with a live view, and reports the summary
 // (push, patch and secrets set all end here). Through --via with no device named, the
 // target is the one device behind the bridge.
-func rollout(ctx context.Context, cf *connFlags, stdio cli.IO, o fleet.PushOptions, asJSON, asJSONL bool) error {
+func rollout(ctx context.Context, cf *connFlags, stdio cli.IO, o fleet.PushOptions, df *durableFlags, asJSON, asJSONL bool) error {
 	if cf.via != "" && len(o.Target.Devices) == 0 {
 		o.Target.All = true
 	}
@@ -122,6 +138,9 @@ func rollout(ctx context.Context, cf *connFlags, stdio cli.IO, o fleet.PushOptio
 		return err
 	}
 	defer done()
+	if err := df.open(ctx, cl, &o, stdio); err != nil {
+		return err
+	}
 	view := newView(stdio.Stdout, asJSON, asJSONL)
 	sum, err := cl.Push(ctx, o, view.update)
 	view.finish()
@@ -294,6 +313,16 @@ func report(w io.Writer, sum fleet.Summary, asJSON, asJSONL bool) error {
 		fmt.Fprintf(w, "%d device(s): %s\n", len(sum.Devices), countLine(sum.Counts))
 		if sum.Stopped != "" {
 			fmt.Fprintf(w, "rollout stopped: %s\n", sum.Stopped)
+		}
+		if sum.Durable {
+			fmt.Fprintf(w, "stored as desired state on the hub")
+			if n := sum.Counts[fleet.StateOffline]; n > 0 {
+				fmt.Fprintf(w, "; %d offline device(s) converge when they come back ('publisher status' follows them)", n)
+			}
+			fmt.Fprintln(w)
+		}
+		if sum.Note != "" {
+			fmt.Fprintf(w, "note: %s\n", sum.Note)
 		}
 	}
 	switch {

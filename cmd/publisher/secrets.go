@@ -199,7 +199,7 @@ Examples:
 				}
 				body, _ := json.Marshal(config.Patch{Kind: "secrets", Op: "set"})
 				return rollout(ctx, &cf, stdio, fleet.PushOptions{Op: "patch", Target: target, Timeout: *timeout, ReplyTimeout: cf.timeout,
-					Payload: fleet.Payload{Data: body, ContentType: envelope.TypeJSON}, Secrets: v}, *asJSON, false)
+					Payload: fleet.Payload{Data: body, ContentType: envelope.TypeJSON}, Secrets: v}, nil, *asJSON, false)
 			}
 		},
 	}

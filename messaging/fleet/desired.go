@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
 	"github.com/fleetprov/fleetprov/messaging/wire"
@@ -282,4 +284,100 @@ func (d *DesiredStore) WatchStatus(f func(DeviceStatus)) (func(), error) {
 		return nil, fmt.Errorf("following device status: %w", err)
 	}
 	return func() { sub.Unsubscribe() }, nil
+}
+
+// Convergence states of a device (publisher status).
+const (
+	ConvConverged  = "converged"   // applied its desired state, and it succeeded
+	ConvDrifted    = "drifted"     // converged, but its files differ from what was applied
+	ConvApplying   = "applying"    // its desired state's job runs
+	ConvFailed     = "failed"      // its desired state's job failed
+	ConvRolledBack = "rolled-back" // ... and was rolled back
+	ConvRejected   = "rejected"    // it refused its desired state (Detail says why)
+	ConvPending    = "pending"     // it has not taken its newest desired state (offline, or busy)
+	ConvAhead      = "ahead"       // it applied something newer than its desired state (a one-shot push)
+	ConvNone       = "no-desired-state"
+	ConvImpostor   = EnrollmentImpostor // its status record is not signed by its enrolled key
+)
+
+// Convergence is one device's desired state against what it applied.
+type Convergence struct {
+	Device     string    `json:"device"`
+	State      string    `json:"state"`
+	Desired    string    `json:"desired,omitempty"`     // envelope id
+	DesiredKey string    `json:"desired_key,omitempty"` // the key it comes from
+	Applied    string    `json:"applied,omitempty"`
+	Detail     string    `json:"detail,omitempty"`
+	Seen       time.Time `json:"seen,omitzero"` // the status record's time
+	Enrollment string    `json:"enrollment,omitempty"`
+}
+
+// Convergences compares every device's desired state (the newest of its own key, its
+// groups' and the fleet's) with its last status record, for the devices the status stream
+// knows plus extra (devices named by the caller).
+func (d *DesiredStore) Convergences(ctx context.Context, extra ...string) ([]Convergence, error) {
+	entries, err := d.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sts, err := d.Statuses(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, dev := range extra {
+		if _, ok := sts[dev]; !ok {
+			sts[dev] = DeviceStatus{Status: wire.Status{Device: dev}}
+		}
+	}
+	out := make([]Convergence, 0, len(sts))
+	for dev, st := range sts {
+		out = append(out, converge(dev, st, entries))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Device < out[j].Device })
+	return out, nil
+}
+
+func converge(dev string, st DeviceStatus, entries map[string]DesiredEntry) Convergence {
+	cv := Convergence{Device: dev, Applied: st.Applied, Seen: st.Time, Enrollment: st.Enrollment}
+	if st.Enrollment == EnrollmentImpostor {
+		cv.State, cv.Detail = ConvImpostor, "its status record is not signed by its enrolled key"
+		return cv
+	}
+	var want *DesiredEntry
+	for _, k := range subjects.DesiredKeys(dev, st.Groups) {
+		if e, ok := entries[k]; ok && (want == nil || e.Env.Newer(want.Env.IssuedAt, want.Env.ID)) {
+			want = &e
+		}
+	}
+	if want == nil {
+		cv.State = ConvNone
+		return cv
+	}
+	cv.Desired, cv.DesiredKey = want.Env.ID, want.Key
+	switch {
+	case st.Time.IsZero():
+		cv.State, cv.Detail = ConvPending, "it has never recorded a status (offline since the hub has kept state, or not in the fleet)"
+	case st.Applied == want.Env.ID:
+		switch {
+		case st.JobState == record.Succeeded && st.Drift:
+			cv.State, cv.Detail = ConvDrifted, "its files differ from the applied config"
+		case st.JobState == record.Succeeded:
+			cv.State = ConvConverged
+		case st.JobState == record.Submitted || st.JobState == record.Running:
+			cv.State = ConvApplying
+		case st.JobState == "":
+			cv.State, cv.Detail = ConvConverged, "its job record is no longer kept"
+		case st.RollbackStatus != "":
+			cv.State, cv.Detail = ConvRolledBack, strings.TrimSpace(st.Code+": "+st.Error+" (rollback "+string(st.RollbackStatus)+")")
+		default:
+			cv.State, cv.Detail = ConvFailed, strings.TrimSpace(st.Code+": "+st.Error)
+		}
+	case st.Desired == want.Env.ID && st.JobState == "" && st.Code != "":
+		cv.State, cv.Detail = ConvRejected, st.Code+": "+st.Error
+	case !st.AppliedIssuedAt.IsZero() && !want.Env.Newer(st.AppliedIssuedAt, st.Applied):
+		cv.State, cv.Detail = ConvAhead, "it applied a newer one-shot push"
+	default:
+		cv.State, cv.Detail = ConvPending, "it has not taken its newest desired state yet (offline or busy)"
+	}
+	return cv
 }

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/fleetprov/fleetprov/cmd/internal/cli"
+	"github.com/fleetprov/fleetprov/core/config/configtest"
+	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
+	"github.com/fleetprov/fleetprov/internal/fptest"
+	"github.com/fleetprov/fleetprov/messaging/broker"
+	"github.com/fleetprov/fleetprov/messaging/natsauth"
+	"github.com/fleetprov/fleetprov/messaging/node"
+	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
+)
+
+// TestDurablePushAndStatus is the operator's view of durable desired state: a push to a
+// group with one device stopped succeeds with that device offline, 'status' shows it
+// pending and why, and once it starts again it converges with no second push.
+func TestDurablePushAndStatus(t *testing.T) {
+	home := t.TempDir()
+	env := map[string]string{"FLEETPROV_KNOWN_DEVICES": filepath.Join(home, "known_devices")}
+	if code, out := runEnv(t, home, env, "nats", "init", "--fleet", "prod"); code != 0 {
+		t.Fatalf("nats init = %d\n%s", code, out)
+	}
+	dir := filepath.Join(home, ".config", "fleetprov", "nats", "prod")
+	hub, err := broker.Start(context.Background(), broker.Options{Name: "hub", ConfigFile: filepath.Join(dir, natsauth.HubConfFile),
+		Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hub.Shutdown)
+
+	keyPath := writeKey(t)
+	raw, _ := os.ReadFile(keyPath)
+	signer, err := ssh.ParsePrivateKey(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := configtest.FixtureWithAdmin(t, "vm-full.config.toml", strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))))
+	cfgA, cfgB := filepath.Join(t.TempDir(), "a.toml"), filepath.Join(t.TempDir(), "b.toml")
+	os.WriteFile(cfgA, append(append([]byte{}, cfg...), "\n# variant A\n"...), 0o600)
+	os.WriteFile(cfgB, append(append([]byte{}, cfg...), "\n# variant B\n"...), 0o600)
+
+	devs := map[string]*provisiontest.Device{}
+	nodes := map[string]*node.Node{}
+	creds := map[string]string{}
+	start := func(id string) {
+		nodes[id] = nodetest.StartDevice(t, devs[id], id, func(o *node.Options) {
+			o.Fleet, o.Groups, o.LinkPoll = "prod", []string{"edge"}, 50*time.Millisecond
+			o.Broker = broker.Options{Listen: "127.0.0.1:-1", Hub: []string{hub.LeafURL()}, HubCreds: creds[id], ReconnectInterval: 100 * time.Millisecond}
+		})
+	}
+	for _, id := range []string{"gw1", "gw2"} {
+		creds[id] = filepath.Join(t.TempDir(), id+".creds")
+		if code, out := runEnv(t, home, env, "nats", "creds", "--fleet", "prod", "--device", id, "--groups", "edge", "-o", creds[id]); code != 0 {
+			t.Fatalf("nats creds = %d\n%s", code, out)
+		}
+		devs[id] = provisiontest.New(t)
+		start(id)
+	}
+	fptest.WaitFor(t, 10*time.Second, "both hub links", func() bool { return hub.LeafNodes() == 2 })
+	hubFlags := []string{"--fleet", "prod", "--server", hub.ClientURL(), "--reply-timeout", "5s"}
+	pub := func(args ...string) (int, string) { return runEnv(t, home, env, append(args, hubFlags...)...) }
+
+	code, out := pub("push", cfgA, "--group", "edge", "--key", keyPath, "--tofu", "--wait", "100%")
+	if code != 0 || !strings.Contains(out, "stored as desired state on the hub") {
+		t.Fatalf("first durable push = %d\n%s", code, out)
+	}
+	if code, out := pub("status", "--group", "edge"); code != 0 || strings.Count(out, " converged ") != 2 {
+		t.Fatalf("status after the push = %d\n%s", code, out)
+	}
+
+	nodes["gw2"].Shutdown(context.Background())
+	code, out = pub("push", cfgB, "--group", "edge", "--key", keyPath)
+	if code != 0 || !strings.Contains(out, "1 offline device(s) converge when they come back") {
+		t.Fatalf("push with gw2 stopped = %d (offline is not a failure)\n%s", code, out)
+	}
+	code, out = pub("status", "--all")
+	t.Logf("publisher status --all:\n%s", out)
+	if code != cli.ExitFailed || !strings.Contains(out, "behind: 1 pending") || statusOf(out, "gw2") != "pending" || statusOf(out, "gw1") != "converged" {
+		t.Fatalf("status with gw2 stopped = %d\n%s", code, out)
+	}
+	code, out = pub("push", cfgB, "--group", "edge", "--key", keyPath, "--wait", "100%", "--timeout", "1s")
+	if code != cli.ExitFailed || !strings.Contains(out, "--wait asked for 2") {
+		t.Fatalf("push --wait 100%% with gw2 stopped = %d\n%s", code, out)
+	}
+
+	start("gw2")
+	fptest.WaitFor(t, 30*time.Second, "gw2 to converge with no second push", func() bool {
+		code, out = pub("status", "--device", "gw2")
+		return code == 0 && statusOf(out, "gw2") == "converged"
+	})
+	b, _ := os.ReadFile(filepath.Join(devs["gw2"].Prov.State().Active(), "config.toml"))
+	if !strings.Contains(string(b), "# variant B") {
+		t.Error("gw2 reports converged but runs another config")
+	}
+
+	// A device's own server keeps no durable state: --durable on says so.
+	local := nodes["gw1"]
+	code, out = runEnv(t, home, env, "push", cfgB, "--device", "gw1", "--key", keyPath, "--durable", "on", "--fleet", "prod",
+		"--server", local.Broker.ClientURL(), "--creds", local.AdminKey)
+	if code != cli.ExitUnreachable || !strings.Contains(out, "no JetStream") {
+		t.Errorf("--durable on against a device's own server = %d\n%s", code, out)
+	}
+}
+
+// statusOf is the STATE column of dev's row in publisher status output.
+func statusOf(out, dev string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == dev {
+			return f[1]
+		}
+	}
+	return ""
+}

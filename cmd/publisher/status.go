@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/fleetprov/fleetprov/cmd/internal/cli"
+	"github.com/fleetprov/fleetprov/messaging/fleet"
+)
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Args:  "[--device ID... | --group G | --all]",
+		Short: "each device's desired state against what it applied, from the hub (durable state)",
+		Long: `Reads the fleet's durable state on its hub (JetStream, as 'publisher nats init' sets it up):
+every device's desired state (the newest of its own key, its groups' and the fleet's) and
+the status it last recorded, signed by its identity key. No device is contacted, so
+offline devices are shown too.
+
+States: converged; drifted (converged, but its files were changed since); applying;
+failed; rolled-back; rejected (it refused the envelope: see DETAIL); pending (it has not
+taken its newest desired state: offline or busy; SEEN says when it last reported);
+ahead (it applied a newer one-shot push); no-desired-state; impostor (its status is not
+signed by its enrolled key).
+
+Without a target every device the hub knows is shown. --watch redraws on every change
+until interrupted. Exit status 0 when every shown device is converged (or ahead), 1
+otherwise, 3 when the hub keeps no durable state.`,
+		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
+			var cf connFlags
+			cf.register(fs, false)
+			var tf targetFlags
+			tf.register(fs)
+			asJSON := fs.Bool("json", false, "print devices and counts as JSON")
+			watch := fs.Bool("watch", false, "redraw on every status change until interrupted")
+			return func(ctx context.Context, args []string, stdio cli.IO) error {
+				cf.env = stdio.Env
+				if len(args) != 0 {
+					return cli.Usagef("status takes no arguments")
+				}
+				if cf.via != "" {
+					return cli.Usagef("status reads the hub's durable state: use --server, not --via")
+				}
+				target, err := tf.target(false)
+				if err != nil {
+					return err
+				}
+				cl, done, err := cf.client(stdio, false)
+				if err != nil {
+					return err
+				}
+				defer done()
+				ds, err := cl.OpenDesired(ctx)
+				if errors.Is(err, fleet.ErrNoJetStream) {
+					return cli.Exit(cli.ExitUnreachable, fmt.Errorf("%s: %w ('publisher nats init' configures a hub with JetStream)", cf.server, err))
+				}
+				if err != nil {
+					return cli.Exit(cli.ExitUnreachable, err)
+				}
+				show := func() ([]fleet.Convergence, error) {
+					cvs, err := ds.Convergences(ctx, target.Devices...)
+					if err != nil {
+						return nil, err
+					}
+					return filterTarget(ctx, cvs, target, ds), nil
+				}
+				cvs, err := show()
+				if err != nil {
+					return err
+				}
+				if !*watch {
+					return printStatus(stdio.Stdout, cvs, *asJSON)
+				}
+				changed := make(chan struct{}, 1)
+				stop, err := ds.WatchStatus(func(fleet.DeviceStatus) {
+					select {
+					case changed <- struct{}{}:
+					default:
+					}
+				})
+				if err != nil {
+					return err
+				}
+				defer stop()
+				for {
+					printStatus(stdio.Stdout, cvs, *asJSON)
+					select {
+					case <-ctx.Done():
+						return nil
+					case <-changed:
+					case <-time.After(30 * time.Second): // desired state changes too
+					}
+					if cvs, err = show(); err != nil {
+						return err
+					}
+				}
+			}
+		},
+	}
+}
+
+// filterTarget keeps the devices of the target: named ones, a group's (by the groups
+// their status records), or all.
+func filterTarget(ctx context.Context, cvs []fleet.Convergence, t fleet.Target, ds *fleet.DesiredStore) []fleet.Convergence {
+	switch {
+	case len(t.Devices) > 0:
+		return slices.DeleteFunc(cvs, func(c fleet.Convergence) bool { return !slices.Contains(t.Devices, c.Device) })
+	case t.Group != "":
+		sts, err := ds.Statuses(ctx)
+		if err != nil {
+			return cvs
+		}
+		return slices.DeleteFunc(cvs, func(c fleet.Convergence) bool { return !slices.Contains(sts[c.Device].Groups, t.Group) })
+	}
+	return cvs
+}
+
+// printStatus prints the table (or JSON) and the counts, and maps them to an exit code.
+func printStatus(w io.Writer, cvs []fleet.Convergence, asJSON bool) error {
+	counts := map[string]int{}
+	behind := 0
+	for _, c := range cvs {
+		counts[c.State]++
+		if c.State != fleet.ConvConverged && c.State != fleet.ConvAhead {
+			behind++
+		}
+	}
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(map[string]any{"devices": cvs, "counts": counts, "behind": behind})
+	} else {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "DEVICE\tSTATE\tDESIRED\tFROM\tSEEN\tDETAIL")
+		for _, c := range cvs {
+			seen := "never"
+			if !c.Seen.IsZero() {
+				seen = time.Since(c.Seen).Round(time.Second).String() + " ago"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Device, c.State, short(c.Desired), c.DesiredKey, seen, c.Detail)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "%d device(s): %s; %d behind\n", len(cvs), countLine(counts), behind)
+		if behind > 0 {
+			whys := map[string]int{}
+			for _, c := range cvs {
+				if c.State != fleet.ConvConverged && c.State != fleet.ConvAhead {
+					whys[c.State]++
+				}
+			}
+			var parts []string
+			for k, n := range whys {
+				parts = append(parts, fmt.Sprintf("%d %s", n, k))
+			}
+			sort.Strings(parts)
+			fmt.Fprintf(w, "behind: %s\n", strings.Join(parts, ", "))
+		}
+	}
+	if len(cvs) == 0 {
+		return cli.Exit(cli.ExitFailed, fmt.Errorf("the hub knows no device for this target"))
+	}
+	if behind > 0 {
+		return cli.Exit(cli.ExitFailed, cli.ErrReported)
+	}
+	return nil
+}
+
+// short is the tail of an envelope id (a UUIDv7: its head is a timestamp, shared by the
+// envelopes of one push), enough to tell them apart.
+func short(id string) string {
+	if len(id) > 12 {
+		return "…" + id[len(id)-12:]
+	}
+	return id
+}
