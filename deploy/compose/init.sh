@@ -8,6 +8,9 @@ set -eu
 [ -f /nats/worker-3.creds ] && exit 0
 rm -rf /nats/*
 publisher nats init --fleet demo --nats-dir /nats
+# The hub's JetStream store (hub.conf: store_dir /nats/jetstream) is a volume of its own,
+# mounted here; the rest of /nats is read-only to the hub.
+mkdir -p /nats/jetstream
 publisher nats creds --fleet demo --nats-dir /nats --device worker-1 --groups edge -o /nats/worker-1.creds
 publisher nats creds --fleet demo --nats-dir /nats --device worker-2 --groups edge -o /nats/worker-2.creds
 publisher nats creds --fleet demo --nats-dir /nats --device worker-3 --groups core -o /nats/worker-3.creds

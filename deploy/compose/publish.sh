@@ -16,3 +16,6 @@ publisher ls --server nats://hub:4222 --fleet demo
 publisher push /tmp/config.toml --group edge --server nats://hub:4222 --fleet demo --key /tmp/operator
 publisher push /tmp/config.toml --all --canary 1 --batch 2 --server nats://hub:4222 --fleet demo --key /tmp/operator
 publisher ls --server nats://hub:4222 --fleet demo
+# The hub stores each device's desired state (JetStream): this shows it against what
+# each device applied, without contacting them.
+publisher status --all --server nats://hub:4222 --fleet demo

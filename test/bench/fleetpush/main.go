@@ -6,6 +6,7 @@
 //
 //	go run ./test/bench/fleetpush -n 100 -mode leaf
 //	go run ./test/bench/fleetpush -n 1000 -mode direct
+//	go run ./test/bench/fleetpush -n 1000 -durable   # then a durable push, and one device's reconnect
 package main
 
 import (
@@ -50,14 +51,15 @@ func main() {
 	batch := flag.Int("batch", 0, "devices in flight (0: all)")
 	verify := flag.Bool("verify", true, "check device signatures against known devices (enrolled on first use), as the publisher does")
 	authn := flag.Bool("auth", true, "operator-mode hub (publisher nats init's hub.conf) with per-device credentials, as deployed; false: anonymous hub")
+	durable := flag.Bool("durable", false, "after the one-shot push, push another config as durable desired state (JetStream on the hub), then stop one device, push again, start it and time its convergence (leaf mode, -auth)")
 	flag.Parse()
-	if err := run(*n, *mode, *fixture, *batch, *verify, *authn); err != nil {
+	if err := run(*n, *mode, *fixture, *batch, *verify, *authn, *durable); err != nil {
 		fmt.Fprintln(os.Stderr, "fleetpush:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n int, mode, fixture string, batch int, verify, authn bool) error {
+func run(n int, mode, fixture string, batch int, verify, authn, durable bool) error {
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
@@ -118,6 +120,12 @@ func run(n int, mode, fixture string, batch int, verify, authn bool) error {
 			s()
 		}
 	}()
+	// The first device, kept to stop and start it again (-durable).
+	var first struct {
+		node  *node.Node
+		opts  node.Options
+		state string
+	}
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("dev-%04d", i)
 		dir := filepath.Join(root, id)
@@ -130,12 +138,18 @@ func run(n int, mode, fixture string, batch int, verify, authn bool) error {
 			if err != nil {
 				return err
 			}
-			nd, err := node.Start(ctx, node.Options{Device: id, Fleet: "bench", Prov: prov, HeartbeatInterval: time.Hour, Logger: log,
-				Broker: broker.Options{Hub: []string{hub.LeafURL()}, HubCreds: hubCreds, ReconnectInterval: 2 * time.Second}})
+			o := node.Options{Device: id, Fleet: "bench", Prov: prov, HeartbeatInterval: time.Hour, Logger: log,
+				Broker: broker.Options{Hub: []string{hub.LeafURL()}, HubCreds: hubCreds, ReconnectInterval: 2 * time.Second}}
+			nd, err := node.Start(ctx, o)
 			if err != nil {
 				return err
 			}
-			stops = append(stops, func() { nd.Shutdown(ctx) })
+			if i == 0 {
+				first.node, first.opts, first.state = nd, o, filepath.Join(dir, "state")
+				stops = append(stops, func() { first.node.Shutdown(ctx) })
+			} else {
+				stops = append(stops, func() { nd.Shutdown(ctx) })
+			}
 		case "direct":
 			hubCreds, err := creds(id, nil)
 			if err != nil {
@@ -209,7 +223,69 @@ func run(n int, mode, fixture string, batch int, verify, authn bool) error {
 	for r, k := range reasons {
 		fmt.Printf("  %d× %s\n", k, r)
 	}
-	return nil
+	if !durable {
+		return nil
+	}
+	if mode != "leaf" || !authn {
+		return fmt.Errorf("-durable needs -mode leaf and -auth")
+	}
+	return durablePush(ctx, c, hub, cfg, n, batch, first.node, first.opts)
+}
+
+// durablePush pushes cfg (marked) as durable desired state to all, then stops the first
+// device, pushes again, starts it, and times how long after its link is up it converges.
+func durablePush(ctx context.Context, c *fleet.Client, hub *broker.Broker, cfg []byte, n, batch int, nd *node.Node, o node.Options) error {
+	ds, err := c.OpenDesired(ctx)
+	if err != nil {
+		return err
+	}
+	push := func(mark string, replyTimeout time.Duration) (fleet.Summary, time.Duration, error) {
+		t := time.Now()
+		sum, err := c.Push(ctx, fleet.PushOptions{Target: fleet.Target{All: true}, Batch: fleet.Count{N: batch}, Desired: ds,
+			Payload:   fleet.Payload{Data: append(bytes.Clone(cfg), []byte("\n# "+mark+"\n")...), ContentType: envelope.TypeTOML},
+			Discovery: 10 * time.Second, ReplyTimeout: replyTimeout}, nil)
+		return sum, time.Since(t), err
+	}
+	sum, took, err := push("durable-1", 60*time.Second)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("durable push: devices=%d push=%s devices/s=%.1f ok=%v counts=%v peakRSS=%s\n", n, took.Round(time.Millisecond),
+		float64(n)/took.Seconds(), sum.OK(), sum.Counts, peakRSS())
+	// One device goes away, misses a push, and comes back.
+	if err := nd.Shutdown(ctx); err != nil {
+		return err
+	}
+	sum, took, err = push("durable-2", 10*time.Second)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("durable push with one device down (reply timeout 10s): push=%s counts=%v\n", took.Round(time.Millisecond), sum.Counts)
+	var want string
+	for _, d := range sum.Devices {
+		if d.Device == o.Device {
+			want = d.JobID
+		}
+	}
+	t0 := time.Now()
+	nd2, err := node.Start(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer nd2.Shutdown(ctx)
+	var linkUp time.Duration
+	for time.Since(t0) < time.Minute {
+		if linkUp == 0 && nd2.Broker.LeafNodes() > 0 {
+			linkUp = time.Since(t0)
+		}
+		if j, err := nd2.Jobs.Get(want); err == nil && j.State == "succeeded" {
+			fmt.Printf("reconnect: started→link up %s, started→converged %s (link up→converged %s)\n", linkUp.Round(time.Millisecond),
+				time.Since(t0).Round(time.Millisecond), (time.Since(t0) - linkUp).Round(time.Millisecond))
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("the restarted device did not converge on %s within a minute", want)
 }
 
 func peakRSS() string {
