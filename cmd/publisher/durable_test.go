@@ -2,12 +2,20 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fleetprov/fleetprov/core/auth"
+	"github.com/fleetprov/fleetprov/core/identity"
+	"github.com/fleetprov/fleetprov/core/record"
+	"github.com/fleetprov/fleetprov/messaging/wire"
+	"github.com/nats-io/nats.go"
 
 	"golang.org/x/crypto/ssh"
 
@@ -78,8 +86,10 @@ func TestDurablePushAndStatus(t *testing.T) {
 		t.Fatalf("status after the push = %d\n%s", code, out)
 	}
 
+	// --all targets the devices the hub's status stream knows, online or not (a group's
+	// are the ones that answer its discovery; its offline members take the group's key).
 	nodes["gw2"].Shutdown(context.Background())
-	code, out = pub("push", cfgB, "--group", "edge", "--key", keyPath)
+	code, out = pub("push", cfgB, "--all", "--key", keyPath)
 	if code != 0 || !strings.Contains(out, "1 offline device(s) converge when they come back") {
 		t.Fatalf("push with gw2 stopped = %d (offline is not a failure)\n%s", code, out)
 	}
@@ -88,7 +98,7 @@ func TestDurablePushAndStatus(t *testing.T) {
 	if code != cli.ExitFailed || !strings.Contains(out, "behind: 1 pending") || statusOf(out, "gw2") != "pending" || statusOf(out, "gw1") != "converged" {
 		t.Fatalf("status with gw2 stopped = %d\n%s", code, out)
 	}
-	code, out = pub("push", cfgB, "--group", "edge", "--key", keyPath, "--wait", "100%", "--timeout", "1s")
+	code, out = pub("push", cfgB, "--all", "--key", keyPath, "--wait", "100%", "--timeout", "1s")
 	if code != cli.ExitFailed || !strings.Contains(out, "--wait asked for 2") {
 		t.Fatalf("push --wait 100%% with gw2 stopped = %d\n%s", code, out)
 	}
@@ -101,6 +111,26 @@ func TestDurablePushAndStatus(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join(devs["gw2"].Prov.State().Active(), "config.toml"))
 	if !strings.Contains(string(b), "# variant B") {
 		t.Error("gw2 reports converged but runs another config")
+	}
+
+	// A client with the fleet's publisher credentials forges gw2's status, signed by a key
+	// of its own: status shows an impostor, not a converged device.
+	forger, err := nats.Connect(hub.ClientURL(), nats.UserCredentials(filepath.Join(dir, natsauth.PublisherCreds)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer forger.Close()
+	fake, _ := json.Marshal(wire.Status{Device: "gw2", Fleet: "prod", Groups: []string{"edge"}, Applied: "x", JobState: record.Succeeded, Time: time.Now()})
+	other, _, _ := identity.LoadOrCreate(filepath.Join(t.TempDir(), "other"), "other")
+	sig, _ := auth.Sign(fake, other, auth.NamespaceDevice)
+	msg := nats.NewMsg("fleetprov.prod.status.gw2")
+	msg.Data = fake
+	msg.Header.Set(wire.DeviceSignatureHeader, base64.StdEncoding.EncodeToString(sig))
+	if _, err := forger.RequestMsg(msg, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := pub("status", "--device", "gw2"); code != cli.ExitFailed || statusOf(out, "gw2") != "impostor" {
+		t.Errorf("status after a forged record = %d\n%s", code, out)
 	}
 
 	// A device's own server keeps no durable state: --durable on says so.

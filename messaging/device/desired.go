@@ -88,23 +88,33 @@ func (s *Service) loadMark() error {
 	return nil
 }
 
-// setMark records m (fsynced before it returns) when it is newer than the mark; it
-// returns the previous mark.
-func (s *Service) setMark(m Mark, force bool) (Mark, error) {
+// setMark records m (fsynced before it returns) when it is newer than the mark.
+func (s *Service) setMark(m Mark) error {
 	s.markMu.Lock()
 	defer s.markMu.Unlock()
-	prev := s.mark
-	if !force && !prev.newer(m.IssuedAt, m.ID) {
-		return prev, nil
+	if !s.mark.newer(m.IssuedAt, m.ID) {
+		return nil
 	}
 	if s.o.MarkFile != "" {
 		b, _ := json.Marshal(m)
 		if err := state.WriteFileAtomic(s.o.MarkFile, append(b, '\n'), 0o600); err != nil {
-			return prev, fmt.Errorf("recording the applied mark: %w", err)
+			return fmt.Errorf("recording the applied mark: %w", err)
 		}
 	}
 	s.mark = m
-	return prev, nil
+	return nil
+}
+
+// notOlder is anti-rollback for a job's envelope, checked when the job starts: it must
+// be newer than the newest envelope the device took (or be that very one, when a job is
+// recovered).
+func (s *Service) notOlder(env *envelope.Envelope) error {
+	m := s.AppliedMark()
+	if env.ID == m.ID || m.newer(env.IssuedAt, env.ID) {
+		return nil
+	}
+	return wire.Errorf(wire.ErrReplayed, "envelope %s (issued %s) is older than the state this device applied (%s, issued %s): a device never goes back; check the publisher's clock, or push again",
+		env.ID, env.IssuedAt.Format(time.RFC3339), m.ID, m.IssuedAt.Format(time.RFC3339))
 }
 
 // verifyDesired checks one candidate as a desired state of this device: strict decode,
@@ -192,6 +202,14 @@ func (s *Service) TakeDesired(ctx context.Context, cands []Candidate) DesiredOut
 	}
 	env := out.Newest
 	mark := s.AppliedMark()
+	if _, err := s.o.Jobs.Get(env.ID); err == nil && env.ID != mark.ID {
+		// Its job exists: the worker stopped after starting it and before recording the
+		// mark. The job is the job's recovery's; it is not run twice.
+		if err := s.setMark(Mark{ID: env.ID, IssuedAt: env.IssuedAt}); err != nil {
+			s.log.Error("recording the applied mark", "job_id", env.ID, "err", err)
+		}
+		mark = s.AppliedMark()
+	}
 	switch {
 	case env.ID == mark.ID:
 		out.Action = DesiredCurrent
@@ -214,31 +232,30 @@ func (s *Service) TakeDesired(ctx context.Context, cands []Candidate) DesiredOut
 		out.Action, out.Err = DesiredRefused, wire.Errorf(wire.ErrTooLarge, "payload is %d bytes (limit %d)", len(env.Payload), s.limit())
 		return out
 	}
-	prev, err := s.setMark(Mark{ID: env.ID, IssuedAt: env.IssuedAt}, false)
-	if err != nil {
-		out.Action, out.Err = DesiredRefused, wire.Wrap(wire.ErrInternal, "recording the applied mark", err)
-		return out
-	}
 	v := raw[env]
-	c := v.c
-	sig, _ := envelope.DecodeSignature(c.Sig)
-	req := &Request{Env: env, Source: "desired", Payload: bytes.NewReader(env.Payload), Size: int64(len(env.Payload)),
-		Close: func() {}, raw: c.Raw, sig: sig}
-	in := provision.Input{Reader: req.Payload, Secrets: env.Secrets, Check: v.dec.CheckPossession(),
-		// At job start, under the device lock: still signed by a key the state trusts now.
+	sig, _ := envelope.DecodeSignature(v.c.Sig)
+	in := provision.Input{Reader: bytes.NewReader(env.Payload), Secrets: env.Secrets, Check: v.dec.CheckPossession(),
+		// At job start, under the device lock: still signed by a key the state trusts now,
+		// and still newer than what the device took (a push may have come first).
 		Authorize: func() error {
-			_, err := s.o.Trust.Verify(req.raw, req.sig, auth.NamespaceEnvelope, env.Op, auth.Target{Kind: env.Target, Group: env.Group}, s.Groups())
+			if err := s.notOlder(env); err != nil {
+				return err
+			}
+			_, err := s.o.Trust.Verify(v.c.Raw, sig, auth.NamespaceEnvelope, env.Op, auth.Target{Kind: env.Target, Group: env.Group}, s.Groups())
 			return err
 		}}
-	if _, err := s.SubmitJob(JobSpec{ID: env.ID, Op: env.Op, Source: req.Source, Signer: v.dec.Principal, Input: in}); err != nil {
-		if _, merr := s.setMark(prev, true); merr != nil {
-			s.log.Error("restoring the applied mark", "err", merr)
-		}
+	// The job record is written before the mark: a crash between them leaves a job that
+	// recovery finishes and the next read recognizes (above), never a mark with no job.
+	if _, err := s.SubmitJob(JobSpec{ID: env.ID, Op: env.Op, Source: "desired", Signer: v.dec.Principal, Input: in}); err != nil {
 		out.Action, out.Err = DesiredRefused, err
 		if FromError(err).Code == wire.ErrBusy.Code {
 			out.Action, out.Err = DesiredBusy, nil
 		}
 		return out
+	}
+	if err := s.setMark(Mark{ID: env.ID, IssuedAt: env.IssuedAt}); err != nil {
+		// The job runs; the next read finds its record and records the mark then.
+		s.log.Error("recording the applied mark", "job_id", env.ID, "err", err)
 	}
 	out.Action = DesiredStarted
 	return out
@@ -258,10 +275,16 @@ func (s *Service) DesiredStatus(ctx context.Context, out DesiredOutcome) wire.St
 	}
 	if out.Newest != nil {
 		st.Desired, st.DesiredIssuedAt = out.Newest.ID, out.Newest.IssuedAt
-		if j, err := s.o.Jobs.Get(out.Newest.ID); err == nil {
+		j, err := s.o.Jobs.Get(out.Newest.ID)
+		switch {
+		case err == nil:
 			st.JobState, st.Code, st.Error, st.RollbackStatus = j.State, j.Code, j.Error, j.RollbackStatus
-		} else if out.Err != nil {
+		case out.Err != nil:
 			st.Code, st.Error = wire.Public(out.Err)
+		case out.Action == DesiredBusy:
+			st.Code, st.Error = wire.ErrBusy.Code, "a job is running; it takes this state when that job ends"
+		case out.Action == DesiredOlder:
+			st.Code, st.Error = wire.ErrReplayed.Code, fmt.Sprintf("older than the state this device applied (%s); never applied", m.ID)
 		}
 	}
 	return st

@@ -61,7 +61,7 @@ func (s *Service) submit(r *Request, in provision.Input) (wire.Reply, error) {
 		return wire.Reply{}, err
 	}
 	// A pushed change is newer than any durable desired state issued before it.
-	if _, err := s.setMark(Mark{ID: r.Env.ID, IssuedAt: r.Env.IssuedAt}, false); err != nil {
+	if err := s.setMark(Mark{ID: r.Env.ID, IssuedAt: r.Env.IssuedAt}); err != nil {
 		s.log.Error("recording the applied mark", "job_id", j.ID, "err", err)
 	}
 	return wire.Reply{Accepted: true, JobID: j.ID}, nil

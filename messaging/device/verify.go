@@ -67,6 +67,12 @@ func (s *Service) handleEnvelope(ctx context.Context, raw []byte, max int, sigHe
 		return wire.Reply{}, err
 	}
 	*id, *op = env.ID, env.Op
+	if env.Durable {
+		// Durable desired state outlives its window only when read from the hub's store;
+		// sent as a request it would skip the replay guard's memory of it (a group's
+		// envelope is run by no device as a job) and the anti-rollback check.
+		return wire.Reply{}, wire.Errorf(wire.ErrInvalid, "envelope %s is durable desired state: devices read it from the hub's store, it is not sent as a request", env.ID)
+	}
 	if err := bind(env, s.o.Fleet, s.o.Device, s.Groups()); err != nil {
 		return wire.Reply{}, err
 	}
@@ -170,6 +176,9 @@ func fetchDeadline(now, expires time.Time, size int64) time.Time {
 func (s *Service) recheck(r *Request) func() error {
 	return func() error {
 		if err := r.Env.CheckTime(s.o.Now()); err != nil {
+			return err
+		}
+		if err := s.notOlder(r.Env); err != nil {
 			return err
 		}
 		target := auth.Target{Kind: r.Env.Target, Group: r.Env.Group}

@@ -28,7 +28,7 @@ type ConvergerOptions struct {
 	LinkUp func() bool
 	// Poll is how often LinkUp is looked at (default 1s), Resync how often the desired
 	// state is read anyway, in case a notification was lost (default 5m), and Timeout
-	// bounds each read (default 5s).
+	// bounds each read (default 2s).
 	Poll, Resync, Timeout time.Duration
 	Logger                *slog.Logger
 }
@@ -48,9 +48,10 @@ type Converger struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 
-	mu   sync.Mutex
-	subs []*nats.Subscription
-	keys []string
+	mu         sync.Mutex
+	subs       []*nats.Subscription
+	keys       []string
+	unreadable []string
 }
 
 // NewConverger returns a converger; Start runs it.
@@ -227,15 +228,42 @@ func (c *Converger) read(ctx context.Context) ([]device.Candidate, error) {
 	}
 	wg.Wait()
 	var out []device.Candidate
-	for _, r := range res {
-		if r.err != nil {
-			return nil, r.err
-		}
-		if r.c != nil {
+	var failed []string
+	var last error
+	for i, r := range res {
+		switch {
+		case r.err != nil:
+			failed, last = append(failed, keys[i]), r.err
+		case r.c != nil:
 			out = append(out, *r.c)
 		}
 	}
+	if len(failed) == len(keys) {
+		return nil, last // the link is down, or the hub keeps no desired state
+	}
+	if len(failed) > 0 {
+		// Some keys answer and some do not: most likely groups this device's hub
+		// credentials do not carry (the hub drops those gets). The others still count:
+		// anti-rollback keeps a partial view from ever taking the device backwards.
+		c.failedKeys(failed, last)
+	} else {
+		c.failedKeys(nil, nil)
+	}
 	return out, nil
+}
+
+// failedKeys logs, once per change, the keys the device cannot read.
+func (c *Converger) failedKeys(keys []string, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if slices.Equal(keys, c.unreadable) {
+		return
+	}
+	c.unreadable = keys
+	if len(keys) > 0 {
+		c.log.Warn("desired-state keys unreadable (are these groups in the device's hub credentials? publisher nats creds --groups)",
+			"keys", keys, "err", err)
+	}
 }
 
 // get direct-gets one key (nil: no value).

@@ -64,6 +64,12 @@ func WithKnownDevices(k *KnownDevices, tofu bool, onFirst func(device, fingerpri
 
 // verifyDevice checks a device's signature over body against its enrolled key.
 func (c *Client) verifyDevice(device string, body []byte, sig64 string) error {
+	return c.verifyDeviceTOFU(device, body, sig64, c.tofu)
+}
+
+// verifyDeviceTOFU is verifyDevice with first use allowed or not: a record read from the
+// hub (a status) never enrols a key, since no device answered anything.
+func (c *Client) verifyDeviceTOFU(device string, body []byte, sig64 string, tofu bool) error {
 	if c.known == nil {
 		return nil
 	}
@@ -86,7 +92,7 @@ func (c *Client) verifyDevice(device string, body []byte, sig64 string) error {
 	case ok:
 		return fmt.Errorf("%w: %s signed with %s, but its enrolled key is %s (if the device was reinstalled, check its new key with 'worker identity' and re-enrol: publisher enroll --device %s --fingerprint %s)",
 			ErrImpostor, device, fp, ssh.FingerprintSHA256(known), device, fp)
-	case c.tofu:
+	case tofu:
 		if err := c.known.Add(c.fleet, device, pub, nil); err != nil {
 			if errors.Is(err, ErrEnrolmentChanged) {
 				if now, ok := c.known.Lookup(c.fleet, device); ok && sameKey(now, pub) {

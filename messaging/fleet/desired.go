@@ -112,13 +112,9 @@ func (d *DesiredStore) Put(ctx context.Context, key string, env *envelope.Envelo
 	if !env.Durable || env.PayloadRef != nil {
 		return DesiredEntry{}, fmt.Errorf("%w: desired state is a durable envelope with its payload inline", ErrInvalidOption)
 	}
-	raw, err := env.Encode()
+	raw, err := d.encode(env)
 	if err != nil {
 		return DesiredEntry{}, err
-	}
-	if limit := int(d.c.nc.MaxPayload()) - 4096; len(raw) > limit {
-		return DesiredEntry{}, fmt.Errorf("%w: the envelope is %d bytes; durable desired state holds at most %d (the hub's max payload) — push a smaller bundle, or push it one-shot with --durable=false",
-			ErrInvalidOption, len(raw), limit)
 	}
 	sig, err := envelope.Sign(raw, d.c.signer)
 	if err != nil {
@@ -132,6 +128,26 @@ func (d *DesiredStore) Put(ctx context.Context, key string, env *envelope.Envelo
 		return DesiredEntry{}, fmt.Errorf("writing desired state %s: %w", key, err)
 	}
 	return DesiredEntry{Key: key, Env: env, Raw: raw, Sig: sig, Revision: ack.Sequence}, nil
+}
+
+// encode encodes env, refusing one too large for a KV value (the hub's max payload).
+func (d *DesiredStore) encode(env *envelope.Envelope) ([]byte, error) {
+	raw, err := env.Encode()
+	if err != nil {
+		return nil, err
+	}
+	// Room for the signature header and a device's sealed secrets.
+	if limit := int(d.c.nc.MaxPayload()) - 8192; len(raw) > limit {
+		return nil, fmt.Errorf("%w: the envelope is %d bytes; durable desired state holds at most %d (the hub's max payload): push a smaller bundle, or push it one-shot with --durable off",
+			ErrInvalidOption, len(raw), limit)
+	}
+	return raw, nil
+}
+
+// fits checks, before a rollout, that env's payload fits durable desired state.
+func (d *DesiredStore) fits(env *envelope.Envelope) error {
+	_, err := d.encode(env)
+	return err
 }
 
 // entry decodes a stored message.
@@ -157,33 +173,6 @@ func (d *DesiredStore) Get(ctx context.Context, key string) (DesiredEntry, bool,
 	}
 	e, err := entry(key, m)
 	return e, err == nil, err
-}
-
-// Before returns the newest revision of key older than rev (false: none kept).
-func (d *DesiredStore) Before(ctx context.Context, key string, rev uint64) (DesiredEntry, bool, error) {
-	hist, err := d.kv.History(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return DesiredEntry{}, false, nil
-	}
-	if err != nil {
-		return DesiredEntry{}, false, fmt.Errorf("history of %s: %w", key, err)
-	}
-	for i := len(hist) - 1; i >= 0; i-- {
-		h := hist[i]
-		if h.Revision() >= rev {
-			continue
-		}
-		if h.Operation() != jetstream.KeyValuePut {
-			return DesiredEntry{}, false, nil
-		}
-		m, err := d.bucket.GetMsg(ctx, h.Revision())
-		if err != nil {
-			return DesiredEntry{}, false, fmt.Errorf("reading %s revision %d: %w", key, h.Revision(), err)
-		}
-		e, err := entry(key, m)
-		return e, err == nil, err
-	}
-	return DesiredEntry{}, false, nil
 }
 
 // Delete removes key's desired state (the device falls back to its groups' and the
@@ -261,7 +250,7 @@ func (c *Client) deviceStatus(dev string, data []byte, sig string) DeviceStatus 
 		return DeviceStatus{Status: wire.Status{Device: dev}, Enrollment: EnrollmentImpostor}
 	}
 	ds := DeviceStatus{Status: st}
-	switch err := c.verifyDevice(dev, data, sig); {
+	switch err := c.verifyDeviceTOFU(dev, data, sig, false); {
 	case errors.Is(err, ErrUnenrolled):
 		ds.Enrollment = EnrollmentUnenrolled
 	case err != nil:

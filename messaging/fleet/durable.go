@@ -13,6 +13,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
+	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
 // StateOffline is a durable push's device that did not take its desired state within the
@@ -78,10 +79,14 @@ type durable struct {
 	fallback *DesiredEntry            // the newest of the target group's and the fleet's keys before the push
 }
 
-// durableTargets adds to the discovered devices those the hub's status stream knows in
-// the target (offline ones included: their desired state is written all the same).
+// durableTargets adds, for --all, the devices the hub's status stream knows to the
+// discovered ones (offline ones included: their desired state is written all the same).
 func (c *Client) durableTargets(ctx context.Context, o PushOptions, devices []string) ([]string, error) {
-	if len(o.Target.Devices) > 0 {
+	// Only --all: a status record's groups are the device's own claim, and a group's
+	// targets must be the devices the hub lets hear that group (they answered its
+	// discovery). Offline members of a group converge on the group's key, written when
+	// the rollout completes.
+	if !o.Target.All {
 		return devices, nil
 	}
 	sts, err := o.Desired.Statuses(ctx)
@@ -92,7 +97,7 @@ func (c *Client) durableTargets(ctx context.Context, o PushOptions, devices []st
 		if s.Enrollment == EnrollmentImpostor || slices.Contains(devices, dev) {
 			continue
 		}
-		if o.Target.All || slices.Contains(s.Groups, o.Target.Group) {
+		if s.Enrollment != EnrollmentUnenrolled || c.known == nil {
 			devices = append(devices, dev)
 		}
 	}
@@ -169,6 +174,13 @@ func (c *Client) pushDesired(ctx context.Context, o PushOptions, du *durable, hu
 			}
 			first.Stop()
 			switch {
+			case st.Enrollment == EnrollmentUnenrolled && c.known != nil:
+				done(func(s *DeviceState) {
+					s.State, s.Error = StateUnenrolled, "its status is signed by a key that is not enrolled (publisher enroll --device "+dev+")"
+				})
+				return
+			case st.JobState == "" && st.Code == wire.ErrBusy.Code:
+				update(dev, func(s *DeviceState) { s.Stage = "waiting: " + st.Error })
 			case st.JobState == "" && st.Code != "":
 				done(func(s *DeviceState) { s.State, s.Code, s.Error = StateRejected, st.Code, st.Error })
 				return
@@ -215,21 +227,23 @@ func (c *Client) finishDurable(ctx context.Context, o PushOptions, du *durable, 
 		if groupEnv.Target == envelope.TargetGroup {
 			key = subjects.GroupKey(groupEnv.Group)
 		}
-		_, err := du.d.Put(ctx, key, groupEnv)
-		return err
+		if _, err := du.d.Put(ctx, key, groupEnv); err != nil {
+			return err
+		}
+		sum.Note = "stored as " + key + " too: devices of the target that did not answer take it when they come online"
+		return nil
 	}
 	if !o.RevertOnFailure {
 		return nil
 	}
 	for i, ds := range sum.Devices {
-		switch ds.State {
-		case StateSucceeded, StateFailed, StateRolledBack, StateRunning:
-		default:
-			continue
-		}
 		du.mu.Lock()
+		_, sent := du.sent[ds.Device]
 		prev := du.prev[ds.Device]
 		du.mu.Unlock()
+		if !sent {
+			continue // never given the new state (skipped, or refused before it was written)
+		}
 		// What the device desired before: the newer of its own key and the target's
 		// group or fleet key as they were.
 		if f := du.fallback; f != nil && (prev == nil || f.Env.Newer(prev.Env.IssuedAt, prev.Env.ID)) {
@@ -241,7 +255,7 @@ func (c *Client) finishDurable(ctx context.Context, o PushOptions, du *durable, 
 			if err := du.d.Delete(ctx, key); err != nil {
 				return err
 			}
-			sum.Devices[i].Error = "no previous desired state to return to (its key was removed)"
+			sum.Devices[i].Error = "no previous desired state to return to: its key was removed, and it keeps what it runs"
 			continue
 		}
 		env, err := du.d.Stamp(key, Payload{Data: prev.Env.Payload, ContentType: prev.Env.ContentType})
@@ -284,6 +298,15 @@ func (c *Client) waitConverged(ctx context.Context, du *durable, sum *Summary, w
 		return
 	}
 	defer stop()
+	// Devices that converged between the rollout's end and the subscription.
+	if sts, err := du.d.Statuses(ctx); err == nil {
+		for _, s := range sts {
+			select {
+			case ch <- s:
+			default:
+			}
+		}
+	}
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for count() < want {
@@ -293,10 +316,14 @@ func (c *Client) waitConverged(ctx context.Context, du *durable, sum *Summary, w
 			du.mu.Lock()
 			id := du.sent[s.Device]
 			du.mu.Unlock()
-			if !ok || s.Enrollment == EnrollmentImpostor || s.Desired != id || !s.JobState.Finished() {
+			if !ok || s.Enrollment == EnrollmentImpostor || (s.Enrollment == EnrollmentUnenrolled && c.known != nil) ||
+				s.Desired != id || !s.JobState.Finished() {
 				continue
 			}
 			d := &sum.Devices[i]
+			if d.State == StateSucceeded {
+				continue
+			}
 			sum.Counts[d.State]--
 			finish(d, record.Job{State: s.JobState, Code: s.Code, Error: s.Error, RollbackStatus: s.RollbackStatus,
 				Result: &record.Result{RolledBack: s.RollbackStatus != ""}})

@@ -192,15 +192,21 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 			return Summary{}, err
 		}
 		du = &durable{d: o.Desired, prev: map[string]*DesiredEntry{}, sent: map[string]string{}}
-		if o.Target.Group != "" || o.Target.All {
-			key := subjects.AllKey
-			if o.Target.Group != "" {
-				key = subjects.GroupKey(o.Target.Group)
-			}
-			// Stamped before any device's envelope: the group's key never overrides them.
-			if groupEnv, err = o.Desired.Stamp(key, o.Payload); err != nil {
-				return Summary{}, err
-			}
+		key := subjects.AllKey
+		if o.Target.Group != "" {
+			key = subjects.GroupKey(o.Target.Group)
+		}
+		// Stamped before any device's envelope: the group's key never overrides them.
+		if groupEnv, err = o.Desired.Stamp(key, o.Payload); err != nil {
+			return Summary{}, err
+		}
+		if err := o.Desired.fits(groupEnv); err != nil {
+			return Summary{}, err
+		}
+		if len(o.Target.Devices) > 0 {
+			groupEnv = nil // a list of devices writes no group's or fleet's key
+		}
+		{
 			for _, k := range []string{key, subjects.AllKey} {
 				if e, ok, err := o.Desired.Get(ctx, k); err != nil {
 					return Summary{}, err
@@ -222,11 +228,14 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 	}
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	prep, err := c.Prepare(pctx, o.Payload)
-	if err != nil {
-		return Summary{}, err
+	var err error
+	prep := &Prepared{p: o.Payload} // durable state carries its payload inline
+	if du == nil {
+		if prep, err = c.Prepare(pctx, o.Payload); err != nil {
+			return Summary{}, err
+		}
+		defer prep.Close()
 	}
-	defer prep.Close()
 	var hub *eventHub
 	if c.http == nil {
 		if hub, err = c.newEventHub(); err != nil {
@@ -283,9 +292,24 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 	if o.Canary > 0 && len(rest) > 0 {
 		n := min(o.Canary, len(rest))
 		runBatch(rest[:n])
+		canaries := rest[:n]
 		rest = rest[n:]
-		if failures() > 0 {
-			sum.Stopped = fmt.Sprintf("a canary device failed; %d device(s) not started", len(rest))
+		proven := func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, d := range canaries {
+				if states[d].State == StateSucceeded {
+					return true
+				}
+			}
+			return false
+		}
+		if failures() > 0 || (du != nil && !proven()) {
+			why := "a canary device failed"
+			if failures() == 0 {
+				why = "no canary device took the new state (offline)"
+			}
+			sum.Stopped = fmt.Sprintf("%s; %d device(s) not started", why, len(rest))
 			for _, d := range rest {
 				update(d, func(s *DeviceState) { s.State = StateSkipped })
 			}
@@ -334,7 +358,7 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 			c.waitConverged(ctx, du, &sum, want, o.Timeout)
 			if got := sum.Counts[StateSucceeded]; got < want {
 				sum.WaitUnmet = true
-				sum.Note = fmt.Sprintf("%d of %d device(s) converged within %s; --wait asked for %d", got, len(devices), o.Timeout, want)
+				sum.Note = strings.TrimPrefix(sum.Note+"; ", "; ") + fmt.Sprintf("%d of %d device(s) converged within %s; --wait asked for %d", got, len(devices), o.Timeout, want)
 			}
 		}
 	}

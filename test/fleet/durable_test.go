@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,10 +47,10 @@ func waitStatus(t *testing.T, d *fleet.DesiredStore, dev, what string, cond func
 }
 
 // restart starts w again on its own state (same device, same credentials).
-func (r *fleetRig) restart(w *worker, hubURL, creds string) {
+func (r *fleetRig) restart(w *worker, hubURL, creds string, groups ...string) {
 	r.t.Helper()
 	w.node = nodetest.StartDevice(r.t, w.dev, w.id, func(o *node.Options) {
-		o.Fleet, o.Groups, o.Logger = "fleet", []string{"edge"}, logger(r.t)
+		o.Fleet, o.Groups, o.Logger = "fleet", append([]string{"edge"}, groups...), logger(r.t)
 		o.Broker.Hub, o.Broker.HubCreds, o.Broker.ReconnectInterval = []string{hubURL}, creds, 100*time.Millisecond
 		o.LinkPoll = 50 * time.Millisecond
 	})
@@ -91,7 +92,8 @@ func TestDurableDesiredState(t *testing.T) {
 	t.Run("a_stopped_device_converges_when_it_starts_again", func(t *testing.T) {
 		w := r.byID["dev-02"]
 		w.node.Shutdown(ctx)
-		sum := durable("edge", r.variant("b-"))
+		// --all: the hub's status stream makes the stopped device a target too.
+		sum := durable("", r.variant("b-"), func(o *fleet.PushOptions) { o.Target = fleet.Target{All: true} })
 		states := map[string]string{}
 		for _, ds := range sum.Devices {
 			states[ds.Device] = ds.State
@@ -99,9 +101,6 @@ func TestDurableDesiredState(t *testing.T) {
 		// The hub knows dev-02 from its status record: it is targeted while offline.
 		if states["dev-00"] != fleet.StateSucceeded || states["dev-02"] != fleet.StateOffline || !sum.OK() {
 			t.Fatalf("push with dev-02 stopped = %+v", sum)
-		}
-		if activeHas(w, "b-") {
-			t.Fatal("dev-02 took the state while stopped")
 		}
 		r.restart(w, hub.leafURL(), w.creds)
 		id := sum.Devices[2].JobID
@@ -122,16 +121,21 @@ func TestDurableDesiredState(t *testing.T) {
 		}
 		hub.stop() // SIGKILL: what JetStream acknowledged must survive it
 		hub.start()
-		r.restart(w, hub.leafURL(), w.creds)
+		// It comes back in a group its hub credentials do not carry: the hub drops the
+		// direct gets of that group's key, and its other keys still count.
+		r.restart(w, hub.leafURL(), w.creds, "not-in-creds")
 		fptest.WaitFor(t, 30*time.Second, "dev-01 to converge after the hub came back", func() bool { return activeHas(w, "c-") })
 	})
 
 	t.Run("an_older_envelope_written_later_is_ignored", func(t *testing.T) {
 		w := r.byID["dev-00"]
-		// dev-00's only key becomes its group's, holding an envelope issued an hour ago:
+		// dev-00's only key becomes its group's (its own and the fleet's are deleted),
+		// holding an envelope issued an hour ago:
 		// newest among its keys, older than what it applied.
-		if err := d.Delete(ctx, subjects.DeviceKey("dev-00")); err != nil {
-			t.Fatal(err)
+		for _, k := range []string{subjects.DeviceKey("dev-00"), subjects.AllKey} {
+			if err := d.Delete(ctx, k); err != nil {
+				t.Fatal(err)
+			}
 		}
 		older, err := d.Stamp(subjects.GroupKey("edge"), fleet.Payload{Data: r.variant("old-"), ContentType: envelope.TypeTOML})
 		if err != nil {
@@ -145,6 +149,33 @@ func TestDurableDesiredState(t *testing.T) {
 		s := waitStatus(t, d, "dev-00", "read the older envelope", func(s fleet.DeviceStatus) bool { return s.Desired == older.ID })
 		if s.Applied == older.ID || activeHas(w, "old-") || !activeHas(w, "c-") {
 			t.Fatalf("anti-rollback: status %+v; the device took an older state", s.Status)
+		}
+	})
+
+	t.Run("durable_or_older_envelopes_sent_as_requests_are_refused", func(t *testing.T) {
+		w := r.byID["dev-00"]
+		// A group member that heard the group's durable envelope sends it to a device as
+		// a request, hoping to take it back to that state.
+		e, ok, err := d.Get(ctx, subjects.GroupKey("edge"))
+		if err != nil || !ok {
+			t.Fatal(ok, err)
+		}
+		msg := nats.NewMsg(subjects.Subject{Fleet: "fleet", Kind: subjects.Group, Name: "edge", Op: "apply"}.String())
+		msg.Data = e.Raw
+		msg.Header.Set(envelope.SignatureHeader, e.Sig)
+		res, err := nc.RequestMsg(msg, 5*time.Second)
+		if err != nil || !bytes.Contains(res.Data, []byte(`"code":"invalid"`)) || !bytes.Contains(res.Data, []byte("durable desired state")) {
+			t.Fatalf("a durable envelope as a request: %v %s", err, res.Data)
+		}
+		// A one-shot push signed by the operator but issued before what the device runs
+		// (a publisher whose clock is behind) is refused when its job starts.
+		behind, err := fleet.New(nc, "fleet", fleet.WithSigner(r.admin), fleet.WithClock(func() time.Time { return time.Now().Add(-3 * time.Minute) }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := r.push(behind, fleet.PushOptions{Target: fleet.Target{Devices: []string{"dev-00"}}, Payload: fleet.Payload{Data: r.variant("stale-"), ContentType: envelope.TypeTOML}})
+		if sum.OK() || !strings.Contains(sum.Devices[0].Error, "older than the state this device applied") || activeHas(w, "stale-") {
+			t.Fatalf("an older one-shot push = %+v", sum)
 		}
 	})
 
@@ -168,6 +199,7 @@ func TestDurableDesiredState(t *testing.T) {
 	})
 
 	t.Run("revert_on_failure_returns_the_early_devices", func(t *testing.T) {
+		waitDiscover(t, c, fleet.Target{Group: "edge"}, 3)
 		r.byID["dev-01"].dev.Sim.SetFail("extra.service", true)
 		defer r.byID["dev-01"].dev.Sim.SetFail("extra.service", false)
 		zero := fleet.Count{}

@@ -100,11 +100,13 @@ func (r *fleetRig) client(nc *nats.Conn) *fleet.Client {
 func waitDiscover(t *testing.T, c *fleet.Client, target fleet.Target, want int) {
 	t.Helper()
 	var found int
-	fptest.WaitFor(t, 20*time.Second, fmt.Sprintf("discovery to see %d devices (sees %d)", want, found), func() bool {
+	if !fptest.Eventually(20*time.Second, func() bool {
 		ds, _ := c.Discover(context.Background(), target, 300*time.Millisecond, 3*time.Second)
 		found = len(ds)
 		return found == want
-	})
+	}) {
+		t.Fatalf("discovery sees %d devices, not %d", found, want)
+	}
 }
 
 func (r *fleetRig) push(c *fleet.Client, o fleet.PushOptions) fleet.Summary {
