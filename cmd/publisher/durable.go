@@ -15,11 +15,13 @@ type durableFlags struct {
 	mode   string
 	wait   string
 	revert bool
+	resume bool
 }
 
 func (d *durableFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.mode, "durable", "auto", "store the push as desired state on the hub: auto (when the hub runs JetStream), on (refuse without it), off (one-shot requests)")
 	fs.StringVar(&d.wait, "wait", "", "durable: after the rollout, wait up to --timeout until N or N% of the devices have converged")
+	fs.BoolVar(&d.resume, "resume", false, "durable: continue a stopped rollout of the same payload: devices that already applied it are not given it again")
 	fs.BoolVar(&d.revert, "revert-on-failure", false, "durable: when --canary or --max-failures stops the rollout, give the devices that took the new state their previous desired state back")
 }
 
@@ -37,9 +39,9 @@ func (d *durableFlags) apply(o *fleet.PushOptions) error {
 		}
 		o.Wait = &c
 	}
-	o.RevertOnFailure = d.revert
-	if d.mode == "off" && (o.Wait != nil || d.revert) {
-		return cli.Usagef("--wait and --revert-on-failure need durable desired state (not --durable off)")
+	o.RevertOnFailure, o.Resume = d.revert, d.resume
+	if d.mode == "off" && (o.Wait != nil || d.revert || d.resume) {
+		return cli.Usagef("--wait, --resume and --revert-on-failure need durable desired state (not --durable off)")
 	}
 	if o.Detach && d.mode == "on" {
 		return cli.Usagef("--detach is one-shot: durable pushes are followed until each device took its state or is offline")
@@ -57,8 +59,8 @@ func (d *durableFlags) open(ctx context.Context, cl *fleet.Client, o *fleet.Push
 	ds, err := cl.OpenDesired(ctx)
 	switch {
 	case errors.Is(err, fleet.ErrNoJetStream) && d.mode == "auto":
-		if o.Wait != nil || o.RevertOnFailure {
-			return cli.Usagef("--wait and --revert-on-failure need a hub with JetStream ('publisher nats init' configures one); this server has none")
+		if o.Wait != nil || o.RevertOnFailure || o.Resume {
+			return cli.Usagef("--wait, --resume and --revert-on-failure need a hub with JetStream ('publisher nats init' configures one); this server has none")
 		}
 		return nil
 	case errors.Is(err, fleet.ErrNoJetStream):

@@ -52,6 +52,8 @@ type Converger struct {
 	subs       []*nats.Subscription
 	keys       []string
 	unreadable []string
+	// view is the last full read, kept current by notifications (nil: read again).
+	view map[string]device.Candidate
 }
 
 // NewConverger returns a converger; Start runs it.
@@ -95,6 +97,7 @@ func (c *Converger) Start(ctx context.Context) error {
 	// state, and the hub learns the job's outcome.
 	c.svc.Listen(func(m wire.EventMsg) {
 		if m.Done {
+			c.refresh()
 			c.Kick()
 		}
 	})
@@ -135,10 +138,12 @@ func (c *Converger) loop(ctx context.Context) {
 			now := c.o.LinkUp()
 			if now && !up {
 				c.log.Info("hub link up: reading desired state")
+				c.refresh()
 				c.Sync(ctx)
 			}
 			up = now
 		case <-resync.C:
+			c.refresh()
 			c.Sync(ctx)
 		case <-c.stop:
 			return
@@ -159,9 +164,9 @@ func (c *Converger) subscribe() error {
 	for _, s := range c.subs {
 		s.Unsubscribe()
 	}
-	c.subs, c.keys = nil, keys
+	c.subs, c.keys, c.view = nil, keys, nil
 	for _, k := range keys {
-		s, err := c.o.Conn.Subscribe(subjects.DesiredNotify(c.svc.Fleet(), k), func(*nats.Msg) { c.Kick() })
+		s, err := c.o.Conn.Subscribe(subjects.DesiredNotify(c.svc.Fleet(), k), func(m *nats.Msg) { c.notified(k, m) })
 		if err != nil {
 			return err
 		}
@@ -177,7 +182,7 @@ func (c *Converger) Sync(ctx context.Context) device.DesiredOutcome {
 	if err := c.subscribe(); err != nil {
 		c.log.Warn("following desired-state changes", "err", err)
 	}
-	cands, err := c.read(ctx)
+	cands, err := c.candidates(ctx)
 	if err != nil {
 		// No hub, no JetStream on it, or the link is down: nothing to converge on now;
 		// the link coming back or a notification brings the next read.
@@ -201,6 +206,58 @@ func (c *Converger) Sync(ctx context.Context) device.DesiredOutcome {
 		c.publishStatus(ctx, out)
 	}
 	return out
+}
+
+// notified takes a key's change as the bucket republished it (value and headers): the
+// device's view is then its last full read with this key replaced, and needs no read
+// (1,000 devices told of the fleet's key would otherwise make 2,000+ gets at once).
+func (c *Converger) notified(key string, m *nats.Msg) {
+	c.mu.Lock()
+	if c.view != nil {
+		if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+			delete(c.view, key)
+		} else {
+			c.view[key] = device.Candidate{Key: key, Raw: m.Data, Sig: m.Header.Get(envelope.SignatureHeader)}
+		}
+	}
+	c.mu.Unlock()
+	c.Kick()
+}
+
+// candidates is the device's view of its keys: the last full read with the changes
+// notified since, or a full read when there is none (at start, on link-up, after a job,
+// every Resync: each of those drops the view first).
+func (c *Converger) candidates(ctx context.Context) ([]device.Candidate, error) {
+	c.mu.Lock()
+	if c.view != nil {
+		out := make([]device.Candidate, 0, len(c.view))
+		for _, k := range c.keys {
+			if cand, ok := c.view[k]; ok {
+				out = append(out, cand)
+			}
+		}
+		c.mu.Unlock()
+		return out, nil
+	}
+	c.mu.Unlock()
+	cands, err := c.read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.view = map[string]device.Candidate{}
+	for _, cand := range cands {
+		c.view[cand.Key] = cand
+	}
+	c.mu.Unlock()
+	return cands, nil
+}
+
+// refresh drops the view: the next Sync reads every key.
+func (c *Converger) refresh() {
+	c.mu.Lock()
+	c.view = nil
+	c.mu.Unlock()
 }
 
 // read direct-gets each key, all at once; a key with no value (or deleted) is left out.

@@ -77,6 +77,7 @@ type durable struct {
 	prev     map[string]*DesiredEntry // device -> its desired state before this push (nil: none)
 	sent     map[string]string        // device -> envelope id
 	fallback *DesiredEntry            // the newest of the target group's and the fleet's keys before the push
+	status   map[string]DeviceStatus  // with Resume: the statuses at the start
 }
 
 // durableTargets adds, for --all, the devices the hub's status stream knows to the
@@ -131,9 +132,19 @@ func (c *Client) pushDesired(ctx context.Context, o PushOptions, du *durable, hu
 		}
 		env.Secrets = sealed
 	}
-	prev, ok, err := du.d.Get(ctx, key)
-	if err != nil {
-		fail(err)
+	// What it had, for a revert or a resume (one JetStream API call a device: only then).
+	var prev DesiredEntry
+	var ok bool
+	if o.RevertOnFailure || o.Resume {
+		if prev, ok, err = du.d.Get(ctx, key); err != nil {
+			fail(err)
+			return
+		}
+	}
+	if st, known := du.status[dev]; o.Resume && ok && known && prev.Env.PayloadSHA256 == env.PayloadSHA256 &&
+		st.Enrollment != EnrollmentImpostor && st.Applied == prev.Env.ID && st.JobState == record.Succeeded {
+		// Resumed: this device took this payload already.
+		done(func(s *DeviceState) { s.State, s.JobID, s.Stage = StateSucceeded, prev.Env.ID, "already converged" })
 		return
 	}
 	events, stop := hub.watch(dev, env.ID)

@@ -113,6 +113,10 @@ type PushOptions struct {
 	// gives the devices that took the new state their previous desired state back, as a
 	// new envelope (devices never go back to an older one).
 	RevertOnFailure bool
+	// Resume, with Desired: a device whose own key already holds this payload and which
+	// applied it successfully is not given it again (succeeded, "already converged"), so
+	// the same push run again continues a stopped rollout where it stopped.
+	Resume bool
 }
 
 // Summary is the outcome of a push.
@@ -213,6 +217,11 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 				} else if ok && (du.fallback == nil || e.Env.Newer(du.fallback.Env.IssuedAt, du.fallback.Env.ID)) {
 					du.fallback = &e
 				}
+			}
+		}
+		if o.Resume {
+			if du.status, err = o.Desired.Statuses(ctx); err != nil {
+				return Summary{}, err
 			}
 		}
 		if du.statuses, err = o.Desired.newStatusHub(); err != nil {

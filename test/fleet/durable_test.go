@@ -226,4 +226,27 @@ func TestDurableDesiredState(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("a_stopped_rollout_resumes_where_it_stopped", func(t *testing.T) {
+		fail := r.byID["dev-01"].dev.Sim
+		fail.SetFail("extra.service", true)
+		zero := fleet.Count{}
+		x := append(r.variant("resume-"), []byte("\n[containers.container.extra]\nprivileged = true\n[containers.container.extra.Container]\nImage = \"docker.io/library/busybox:latest\"\n")...)
+		x = bytes.Replace(x, []byte(`required = ["edgeproxy", "myapp"]`), []byte(`required = ["edgeproxy", "extra", "myapp"]`), 1)
+		sum := durable("edge", x, func(o *fleet.PushOptions) { o.Batch, o.MaxFailures = fleet.Count{N: 1}, &zero })
+		if sum.Stopped == "" || sum.Devices[0].State != fleet.StateSucceeded || sum.Devices[2].State != fleet.StateSkipped {
+			t.Fatalf("first run = %+v", sum)
+		}
+		first := sum.Devices[0].JobID
+		fail.SetFail("extra.service", false) // the cause is fixed; the same push again
+		sum = durable("edge", x, func(o *fleet.PushOptions) { o.Batch, o.MaxFailures, o.Resume = fleet.Count{N: 1}, &zero, true })
+		if !sum.OK() || sum.Devices[0].Stage != "already converged" || sum.Devices[0].JobID != first {
+			t.Fatalf("resumed run = %+v", sum)
+		}
+		for _, w := range r.workers {
+			if !activeHas(w, "resume-") {
+				t.Errorf("%s is not on the resumed rollout's config", w.id)
+			}
+		}
+	})
 }
