@@ -2,7 +2,6 @@ package fleet
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -120,17 +119,9 @@ func (c *Client) pushDesired(ctx context.Context, o PushOptions, du *durable, hu
 		fail(err)
 		return
 	}
-	if o.Secrets != nil {
-		sealed, err := c.sealFor(enrolled, dev, o.Secrets)
-		if err != nil {
-			st := StateFailed
-			if errors.Is(err, ErrUnenrolled) {
-				st = StateUnenrolled
-			}
-			done(func(s *DeviceState) { s.State, s.Error = st, err.Error() })
-			return
-		}
-		env.Secrets = sealed
+	if st, err := c.sealInto(env, enrolled, dev, o.Secrets); err != nil {
+		done(func(s *DeviceState) { s.State, s.Error = st, err.Error() })
+		return
 	}
 	// What it had, for a revert or a resume (one JetStream API call a device: only then).
 	var prev DesiredEntry

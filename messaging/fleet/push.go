@@ -392,6 +392,23 @@ func (c *Client) sealFor(enrolled map[string]ssh.PublicKey, dev string, v secret
 	return secrets.Seal(v, r)
 }
 
+// sealInto seals v (when set) into env for dev; on failure it returns the device's state
+// (unenrolled, or failed) and why.
+func (c *Client) sealInto(env *envelope.Envelope, enrolled map[string]ssh.PublicKey, dev string, v secrets.Values) (string, error) {
+	if v == nil {
+		return "", nil
+	}
+	sealed, err := c.sealFor(enrolled, dev, v)
+	if err != nil {
+		if errors.Is(err, ErrUnenrolled) {
+			return StateUnenrolled, err
+		}
+		return StateFailed, err
+	}
+	env.Secrets = sealed
+	return "", nil
+}
+
 // pushOne delivers one device's envelope and follows its job to the end.
 func (c *Client) pushOne(ctx context.Context, o PushOptions, prep *Prepared, hub *eventHub, enrolled map[string]ssh.PublicKey, dev string, update func(string, func(*DeviceState))) {
 	t0 := time.Now()
@@ -400,17 +417,9 @@ func (c *Client) pushOne(ctx context.Context, o PushOptions, prep *Prepared, hub
 	}
 	env := c.NewEnvelope(o.Op, dev, "", o.Payload)
 	prep.Attach(env)
-	if o.Secrets != nil {
-		sealed, err := c.sealFor(enrolled, dev, o.Secrets)
-		if err != nil {
-			st := StateFailed
-			if errors.Is(err, ErrUnenrolled) {
-				st = StateUnenrolled
-			}
-			done(func(s *DeviceState) { s.State, s.Error = st, err.Error() })
-			return
-		}
-		env.Secrets = sealed
+	if st, err := c.sealInto(env, enrolled, dev, o.Secrets); err != nil {
+		done(func(s *DeviceState) { s.State, s.Error = st, err.Error() })
+		return
 	}
 	subj, _ := subjects.Build(subjects.Subject{Fleet: c.fleet, Kind: subjects.Device, Name: dev, Op: o.Op})
 	var events <-chan wire.EventMsg
