@@ -95,7 +95,7 @@ func TestDurablePushAndStatus(t *testing.T) {
 	}
 	code, out = pub("status", "--all")
 	t.Logf("publisher status --all:\n%s", out)
-	if code != cli.ExitFailed || !strings.Contains(out, "behind: 1 pending") || statusOf(out, "gw2") != "pending" || statusOf(out, "gw1") != "converged" {
+	if code != cli.ExitFailed || !strings.Contains(out, "behind: 1 pending") || fptest.Cell(out, "gw2", 1) != "pending" || fptest.Cell(out, "gw1", 1) != "converged" {
 		t.Fatalf("status with gw2 stopped = %d\n%s", code, out)
 	}
 	code, out = pub("push", cfgB, "--all", "--key", keyPath, "--wait", "100%", "--timeout", "1s")
@@ -106,7 +106,7 @@ func TestDurablePushAndStatus(t *testing.T) {
 	start("gw2")
 	fptest.WaitFor(t, 30*time.Second, "gw2 to converge with no second push", func() bool {
 		code, out = pub("status", "--device", "gw2")
-		return code == 0 && statusOf(out, "gw2") == "converged"
+		return code == 0 && fptest.Cell(out, "gw2", 1) == "converged"
 	})
 	b, _ := os.ReadFile(filepath.Join(devs["gw2"].Prov.State().Active(), "config.toml"))
 	if !strings.Contains(string(b), "# variant B") {
@@ -129,7 +129,7 @@ func TestDurablePushAndStatus(t *testing.T) {
 	if _, err := forger.RequestMsg(msg, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if code, out := pub("status", "--device", "gw2"); code != cli.ExitFailed || statusOf(out, "gw2") != "impostor" {
+	if code, out := pub("status", "--device", "gw2"); code != cli.ExitFailed || fptest.Cell(out, "gw2", 1) != "impostor" {
 		t.Errorf("status after a forged record = %d\n%s", code, out)
 	}
 
@@ -140,14 +140,4 @@ func TestDurablePushAndStatus(t *testing.T) {
 	if code != cli.ExitUnreachable || !strings.Contains(out, "no JetStream") {
 		t.Errorf("--durable on against a device's own server = %d\n%s", code, out)
 	}
-}
-
-// statusOf is the STATE column of dev's row in publisher status output.
-func statusOf(out, dev string) string {
-	for _, line := range strings.Split(out, "\n") {
-		if f := strings.Fields(line); len(f) > 1 && f[0] == dev {
-			return f[1]
-		}
-	}
-	return ""
 }

@@ -82,7 +82,7 @@ func TestNATSInitEnrolOfflineAndConnect(t *testing.T) {
 	})
 	fptest.WaitFor(t, 10*time.Second, "gw1's hub link", func() bool { return hub.LeafNodes() == 1 })
 	code, out = runEnv(t, home, env, "ls", "--fleet", "prod", "--group", "edge", "--server", hub.ClientURL())
-	if code != 0 || enrolment(out, "gw1") != "enrolled" {
+	if code != 0 || fptest.Cell(out, "gw1", -1) != "enrolled" {
 		t.Errorf("ls through the authenticated hub = %d\n%s", code, out)
 	}
 	// Without credentials the hub refuses, and says what to do.
@@ -90,15 +90,4 @@ func TestNATSInitEnrolOfflineAndConnect(t *testing.T) {
 	if code != cli.ExitUnreachable || !strings.Contains(out, "refused a connection without credentials") || !strings.Contains(out, "publisher nats creds") {
 		t.Errorf("ls without credentials = %d\n%s", code, out)
 	}
-}
-
-// enrolment is the ENROLMENT column of dev's row in publisher ls output ("" without a
-// row): enrolled, unenrolled or impostor.
-func enrolment(out, dev string) string {
-	for _, line := range strings.Split(out, "\n") {
-		if f := strings.Fields(line); len(f) > 1 && f[0] == dev {
-			return f[len(f)-1]
-		}
-	}
-	return ""
 }

@@ -72,7 +72,7 @@ otherwise, 3 when the hub keeps no durable state.`,
 					if err != nil {
 						return nil, err
 					}
-					return filterTarget(ctx, cvs, target, ds), nil
+					return filterTarget(cvs, target), nil
 				}
 				cvs, err := show()
 				if err != nil {
@@ -110,17 +110,13 @@ otherwise, 3 when the hub keeps no durable state.`,
 }
 
 // filterTarget keeps the devices of the target: named ones, a group's (by the groups
-// their status records), or all.
-func filterTarget(ctx context.Context, cvs []fleet.Convergence, t fleet.Target, ds *fleet.DesiredStore) []fleet.Convergence {
+// their status records claim), or all.
+func filterTarget(cvs []fleet.Convergence, t fleet.Target) []fleet.Convergence {
 	switch {
 	case len(t.Devices) > 0:
 		return slices.DeleteFunc(cvs, func(c fleet.Convergence) bool { return !slices.Contains(t.Devices, c.Device) })
 	case t.Group != "":
-		sts, err := ds.Statuses(ctx)
-		if err != nil {
-			return cvs
-		}
-		return slices.DeleteFunc(cvs, func(c fleet.Convergence) bool { return !slices.Contains(sts[c.Device].Groups, t.Group) })
+		return slices.DeleteFunc(cvs, func(c fleet.Convergence) bool { return !slices.Contains(c.Groups, t.Group) })
 	}
 	return cvs
 }

@@ -110,3 +110,21 @@ func (s *Buffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// Cell returns a column of the row whose first field is key in a CLI's table output
+// (whitespace-separated; col 1 is the second field, -1 the last), or "" without such a
+// row.
+func Cell(out, key string, col int) string {
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == key {
+			if col < 0 {
+				col = len(f) + col
+			}
+			if col >= len(f) {
+				return ""
+			}
+			return f[col]
+		}
+	}
+	return ""
+}

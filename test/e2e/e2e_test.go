@@ -310,7 +310,7 @@ func TestDevices(t *testing.T) {
 		d.exec("systemctl", "restart", "fleetprov-worker.service")
 		d.waitFor("its hub link with the new credentials", 60*time.Second, func() bool {
 			code, out := e.publisher("ls", "--device", id)
-			return code == 0 && enrolment(out, id) == "enrolled"
+			return code == 0 && fptest.Cell(out, id, -1) == "enrolled"
 		})
 	}
 
@@ -530,7 +530,7 @@ func TestDevices(t *testing.T) {
 			t.Fatalf("push with d2 down = %d\n%s", code, out)
 		}
 		want := sum.Devices[0].JobID
-		if code, out := e.publisher("status", "--device", "e2e-dev2"); code == 0 || statusOf(out, "e2e-dev2") != "pending" {
+		if code, out := e.publisher("status", "--device", "e2e-dev2"); code == 0 || fptest.Cell(out, "e2e-dev2", 1) != "pending" {
 			t.Errorf("status with d2 down = %d\n%s", code, out)
 		}
 		// It comes back and converges on the stored state by itself: no second push.
@@ -538,7 +538,7 @@ func TestDevices(t *testing.T) {
 		d2.boot()
 		if !fptest.Eventually(120*time.Second, func() bool {
 			code, out = e.publisher("status", "--device", "e2e-dev2")
-			return code == 0 && statusOf(out, "e2e-dev2") == "converged"
+			return code == 0 && fptest.Cell(out, "e2e-dev2", 1) == "converged"
 		}) {
 			j, _ := d2.execOut("journalctl", "-b", "--no-pager", "-n", "60", "-u", "fleetprov-worker.service")
 			t.Fatalf("d2 did not converge after it came back:\n%s\n%s", out, j)
@@ -548,25 +548,4 @@ func TestDevices(t *testing.T) {
 			t.Errorf("d2's last job = %v (want %s succeeded), web active %v", j["id"], want, d2.active("web.service"))
 		}
 	})
-}
-
-// statusOf is the STATE column of dev's row in publisher status output.
-func statusOf(out, dev string) string {
-	for _, line := range strings.Split(out, "\n") {
-		if f := strings.Fields(line); len(f) > 1 && f[0] == dev {
-			return f[1]
-		}
-	}
-	return ""
-}
-
-// enrolment is the ENROLMENT column of dev's row in publisher ls output ("" without a
-// row): enrolled, unenrolled or impostor.
-func enrolment(out, dev string) string {
-	for _, line := range strings.Split(out, "\n") {
-		if f := strings.Fields(line); len(f) > 1 && f[0] == dev {
-			return f[len(f)-1]
-		}
-	}
-	return ""
 }
