@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/fleetprov/fleetprov/core/config/configtest"
+	"github.com/fleetprov/fleetprov/internal/fptest"
 	"github.com/fleetprov/fleetprov/messaging/blob"
 	"github.com/fleetprov/fleetprov/messaging/broker"
 	"github.com/fleetprov/fleetprov/messaging/broker/brokertest"
@@ -63,6 +65,16 @@ func confinedDevice(t *testing.T, url string, auth *natsauth.Fleet) {
 		{"forge dev-00's job event", func(nc *nats.Conn) { nc.Publish("fleetprov.fleet.evt.dev-00.job1", []byte(`{"state":"succeeded"}`)) }},
 		{"forge dev-00's presence", func(nc *nats.Conn) { nc.Publish("fleetprov.fleet.presence.dev-00", []byte(`{}`)) }},
 		{"send requests to devices", func(nc *nats.Conn) { nc.Publish("fleetprov.fleet.all.apply", []byte(`{}`)) }},
+		// Durable state: its own status, no writes, no consumers (reads of desired state go
+		// through a leaf link: TestDeviceReadsOnlyItsOwnDesiredState).
+		{"forge dev-00's status", func(nc *nats.Conn) { nc.Publish(subjects.StatusOf("fleet", "dev-00"), []byte(`{}`)) }},
+		{"hear dev-00's desired-state changes", func(nc *nats.Conn) {
+			nc.Subscribe(subjects.DesiredNotify("fleet", subjects.DeviceKey("dev-00")), func(*nats.Msg) {})
+		}},
+		{"write a desired state", func(nc *nats.Conn) { nc.Publish("$KV."+subjects.DesiredBucket("fleet")+".dev.dev-01", []byte(`{}`)) }},
+		{"create a consumer", func(nc *nats.Conn) {
+			nc.Publish("$JS."+subjects.Domain+".API.CONSUMER.CREATE.KV_"+subjects.DesiredBucket("fleet"), []byte(`{}`))
+		}},
 	}
 	creds := brokertest.DeviceCreds(t, auth, "dev-01", "edge")
 	for _, a := range attacks {
@@ -84,11 +96,14 @@ func confinedDevice(t *testing.T, url string, auth *natsauth.Fleet) {
 			t.Fatal(err)
 		}
 		defer nc.Close()
-		for _, s := range []string{"fleetprov.fleet.dev.dev-01.*", "fleetprov.fleet.grp.edge.*", "fleetprov.fleet.all.*", "fleetprov.fleet.inbox.dev-01.>"} {
+		for _, s := range []string{"fleetprov.fleet.dev.dev-01.*", "fleetprov.fleet.grp.edge.*", "fleetprov.fleet.all.*", "fleetprov.fleet.inbox.dev-01.>",
+			subjects.DesiredNotify("fleet", subjects.DeviceKey("dev-01")), subjects.DesiredNotify("fleet", subjects.GroupKey("edge")),
+			subjects.DesiredNotify("fleet", subjects.AllKey)} {
 			nc.Subscribe(s, func(*nats.Msg) {})
 		}
 		nc.Publish("fleetprov.fleet.evt.dev-01.job1", []byte(`{}`))
 		nc.Publish("fleetprov.fleet.presence.dev-01", []byte(`{}`))
+		nc.Publish(subjects.StatusOf("fleet", "dev-01"), []byte(`{}`))
 		if err := violation(t, nc); err != nil {
 			t.Errorf("dev-01's own subjects refused: %v", err)
 		}
@@ -173,5 +188,98 @@ func TestLargeExportThroughAuthenticatedHub(t *testing.T) {
 	}
 	if envelope.Digest(buf.Bytes()) != res.SHA256 {
 		t.Errorf("export digest mismatch")
+	}
+}
+
+// TestDeviceReadsOnlyItsOwnDesiredState mounts, through a leaf link as a device makes
+// one, what a holder of dev-01's credentials tries against the hub's durable state: read
+// another device's or group's desired state, write one, forge another's status, create a
+// consumer, hear another device's changes. The same requests for its own keys and status
+// are answered, so a refusal is the hub's, not a broken link.
+func TestDeviceReadsOnlyItsOwnDesiredState(t *testing.T) {
+	hub, auth := brokertest.AuthHub(t, "fleet")
+	admin, _ := configtest.NewKey(t)
+	pc, err := fleet.New(publisherConn(t, hub.ClientURL(), auth), "fleet", fleet.WithSigner(admin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	d, err := pc.OpenDesired(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(key string) {
+		env, err := d.Stamp(key, fleet.Payload{Data: []byte("x"), ContentType: envelope.TypeTOML})
+		if err == nil {
+			_, err = d.Put(ctx, key, env)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range []string{subjects.DeviceKey("dev-00"), subjects.DeviceKey("dev-01"), subjects.GroupKey("core"), subjects.GroupKey("edge")} {
+		put(k)
+	}
+	leaf, _ := brokertest.Start(t, func(o *broker.Options) {
+		o.Name, o.Hub, o.HubCreds = "dev-01", []string{hub.LeafURL()}, brokertest.DeviceCreds(t, auth, "dev-01", "edge")
+	})
+	nc, err := leaf.Connect(nats.CustomInboxPrefix(subjects.InboxPrefix("fleet", "dev-01")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fptest.WaitFor(t, 10*time.Second, "the leaf link", func() bool { return leaf.LeafNodes() == 1 })
+	ask := func(subj string, data []byte) (*nats.Msg, error) {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		return nc.RequestWithContext(rctx, subj, data)
+	}
+	// Its own: answered (the interest takes a moment to cross the link).
+	fptest.WaitFor(t, 10*time.Second, "dev-01's own desired state", func() bool {
+		m, err := ask(subjects.DirectGet(subjects.Domain, "fleet", subjects.DeviceKey("dev-01")), nil)
+		return err == nil && m.Header.Get("Status") == ""
+	})
+	for _, k := range []string{subjects.GroupKey("edge"), subjects.AllKey} {
+		if _, err := ask(subjects.DirectGet(subjects.Domain, "fleet", k), nil); err != nil {
+			t.Errorf("dev-01 reading its own key %s: %v", k, err)
+		}
+	}
+	if _, err := ask(subjects.StatusOf("fleet", "dev-01"), []byte(`{}`)); err != nil {
+		t.Errorf("dev-01 recording its own status: %v", err)
+	}
+	attacks := map[string]func() (*nats.Msg, error){
+		"read dev-00's desired state": func() (*nats.Msg, error) {
+			return ask(subjects.DirectGet(subjects.Domain, "fleet", subjects.DeviceKey("dev-00")), nil)
+		},
+		"read another group's desired state": func() (*nats.Msg, error) {
+			return ask(subjects.DirectGet(subjects.Domain, "fleet", subjects.GroupKey("core")), nil)
+		},
+		"forge dev-00's status": func() (*nats.Msg, error) { return ask(subjects.StatusOf("fleet", "dev-00"), []byte(`{}`)) },
+		"write its own desired state": func() (*nats.Msg, error) {
+			return ask("$KV."+subjects.DesiredBucket("fleet")+".dev.dev-01", []byte(`{}`))
+		},
+		"create a consumer": func() (*nats.Msg, error) {
+			return ask("$JS."+subjects.Domain+".API.CONSUMER.CREATE.KV_"+subjects.DesiredBucket("fleet"), []byte(`{}`))
+		},
+		"use the JetStream API": func() (*nats.Msg, error) { return ask("$JS."+subjects.Domain+".API.INFO", nil) },
+	}
+	for name, do := range attacks {
+		if m, err := do(); err == nil {
+			t.Errorf("dev-01 may %s: answered %q %v", name, m.Data, m.Header)
+		}
+	}
+	// Change notifications: dev-00's change is published before dev-01's; when dev-01's
+	// arrives, dev-00's must not have.
+	other, _ := nc.SubscribeSync(subjects.DesiredNotify("fleet", subjects.DeviceKey("dev-00")))
+	own, _ := nc.SubscribeSync(subjects.DesiredNotify("fleet", subjects.DeviceKey("dev-01")))
+	nc.Flush()
+	fptest.WaitFor(t, 10*time.Second, "dev-01 to hear its own key's changes", func() bool {
+		put(subjects.DeviceKey("dev-00"))
+		put(subjects.DeviceKey("dev-01"))
+		_, err := own.NextMsg(500 * time.Millisecond)
+		return err == nil
+	})
+	if n, _, _ := other.Pending(); n != 0 {
+		t.Errorf("dev-01 heard %d change(s) of dev-00's desired state", n)
 	}
 }
