@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetprov/fleetprov/core/provision"
+	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
+
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
 	"github.com/fleetprov/fleetprov/core/identity"
 	"github.com/fleetprov/fleetprov/internal/fptest"
@@ -76,8 +79,9 @@ func TestNATSInitEnrolOfflineAndConnect(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "enrolled") || !strings.Contains(out, creds) {
 		t.Fatalf("offline enroll = %d\n%s", code, out)
 	}
-	nodetest.Start(t, "gw1", func(o *node.Options) {
-		o.Fleet, o.Groups, o.IdentityKey = "prod", []string{"edge"}, filepath.Join(stateDev, "id")
+	dev := provisiontest.New(t, func(o *provision.Options) { o.IdentityKey = filepath.Join(stateDev, "id") })
+	nodetest.StartDevice(t, dev, "gw1", func(o *node.Options) {
+		o.Fleet, o.Groups = "prod", []string{"edge"}
 		o.Broker = broker.Options{Listen: "127.0.0.1:-1", Hub: []string{hub.LeafURL()}, HubCreds: creds, ReconnectInterval: 100 * time.Millisecond}
 	})
 	fptest.WaitFor(t, 10*time.Second, "gw1's hub link", func() bool { return hub.LeafNodes() == 1 })

@@ -78,11 +78,9 @@ Standalone demo (no root, no systemd):
 				hubs := cli.SplitList(*hub)
 				if len(hubs) > 0 && *hubCreds != "" {
 					if _, err := os.Stat(*hubCreds); errors.Is(err, os.ErrNotExist) {
-						// A fresh device whose credentials are not installed yet still serves
-						// its console, HTTP bridge and local NATS.
-						log.Warn("no hub credentials yet: running without the hub link; install them (publisher enroll --creds-out) and restart the worker",
+						// The link retries with the file each time: it comes up once installed.
+						log.Warn("no hub credentials yet: the hub link comes up once they are installed (publisher enroll --creds-out)",
 							"hub_creds", *hubCreds)
-						hubs = nil
 					}
 				}
 				httpL, inherited, err := httpListener(*httpAddr)
@@ -93,7 +91,7 @@ Standalone demo (no root, no systemd):
 					HTTP: httpL, HTTPHosts: cli.SplitList(*httpHosts), HTTPFollowLAN: *followLAN && !inherited,
 					Device: id, Fleet: *fleetName, Groups: cli.SplitList(*groups), Version: Version, Prov: p,
 					Broker:         broker.Options{Listen: *natsListen, Hub: hubs, HubCreds: *hubCreds, HubCA: *hubCA},
-					FleetTrustFile: *trust, FirstBootWindow: *window, IdentityKey: identity.Path(df.identityKey, df.stateDir), Config: config.Options{AppUser: df.appUser, BridgePort: df.bridgePort},
+					FleetTrustFile: *trust, FirstBootWindow: *window, Config: config.Options{AppUser: df.appUser, BridgePort: df.bridgePort},
 					HeartbeatInterval: *heartbeat, Logger: log,
 				})
 				if err != nil {

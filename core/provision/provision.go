@@ -13,6 +13,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/core/bundle"
 	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/identity"
 	"github.com/fleetprov/fleetprov/core/quadlet"
 	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/core/secrets"
@@ -180,4 +181,11 @@ func ensureOwnedDir(dir, base string, acc system.Account) error {
 		}
 	}
 	return nil
+}
+
+// IdentityKeyPath is where the device's identity key is: Options.IdentityKey, or
+// <state>/identity_ed25519. It signs what the device says and opens its secrets; the node
+// and the local commands take it from here, so they never disagree.
+func (p *Provisioner) IdentityKeyPath() string {
+	return identity.Path(p.opts.IdentityKey, p.opts.State.Root)
 }

@@ -42,7 +42,7 @@ func (p *Provisioner) keyring() (*secrets.Keyring, error) {
 	if p.kr != nil {
 		return p.kr, nil
 	}
-	priv, err := identity.Private(identity.Path(p.opts.IdentityKey, p.opts.State.Root))
+	priv, err := identity.Private(p.IdentityKeyPath())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoKeyring, err)
 	}

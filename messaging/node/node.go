@@ -47,9 +47,6 @@ type Options struct {
 	Broker  broker.Options
 	// FleetTrustFile is the image's allowed_signers for first boot (may not exist).
 	FleetTrustFile string
-	// IdentityKey is the device's identity key (default <state>/identity_ed25519, made on
-	// first start); an SSH host key such as /etc/ssh/ssh_host_ed25519_key works too.
-	IdentityKey string
 	// FirstBootWindow closes the first-boot bases (the unsigned bridge and Boot UI, and
 	// proof of possession) this long after the device's first start; 0 leaves them open
 	// until it is provisioned.
@@ -213,7 +210,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if len(bo.Hub) == 0 {
 		hub = nil
 	}
-	idPath := identity.Path(o.IdentityKey, st.Root)
+	idPath := o.Prov.IdentityKeyPath()
 	id, created, err := identity.LoadOrCreate(idPath, "fleetprov-device:"+o.Device)
 	if err != nil {
 		return nil, err
