@@ -126,18 +126,46 @@ func FuzzOpen(f *testing.F) {
 	}
 	sp, _ := ssh.NewPublicKey(pub)
 	r, _ := Recipient(sp)
-	good, _ := Seal(Values{"a": []byte("x")}, r)
-	f.Add(good)
-	f.Add([]byte("age-encryption.org/v1\n"))
+	// The fuzzer writes the plaintext, sealed to the device as a sender would (random
+	// ciphertext never gets past age's authentication, and would test age, not Open).
+	f.Add([]byte(`{"v":1,"values":{"a":"eA=="}}`))
+	f.Add([]byte(`{"v":1,"values":{"Bad/Name":"eA=="}}`))
+	f.Add([]byte(`{"v":2,"values":{}}`))
+	f.Add([]byte(`{"v":1,"values":{"a":"eA=="},"x":1}`))
 	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		v, err := kr.Open(b)
+	f.Fuzz(func(t *testing.T, pt []byte) {
+		var sealed bytes.Buffer
+		w, err := age.Encrypt(&sealed, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(pt)
+		w.Close()
+		v, err := kr.Open(sealed.Bytes())
 		if err == nil {
 			if cerr := v.Check(); cerr != nil {
 				t.Fatalf("Open accepted a set that fails Check: %v", cerr)
 			}
+		} else if !errors.Is(err, ErrMalformed) {
+			t.Fatalf("Open of a sealed plaintext: %v, not ErrMalformed", err)
 		}
 	})
+}
+
+// TestOpenRefusesBadNames: a set sealed by someone who skipped Seal's checks (a hand-made
+// age file) is refused when opened.
+func TestOpenRefusesBadNames(t *testing.T) {
+	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32))
+	kr, _ := NewKeyring(priv)
+	sp, _ := ssh.NewPublicKey(priv.Public().(ed25519.PublicKey))
+	r, _ := Recipient(sp)
+	var sealed bytes.Buffer
+	w, _ := age.Encrypt(&sealed, r)
+	w.Write([]byte(`{"v":1,"values":{"Bad/Name":"eA=="}}`))
+	w.Close()
+	if _, err := kr.Open(sealed.Bytes()); !errors.Is(err, ErrMalformed) {
+		t.Errorf("Open of a bad name = %v; want ErrMalformed", err)
+	}
 }
 
 // BenchmarkSeal compares the two ways to send one secret to 1,000 devices: one age file
