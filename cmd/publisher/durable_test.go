@@ -57,24 +57,29 @@ func TestDurablePushAndStatus(t *testing.T) {
 	os.WriteFile(cfgA, append(append([]byte{}, cfg...), "\n# variant A\n"...), 0o600)
 	os.WriteFile(cfgB, append(append([]byte{}, cfg...), "\n# variant B\n"...), 0o600)
 
+	// gw3 is in another group: a group's status must not list it.
+	groupOf := map[string]string{"gw1": "edge", "gw2": "edge", "gw3": "core"}
 	devs := map[string]*provisiontest.Device{}
 	nodes := map[string]*node.Node{}
 	creds := map[string]string{}
 	start := func(id string) {
 		nodes[id] = nodetest.StartDevice(t, devs[id], id, func(o *node.Options) {
-			o.Fleet, o.Groups, o.LinkPoll = "prod", []string{"edge"}, 50*time.Millisecond
+			o.Fleet, o.Groups, o.LinkPoll = "prod", []string{groupOf[id]}, 50*time.Millisecond
 			o.Broker = broker.Options{Listen: "127.0.0.1:-1", Hub: []string{hub.LeafURL()}, HubCreds: creds[id], ReconnectInterval: 100 * time.Millisecond}
 		})
 	}
-	for _, id := range []string{"gw1", "gw2"} {
+	for _, id := range []string{"gw1", "gw2", "gw3"} {
 		creds[id] = filepath.Join(t.TempDir(), id+".creds")
-		if code, out := runEnv(t, home, env, "nats", "creds", "--fleet", "prod", "--device", id, "--groups", "edge", "-o", creds[id]); code != 0 {
+		if code, out := runEnv(t, home, env, "nats", "creds", "--fleet", "prod", "--device", id, "--groups", groupOf[id], "-o", creds[id]); code != 0 {
 			t.Fatalf("nats creds = %d\n%s", code, out)
 		}
 		devs[id] = provisiontest.New(t)
 		start(id)
 	}
-	fptest.WaitFor(t, 10*time.Second, "both hub links", func() bool { return hub.LeafNodes() == 2 })
+	fptest.WaitFor(t, 10*time.Second, "the hub links", func() bool { return hub.LeafNodes() == 3 })
+	if code, out := runEnv(t, home, env, "status", "--fleet", "prod", "--server", hub.ClientURL()); code != cli.ExitFailed || !strings.Contains(out, "no desired state of this fleet yet") {
+		t.Errorf("status before any durable push = %d\n%s", code, out)
+	}
 	hubFlags := []string{"--fleet", "prod", "--server", hub.ClientURL(), "--reply-timeout", "5s"}
 	pub := func(args ...string) (int, string) { return runEnv(t, home, env, append(args, hubFlags...)...) }
 
@@ -89,7 +94,7 @@ func TestDurablePushAndStatus(t *testing.T) {
 	// --all targets the devices the hub's status stream knows, online or not (a group's
 	// are the ones that answer its discovery; its offline members take the group's key).
 	nodes["gw2"].Shutdown(context.Background())
-	code, out = pub("push", cfgB, "--all", "--key", keyPath)
+	code, out = pub("push", cfgB, "--all", "--key", keyPath, "--tofu")
 	if code != 0 || !strings.Contains(out, "1 offline device(s) converge when they come back") {
 		t.Fatalf("push with gw2 stopped = %d (offline is not a failure)\n%s", code, out)
 	}
@@ -99,7 +104,7 @@ func TestDurablePushAndStatus(t *testing.T) {
 		t.Fatalf("status with gw2 stopped = %d\n%s", code, out)
 	}
 	code, out = pub("push", cfgB, "--all", "--key", keyPath, "--wait", "100%", "--timeout", "1s")
-	if code != cli.ExitFailed || !strings.Contains(out, "--wait asked for 2") {
+	if code != cli.ExitFailed || !strings.Contains(out, "--wait asked for 3") {
 		t.Fatalf("push --wait 100%% with gw2 stopped = %d\n%s", code, out)
 	}
 
@@ -108,6 +113,10 @@ func TestDurablePushAndStatus(t *testing.T) {
 		code, out = pub("status", "--device", "gw2")
 		return code == 0 && fptest.Cell(out, "gw2", 1) == "converged"
 	})
+	code, out = pub("status", "--group", "edge")
+	if code != 0 || fptest.Cell(out, "gw1", 1) != "converged" || fptest.Cell(out, "gw3", 1) != "" {
+		t.Errorf("status --group edge (gw3, converged, is in core) = %d\n%s", code, out)
+	}
 	b, _ := os.ReadFile(filepath.Join(devs["gw2"].Prov.State().Active(), "config.toml"))
 	if !strings.Contains(string(b), "# variant B") {
 		t.Error("gw2 reports converged but runs another config")

@@ -60,7 +60,10 @@ otherwise, 3 when the hub keeps no durable state.`,
 					return err
 				}
 				defer done()
-				ds, err := cl.OpenDesired(ctx)
+				ds, err := cl.LookupDesired(ctx)
+				if errors.Is(err, fleet.ErrNoDesiredState) {
+					return cli.Exit(cli.ExitFailed, fmt.Errorf("%w: 'publisher push' through this hub stores it", err))
+				}
 				if errors.Is(err, fleet.ErrNoJetStream) {
 					return cli.Exit(cli.ExitUnreachable, fmt.Errorf("%s: %w ('publisher nats init' configures a hub with JetStream)", cf.server, err))
 				}

@@ -40,6 +40,21 @@ type DesiredStore struct {
 // OpenDesired opens the fleet's durable state, creating its bucket and status stream on
 // first use; ErrNoJetStream when the server has none.
 func (c *Client) OpenDesired(ctx context.Context) (*DesiredStore, error) {
+	return c.openDesired(ctx, true)
+}
+
+// LookupDesired opens the fleet's durable state without creating or changing anything
+// on the hub (for readers: publisher status); ErrNoDesiredState when nothing was pushed
+// durably yet.
+func (c *Client) LookupDesired(ctx context.Context) (*DesiredStore, error) {
+	return c.openDesired(ctx, false)
+}
+
+// ErrNoDesiredState is LookupDesired's answer for a hub that holds no durable state of
+// the fleet yet.
+var ErrNoDesiredState = errors.New("the hub holds no desired state of this fleet yet (no durable push)")
+
+func (c *Client) openDesired(ctx context.Context, create bool) (*DesiredStore, error) {
 	if c.http != nil {
 		return nil, ErrNoJetStream
 	}
@@ -55,22 +70,29 @@ func (c *Client) OpenDesired(ctx context.Context) (*DesiredStore, error) {
 		return nil, fmt.Errorf("JetStream account info: %w", err)
 	}
 	b := subjects.DesiredBucket(c.fleet)
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b, History: DesiredHistory,
-		Description: "fleetprov desired state of fleet " + c.fleet + ": signed envelopes per device, group and all",
-		Storage:     jetstream.FileStorage, MaxValueSize: int32(c.nc.MaxPayload()),
-		RePublish: &jetstream.RePublish{Source: "$KV." + b + ".>", Destination: subjects.DesiredNotify(c.fleet, ">")}})
-	if err != nil {
-		return nil, fmt.Errorf("desired-state bucket %s: %w", b, err)
+	d := &DesiredStore{c: c, js: js}
+	if create {
+		d.kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b, History: DesiredHistory,
+			Description: "fleetprov desired state of fleet " + c.fleet + ": signed envelopes per device, group and all",
+			Storage:     jetstream.FileStorage, MaxValueSize: int32(c.nc.MaxPayload()),
+			RePublish: &jetstream.RePublish{Source: "$KV." + b + ".>", Destination: subjects.DesiredNotify(c.fleet, ">")}})
+		if err == nil {
+			d.status, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: subjects.StatusStream(c.fleet),
+				Description: "fleetprov device status of fleet " + c.fleet + ": the last signed status of each device",
+				Subjects:    []string{subjects.StatusOf(c.fleet, "*")}, MaxMsgsPerSubject: 1, Storage: jetstream.FileStorage,
+				AllowDirect: true, Discard: jetstream.DiscardOld})
+		}
+	} else if d.kv, err = js.KeyValue(ctx, b); err == nil {
+		d.status, err = js.Stream(ctx, subjects.StatusStream(c.fleet))
 	}
-	d := &DesiredStore{c: c, js: js, kv: kv}
+	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, ErrNoDesiredState
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the fleet's durable state on the hub: %w", err)
+	}
 	if d.bucket, err = js.Stream(ctx, "KV_"+b); err != nil {
 		return nil, fmt.Errorf("desired-state bucket %s: %w", b, err)
-	}
-	if d.status, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: subjects.StatusStream(c.fleet),
-		Description: "fleetprov device status of fleet " + c.fleet + ": the last signed status of each device",
-		Subjects:    []string{subjects.StatusOf(c.fleet, "*")}, MaxMsgsPerSubject: 1, Storage: jetstream.FileStorage,
-		AllowDirect: true, Discard: jetstream.DiscardOld}); err != nil {
-		return nil, fmt.Errorf("status stream: %w", err)
 	}
 	return d, nil
 }
@@ -210,12 +232,12 @@ func (d *DesiredStore) All(ctx context.Context) (map[string]DesiredEntry, error)
 // one ordered consumer: a fleet's desired state or statuses in a few round trips, not one
 // API call per device (which is minutes across a WAN for 1,000 devices).
 func lastPerSubject(ctx context.Context, st jetstream.Stream, filter string, each func(jetstream.Msg) error) error {
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(filter))
+	info, err := st.Info(ctx)
 	if err != nil {
 		return err
 	}
-	if len(info.State.Subjects) == 0 {
-		return nil
+	if info.State.Msgs == 0 {
+		return nil // an ordered consumer would wait for a first message
 	}
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter},
 		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy})
