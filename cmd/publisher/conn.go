@@ -35,7 +35,7 @@ type connFlags struct {
 
 func (c *connFlags) register(fs *flag.FlagSet, signing bool) {
 	fs.StringVar(&c.server, "server", "nats://127.0.0.1:4222", "NATS URL of the hub, or of one device's embedded server")
-	fs.StringVar(&c.creds, "creds", "", "NATS credentials: a creds file (publisher nats creds), or an nkey seed file such as a device's <state-dir>/nats-admin.nk for its own listener (default: $FLEETPROV_NATS_CREDS, else the fleet's publisher.creds from 'publisher nats init' when it exists)")
+	fs.StringVar(&c.creds, "creds", "", "NATS credentials: a creds file (publisher nats creds), or an nkey seed file such as a device's <state-dir>/nats-admin.nk for its own listener (default: the fleet's publisher.creds from 'publisher nats init' when it exists)")
 	fs.StringVar(&c.fleetName, "fleet", "default", "fleet name")
 	fs.DurationVar(&c.timeout, "reply-timeout", 10*time.Second, "how long to wait for a device's answer")
 	fs.StringVar(&c.via, "via", "", "reach one device through its HTTP bridge (http://device:8080) instead of NATS")
@@ -76,14 +76,12 @@ func (c *connFlags) connect() (*nats.Conn, error) {
 	return nc, nil
 }
 
-// credsFile is --creds, else $FLEETPROV_NATS_CREDS, else the fleet's publisher.creds when
-// 'publisher nats init' made one ("" when none: an anonymous connection).
+// credsFile is --creds (or $FLEETPROV_CREDS, like every flag), else the fleet's
+// publisher.creds when 'publisher nats init' made one ("" when none: an anonymous
+// connection).
 func (c *connFlags) credsFile() (string, error) {
 	if c.creds != "" {
 		return c.creds, nil
-	}
-	if v, ok := c.env("FLEETPROV_NATS_CREDS"); ok && v != "" {
-		return v, nil
 	}
 	dir, err := natsDir("", c.fleetName, c.env)
 	if err != nil {
@@ -248,9 +246,7 @@ func (t *targetFlags) target(need bool) (fleet.Target, error) {
 func (c *connFlags) knownDevices() (*fleet.KnownDevices, bool, error) {
 	path := c.known
 	if path == "" {
-		if v, ok := c.env("FLEETPROV_KNOWN_DEVICES"); ok && v != "" {
-			path = v
-		} else if home, ok := c.env("HOME"); ok && home != "" {
+		if home, ok := c.env("HOME"); ok && home != "" {
 			path = filepath.Join(home, ".config", "fleetprov", "known_devices")
 		} else {
 			return nil, false, cli.Usagef("no known-devices file: pass --known-devices or set HOME")

@@ -89,6 +89,11 @@ func TestNATSInitEnrolOfflineAndConnect(t *testing.T) {
 	if code != 0 || fptest.Cell(out, "gw1", -1) != "enrolled" {
 		t.Errorf("ls through the authenticated hub = %d\n%s", code, out)
 	}
+	// Any other machine (a HOME with no fleet keys) passes them like any flag: FLEETPROV_CREDS.
+	elsewhere := map[string]string{"FLEETPROV_KNOWN_DEVICES": env["FLEETPROV_KNOWN_DEVICES"], "FLEETPROV_CREDS": filepath.Join(dir, natsauth.PublisherCreds)}
+	if code, out := runEnv(t, t.TempDir(), elsewhere, "ls", "--fleet", "prod", "--all", "--server", hub.ClientURL()); code != 0 {
+		t.Errorf("ls with FLEETPROV_CREDS = %d\n%s", code, out)
+	}
 	// Without credentials the hub refuses, and says what to do.
 	code, out = runEnv(t, t.TempDir(), env, "ls", "--fleet", "prod", "--all", "--server", hub.ClientURL())
 	if code != cli.ExitUnreachable || !strings.Contains(out, "refused a connection without credentials") || !strings.Contains(out, "publisher nats creds") {

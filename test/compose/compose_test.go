@@ -23,7 +23,7 @@ func TestComposeConfig(t *testing.T) {
 	}
 	cfg := string(out)
 	for _, want := range []string{"init:", "hub:", "worker-1:", "worker-2:", "worker-3:", "publisher:", "nats-leaf://hub:7422", "--system", "simulate",
-		"/nats/hub.conf", "--hub-creds", "/nats/worker-1.creds", "FLEETPROV_NATS_CREDS", "service_completed_successfully"} {
+		"/nats/hub.conf", "--hub-creds", "/nats/worker-1.creds", "FLEETPROV_CREDS", "service_completed_successfully"} {
 		if !strings.Contains(cfg, want) {
 			t.Errorf("docker-compose config lacks %q", want)
 		}
