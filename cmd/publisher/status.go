@@ -151,15 +151,11 @@ func printStatus(w io.Writer, cvs []fleet.Convergence, asJSON bool) error {
 		tw.Flush()
 		fmt.Fprintf(w, "%d device(s): %s; %d behind\n", len(cvs), countLine(counts), behind)
 		if behind > 0 {
-			whys := map[string]int{}
-			for _, c := range cvs {
-				if c.State != fleet.ConvConverged && c.State != fleet.ConvAhead {
-					whys[c.State]++
-				}
-			}
 			var parts []string
-			for k, n := range whys {
-				parts = append(parts, fmt.Sprintf("%d %s", n, k))
+			for k, n := range counts {
+				if k != fleet.ConvConverged && k != fleet.ConvAhead {
+					parts = append(parts, fmt.Sprintf("%d %s", n, k))
+				}
 			}
 			sort.Strings(parts)
 			fmt.Fprintf(w, "behind: %s\n", strings.Join(parts, ", "))

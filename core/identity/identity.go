@@ -62,20 +62,19 @@ func LoadOrCreate(path, comment string) (signer ssh.Signer, created bool, err er
 // Load reads an unencrypted OpenSSH (or PEM) private key, such as
 // /etc/ssh/ssh_host_ed25519_key. A key readable by others is refused.
 func Load(path string) (ssh.Signer, error) {
-	b, err := read(path)
+	k, err := parse(path)
 	if err != nil {
 		return nil, err
 	}
-	s, err := ssh.ParsePrivateKey(b)
+	s, err := ssh.NewSignerFromKey(k)
 	if err != nil {
-		return nil, fmt.Errorf("parsing the identity key %s: %w", path, err)
+		return nil, fmt.Errorf("the identity key %s: %w", path, err)
 	}
 	return s, nil
 }
 
-// Private returns the ed25519 private key at path, with Load's checks; secrets are
-// decrypted with it (an identity key of another type cannot receive secrets).
-func Private(path string) (ed25519.PrivateKey, error) {
+// parse reads the private key at path (owner-only) and parses it.
+func parse(path string) (any, error) {
 	b, err := read(path)
 	if err != nil {
 		return nil, err
@@ -83,6 +82,16 @@ func Private(path string) (ed25519.PrivateKey, error) {
 	k, err := ssh.ParseRawPrivateKey(b)
 	if err != nil {
 		return nil, fmt.Errorf("parsing the identity key %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// Private returns the ed25519 private key at path, with Load's checks; secrets are
+// decrypted with it (an identity key of another type cannot receive secrets).
+func Private(path string) (ed25519.PrivateKey, error) {
+	k, err := parse(path)
+	if err != nil {
+		return nil, err
 	}
 	switch k := k.(type) {
 	case *ed25519.PrivateKey:

@@ -149,9 +149,9 @@ func NewKeyring(priv ed25519.PrivateKey) (*Keyring, error) {
 	if err != nil {
 		return nil, fmt.Errorf("identity key: %w", err)
 	}
-	self, err := agessh.NewEd25519Recipient(pub)
+	self, err := Recipient(pub)
 	if err != nil {
-		return nil, fmt.Errorf("identity key: %w", err)
+		return nil, err
 	}
 	m := hmac.New(sha256.New, priv.Seed())
 	m.Write([]byte("fleetprov secret digest v1"))

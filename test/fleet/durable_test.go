@@ -21,8 +21,11 @@ import (
 )
 
 // variant is cfg marked with name (a comment): a config a device's state can tell apart.
-func (r *fleetRig) variant(name string) []byte {
-	return append(bytes.Clone(r.cfg), []byte("\n# variant "+name+"\n")...)
+func (r *fleetRig) variant(name string) []byte { return r.variantOf(r.cfg, name) }
+
+// variantOf is base (cfg, or cfg2 with its required container "extra") marked with name.
+func (r *fleetRig) variantOf(base []byte, name string) []byte {
+	return append(bytes.Clone(base), []byte("\n# variant "+name+"\n")...)
 }
 
 // activeHas reports whether w's active config is the variant name.
@@ -203,8 +206,7 @@ func TestDurableDesiredState(t *testing.T) {
 		r.byID["dev-01"].dev.Sim.SetFail("extra.service", true)
 		defer r.byID["dev-01"].dev.Sim.SetFail("extra.service", false)
 		zero := fleet.Count{}
-		bad := append(r.variant("rev-"), []byte("\n[containers.container.extra]\nprivileged = true\n[containers.container.extra.Container]\nImage = \"docker.io/library/busybox:latest\"\n")...)
-		bad = bytes.Replace(bad, []byte(`required = ["edgeproxy", "myapp"]`), []byte(`required = ["edgeproxy", "extra", "myapp"]`), 1)
+		bad := r.variantOf(r.cfg2, "rev-")
 		sum := durable("edge", bad, func(o *fleet.PushOptions) { o.Batch, o.MaxFailures, o.RevertOnFailure = fleet.Count{N: 1}, &zero, true })
 		if sum.OK() || sum.Stopped == "" || len(sum.Reverted) != 2 || sum.Counts[fleet.StateSkipped] != 1 {
 			t.Fatalf("summary = %+v", sum)
@@ -231,8 +233,7 @@ func TestDurableDesiredState(t *testing.T) {
 		fail := r.byID["dev-01"].dev.Sim
 		fail.SetFail("extra.service", true)
 		zero := fleet.Count{}
-		x := append(r.variant("resume-"), []byte("\n[containers.container.extra]\nprivileged = true\n[containers.container.extra.Container]\nImage = \"docker.io/library/busybox:latest\"\n")...)
-		x = bytes.Replace(x, []byte(`required = ["edgeproxy", "myapp"]`), []byte(`required = ["edgeproxy", "extra", "myapp"]`), 1)
+		x := r.variantOf(r.cfg2, "resume-")
 		sum := durable("edge", x, func(o *fleet.PushOptions) { o.Batch, o.MaxFailures = fleet.Count{N: 1}, &zero })
 		if sum.Stopped == "" || sum.Devices[0].State != fleet.StateSucceeded || sum.Devices[2].State != fleet.StateSkipped {
 			t.Fatalf("first run = %+v", sum)

@@ -246,7 +246,7 @@ func (a *App) usage(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\nRun '%s <command> --help' for a command's flags.\n", a.Name)
 	fmt.Fprintf(w, "Every flag can also be set as FLEETPROV_<FLAG> in the environment (e.g. --state-dir as FLEETPROV_STATE_DIR).\n")
-	fmt.Fprintf(w, "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 not reachable / no reply, 4 unauthorized.\n")
+	fmt.Fprintf(w, "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 not reachable / no reply, 4 unauthorized, 5 impostor (a device's answer not signed by its enrolled key).\n")
 }
 
 func (a *App) commandUsage(c *Command, fs *flag.FlagSet, w io.Writer) {

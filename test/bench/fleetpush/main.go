@@ -53,6 +53,10 @@ func main() {
 	authn := flag.Bool("auth", true, "operator-mode hub (publisher nats init's hub.conf) with per-device credentials, as deployed; false: anonymous hub")
 	durable := flag.Bool("durable", false, "after the one-shot push, push another config as durable desired state (JetStream on the hub), then stop one device, push again, start it and time its convergence (leaf mode, -auth)")
 	flag.Parse()
+	if *durable && (*mode != "leaf" || !*authn) {
+		fmt.Fprintln(os.Stderr, "fleetpush: -durable needs -mode leaf and -auth")
+		os.Exit(2)
+	}
 	if err := run(*n, *mode, *fixture, *batch, *verify, *authn, *durable); err != nil {
 		fmt.Fprintln(os.Stderr, "fleetpush:", err)
 		os.Exit(1)
@@ -122,9 +126,8 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 	}()
 	// The first device, kept to stop and start it again (-durable).
 	var first struct {
-		node  *node.Node
-		opts  node.Options
-		state string
+		node *node.Node
+		opts node.Options
 	}
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("dev-%04d", i)
@@ -145,11 +148,9 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 				return err
 			}
 			if i == 0 {
-				first.node, first.opts, first.state = nd, o, filepath.Join(dir, "state")
-				stops = append(stops, func() { first.node.Shutdown(ctx) })
-			} else {
-				stops = append(stops, func() { nd.Shutdown(ctx) })
+				first.node, first.opts = nd, o
 			}
+			stops = append(stops, func() { nd.Shutdown(ctx) })
 		case "direct":
 			hubCreds, err := creds(id, nil)
 			if err != nil {
@@ -226,15 +227,12 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 	if !durable {
 		return nil
 	}
-	if mode != "leaf" || !authn {
-		return fmt.Errorf("-durable needs -mode leaf and -auth")
-	}
-	return durablePush(ctx, c, hub, cfg, n, batch, first.node, first.opts)
+	return durablePush(ctx, c, cfg, n, batch, first.node, first.opts)
 }
 
 // durablePush pushes cfg (marked) as durable desired state to all, then stops the first
 // device, pushes again, starts it, and times how long after its link is up it converges.
-func durablePush(ctx context.Context, c *fleet.Client, hub *broker.Broker, cfg []byte, n, batch int, nd *node.Node, o node.Options) error {
+func durablePush(ctx context.Context, c *fleet.Client, cfg []byte, n, batch int, nd *node.Node, o node.Options) error {
 	ds, err := c.OpenDesired(ctx)
 	if err != nil {
 		return err
