@@ -38,6 +38,16 @@ func TestValidateAndUsage(t *testing.T) {
 		{"push_unreachable", []string{"push", fixture(t, "vm-full.config.toml"), "--all", "--server", "nats://127.0.0.1:1", "--key", writeKey(t)}, 3, "connecting"},
 		{"patch_unknown_kind", []string{"patch", "--device", "d", "--kind", "kernel"}, 2, "unknown --kind"},
 		{"via_bad_url", []string{"ls", "--via", "ftp://x"}, 2, "http(s) URL"},
+		{"enroll_creds_out_with_tofu", []string{"enroll", "--device", "d", "--tofu", "--creds-out", "/tmp/x"}, 2, "would mint credentials for whatever key answers"},
+		{"enroll_creds_out_stdout", []string{"enroll", "--device", "d", "--creds-out", "-"}, 2, "--creds-out needs a file"},
+		{"push_bad_durable", []string{"push", fixture(t, "vm-full.config.toml"), "--all", "--durable", "maybe"}, 2, "--durable: want auto, on or off"},
+		{"push_wait_one_shot", []string{"push", fixture(t, "vm-full.config.toml"), "--all", "--durable", "off", "--wait", "50%"}, 2, "need durable desired state"},
+		{"push_resume_one_shot", []string{"push", fixture(t, "vm-full.config.toml"), "--all", "--durable", "off", "--resume"}, 2, "need durable desired state"},
+		{"push_revert_one_shot", []string{"push", fixture(t, "vm-full.config.toml"), "--all", "--durable", "off", "--revert-on-failure"}, 2, "need durable desired state"},
+		{"push_bad_wait", []string{"push", fixture(t, "vm-full.config.toml"), "--all", "--wait", "150%"}, 2, "--wait"},
+		{"push_detach_durable", []string{"push", fixture(t, "vm-full.config.toml"), "--all", "--detach", "--durable", "on"}, 2, "--detach is one-shot"},
+		{"status_args", []string{"status", "extra"}, 2, "status takes no arguments"},
+		{"status_via", []string{"status", "--via", "http://127.0.0.1:1"}, 2, "use --server, not --via"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
