@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,11 +110,34 @@ func TestDurablePushAndStatus(t *testing.T) {
 		t.Fatalf("push --wait 100%% with gw2 stopped = %d\n%s", code, out)
 	}
 
+	// status --watch, running while gw2 comes back, redraws its row from the status
+	// record gw2 signs once it converged.
+	var watched syncBuffer
+	wctx, stopWatch := context.WithCancel(context.Background())
+	watchDone := make(chan int)
+	go func() {
+		watchDone <- run(wctx, append([]string{"status", "--watch", "--device", "gw2"}, hubFlags...),
+			cli.IO{Stdout: &watched, Stderr: &watched, Env: func(k string) (string, bool) {
+				if k == "HOME" {
+					return home, true
+				}
+				v, ok := env[k]
+				return v, ok
+			}})
+	}()
+	fptest.WaitFor(t, 10*time.Second, "status --watch to show gw2 pending", func() bool { return strings.Contains(watched.String(), "pending") })
 	start("gw2")
 	fptest.WaitFor(t, 30*time.Second, "gw2 to converge with no second push", func() bool {
 		code, out = pub("status", "--device", "gw2")
 		return code == 0 && fptest.Cell(out, "gw2", 1) == "converged"
 	})
+	fptest.WaitFor(t, 10*time.Second, "status --watch to show gw2 converged", func() bool {
+		return strings.Contains(watched.String(), " converged ")
+	})
+	stopWatch()
+	if code := <-watchDone; code != 0 {
+		t.Errorf("status --watch ended with %d\n%s", code, watched.String())
+	}
 	code, out = pub("status", "--group", "edge")
 	if code != 0 || fptest.Cell(out, "gw1", 1) != "converged" || fptest.Cell(out, "gw3", 1) != "" {
 		t.Errorf("status --group edge (gw3, converged, is in core) = %d\n%s", code, out)
@@ -149,4 +174,22 @@ func TestDurablePushAndStatus(t *testing.T) {
 	if code != cli.ExitUnreachable || !strings.Contains(out, "no JetStream") {
 		t.Errorf("--durable on against a device's own server = %d\n%s", code, out)
 	}
+}
+
+// syncBuffer is a bytes.Buffer a command writes to while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

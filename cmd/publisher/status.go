@@ -70,41 +70,40 @@ otherwise, 3 when the hub keeps no durable state.`,
 				if err != nil {
 					return cli.Exit(cli.ExitUnreachable, err)
 				}
-				show := func() ([]fleet.Convergence, error) {
-					cvs, err := ds.Convergences(ctx, target.Devices...)
-					if err != nil {
-						return nil, err
-					}
-					return filterTarget(cvs, target), nil
-				}
-				cvs, err := show()
+				view, err := ds.View(ctx)
 				if err != nil {
 					return err
 				}
+				show := func() []fleet.Convergence { return filterTarget(view.Convergences(target.Devices...), target) }
 				if !*watch {
-					return printStatus(stdio.Stdout, cvs, *asJSON)
+					return printStatus(stdio.Stdout, show(), *asJSON)
 				}
-				changed := make(chan struct{}, 1)
-				stop, err := ds.WatchStatus(func(fleet.DeviceStatus) {
+				// Each status record comes verified from the watch and updates its row; the
+				// whole state is read again only every 30 s (desired state changes too).
+				updates := make(chan fleet.DeviceStatus, 1024)
+				stop, err := ds.WatchStatus(func(s fleet.DeviceStatus) {
 					select {
-					case changed <- struct{}{}:
-					default:
+					case updates <- s:
+					default: // the next full read catches up
 					}
 				})
 				if err != nil {
 					return err
 				}
 				defer stop()
+				tick := time.NewTicker(30 * time.Second)
+				defer tick.Stop()
 				for {
-					printStatus(stdio.Stdout, cvs, *asJSON)
+					printStatus(stdio.Stdout, show(), *asJSON)
 					select {
 					case <-ctx.Done():
 						return nil
-					case <-changed:
-					case <-time.After(30 * time.Second): // desired state changes too
-					}
-					if cvs, err = show(); err != nil {
-						return err
+					case s := <-updates:
+						view.Update(s)
+					case <-tick.C:
+						if view, err = ds.View(ctx); err != nil {
+							return err
+						}
 					}
 				}
 			}

@@ -354,6 +354,22 @@ type Convergence struct {
 // groups' and the fleet's) with its last status record, for the devices the status stream
 // knows plus extra (devices named by the caller).
 func (d *DesiredStore) Convergences(ctx context.Context, extra ...string) ([]Convergence, error) {
+	v, err := d.View(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return v.Convergences(extra...), nil
+}
+
+// View is the fleet's desired state and statuses as read at one time; a watcher keeps it
+// current with Update instead of reading everything again.
+type View struct {
+	Desired  map[string]DesiredEntry
+	Statuses map[string]DeviceStatus
+}
+
+// View reads the desired state and the statuses.
+func (d *DesiredStore) View(ctx context.Context) (*View, error) {
 	entries, err := d.All(ctx)
 	if err != nil {
 		return nil, err
@@ -362,17 +378,25 @@ func (d *DesiredStore) Convergences(ctx context.Context, extra ...string) ([]Con
 	if err != nil {
 		return nil, err
 	}
+	return &View{Desired: entries, Statuses: sts}, nil
+}
+
+// Update takes a status record as WatchStatus hands it over.
+func (v *View) Update(s DeviceStatus) { v.Statuses[s.Device] = s }
+
+// Convergences is Convergences on the view, sorted by device.
+func (v *View) Convergences(extra ...string) []Convergence {
+	out := make([]Convergence, 0, len(v.Statuses)+len(extra))
+	for dev, st := range v.Statuses {
+		out = append(out, converge(dev, st, v.Desired))
+	}
 	for _, dev := range extra {
-		if _, ok := sts[dev]; !ok {
-			sts[dev] = DeviceStatus{Status: wire.Status{Device: dev}}
+		if _, ok := v.Statuses[dev]; !ok {
+			out = append(out, converge(dev, DeviceStatus{Status: wire.Status{Device: dev}}, v.Desired))
 		}
 	}
-	out := make([]Convergence, 0, len(sts))
-	for dev, st := range sts {
-		out = append(out, converge(dev, st, entries))
-	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Device < out[j].Device })
-	return out, nil
+	return out
 }
 
 func converge(dev string, st DeviceStatus, entries map[string]DesiredEntry) Convergence {
