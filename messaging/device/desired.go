@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/fleetprov/fleetprov/core/auth"
-	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/state"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
@@ -28,10 +27,7 @@ type Mark struct {
 
 // newer reports whether (issued, id) is newer than the mark.
 func (m Mark) newer(issued time.Time, id string) bool {
-	if !issued.Equal(m.IssuedAt) {
-		return issued.After(m.IssuedAt)
-	}
-	return id > m.ID
+	return envelope.NewerThan(issued, id, m.IssuedAt, m.ID)
 }
 
 // Candidate is one desired-state key's value as read from the hub: the envelope's bytes
@@ -117,27 +113,10 @@ func (s *Service) notOlder(env *envelope.Envelope) error {
 		env.ID, env.IssuedAt.Format(time.RFC3339), m.ID, m.IssuedAt.Format(time.RFC3339))
 }
 
-// verifyDesired checks one candidate as a desired state of this device: strict decode,
-// durable apply of this fleet for this device, one of its groups or all, stored under the
-// key its target names, not issued in the future, and signed by a key this device's
-// state trusts for it (exactly as a pushed apply).
-func (s *Service) verifyDesired(c Candidate, groups []string) (*envelope.Envelope, auth.Decision, error) {
-	env, err := s.verifyDesiredEnv(c, groups)
-	if err != nil {
-		return nil, auth.Decision{}, err
-	}
-	sig, err := envelope.DecodeSignature(c.Sig)
-	if err != nil {
-		return nil, auth.Decision{}, wire.Errorf(wire.ErrUnauthorized, "%w", err)
-	}
-	dec, err := s.o.Trust.Verify(c.Raw, sig, auth.NamespaceEnvelope, env.Op, auth.Target{Kind: env.Target, Group: env.Group}, groups)
-	if err != nil {
-		return nil, auth.Decision{}, err
-	}
-	return env, dec, nil
-}
-
-func (s *Service) verifyDesiredEnv(c Candidate, groups []string) (*envelope.Envelope, error) {
+// checkDesired checks one candidate as a desired state of this device, short of its
+// signature: strict decode, durable apply of this fleet for this device, one of its
+// groups or all, stored under the key its target names, not issued in the future.
+func (s *Service) checkDesired(c Candidate, groups []string) (*envelope.Envelope, error) {
 	env, err := envelope.Decode(c.Raw)
 	if err != nil {
 		return nil, err
@@ -173,92 +152,98 @@ func (s *Service) verifyDesiredEnv(c Candidate, groups []string) (*envelope.Enve
 }
 
 // TakeDesired is a device's step towards its desired state: of the candidates (its own
-// key, its groups' and the fleet's), the newest that verifies is its desired state; it
-// starts that envelope's job when it is newer than the applied mark, which it advances
-// first (a crash mid-job is the job's recovery, never a second run). Older or equal
-// desired state changes nothing: re-reading what it applied is a no-op, and it never goes
-// back to an older state.
+// key, its groups' and the fleet's), the newest that is signed by a key this device's
+// state trusts (exactly as for a pushed apply) is its desired state. When that is newer
+// than the applied mark, it runs as an apply job like a pushed one (the same checks again
+// at job start, the mark advanced once the job is recorded). Older or equal desired state
+// changes nothing, and costs no signature check: re-reading what it applied is a no-op,
+// and it never goes back to an older state.
 func (s *Service) TakeDesired(ctx context.Context, cands []Candidate) DesiredOutcome {
 	out := DesiredOutcome{Action: DesiredNone, Refused: map[string]error{}}
 	groups := s.Groups()
-	type verified struct {
+	type candidate struct {
 		c   Candidate
-		dec auth.Decision
+		env *envelope.Envelope
 	}
-	raw := map[*envelope.Envelope]verified{}
+	var found []candidate
 	for _, c := range cands {
-		env, dec, err := s.verifyDesired(c, groups)
+		env, err := s.checkDesired(c, groups)
 		if err != nil {
 			out.Refused[c.Key] = err
 			continue
 		}
-		raw[env] = verified{c, dec}
-		if out.Newest == nil || env.Newer(out.Newest.IssuedAt, out.Newest.ID) {
-			out.Newest = env
-		}
+		found = append(found, candidate{c, env})
 	}
-	if out.Newest == nil {
+	// Newest first: the first that is not newer than the mark, or that verifies, decides.
+	slices.SortFunc(found, func(a, b candidate) int {
+		if a.env.Newer(b.env.IssuedAt, b.env.ID) {
+			return -1
+		}
+		return 1
+	})
+	mark := s.AppliedMark()
+	for _, f := range found {
+		env := f.env
+		if env.ID == mark.ID || !mark.newer(env.IssuedAt, env.ID) {
+			out.Newest, out.Action = env, DesiredCurrent
+			if env.ID != mark.ID {
+				out.Action = DesiredOlder
+			}
+			return out
+		}
+		sig, err := envelope.DecodeSignature(f.c.Sig)
+		if err != nil {
+			out.Refused[f.c.Key] = wire.Errorf(wire.ErrUnauthorized, "%w", err)
+			continue
+		}
+		dec, err := s.o.Trust.Verify(f.c.Raw, sig, auth.NamespaceEnvelope, env.Op, auth.Target{Kind: env.Target, Group: env.Group}, groups)
+		if err != nil {
+			out.Refused[f.c.Key] = err
+			continue
+		}
+		out.Newest = env
+		s.start(ctx, &out, &Request{Env: env, Decision: dec, Source: "desired", raw: f.c.Raw, sig: sig})
 		return out
 	}
-	env := out.Newest
-	mark := s.AppliedMark()
-	if _, err := s.o.Jobs.Get(env.ID); err == nil && env.ID != mark.ID {
+	return out
+}
+
+// start runs a verified desired state newer than the mark as an apply job (submit: the
+// job record first, then the mark).
+func (s *Service) start(ctx context.Context, out *DesiredOutcome, r *Request) {
+	env := r.Env
+	if _, err := s.o.Jobs.Get(env.ID); err == nil {
 		// Its job exists: the worker stopped after starting it and before recording the
 		// mark. The job is the job's recovery's; it is not run twice.
 		if err := s.setMark(Mark{ID: env.ID, IssuedAt: env.IssuedAt}); err != nil {
 			s.log.Error("recording the applied mark", "job_id", env.ID, "err", err)
 		}
-		mark = s.AppliedMark()
+		out.Action = DesiredCurrent
+		return
+	}
+	if s.o.Jobs.Active() != "" {
+		out.Action = DesiredBusy
+		return
+	}
+	err := env.CheckPayload(env.Payload)
+	switch {
+	case err == nil && env.PayloadRef != nil:
+		err = wire.Errorf(wire.ErrInvalid, "desired state carries its payload inline")
+	case err == nil && int64(len(env.Payload)) > s.limit():
+		err = wire.Errorf(wire.ErrTooLarge, "payload is %d bytes (limit %d)", len(env.Payload), s.limit())
+	}
+	if err == nil {
+		r.Payload, r.Size, r.Close = bytes.NewReader(env.Payload), int64(len(env.Payload)), func() {}
+		_, err = s.apply(ctx, r)
 	}
 	switch {
-	case env.ID == mark.ID:
-		out.Action = DesiredCurrent
-		return out
-	case !mark.newer(env.IssuedAt, env.ID):
-		out.Action = DesiredOlder
-		return out
-	case s.o.Jobs.Active() != "":
+	case err == nil:
+		out.Action = DesiredStarted
+	case FromError(err).Code == wire.ErrBusy.Code:
 		out.Action = DesiredBusy
-		return out
-	}
-	if err := env.CheckPayload(env.Payload); err != nil || env.PayloadRef != nil {
-		if err == nil {
-			err = wire.Errorf(wire.ErrInvalid, "desired state carries its payload inline")
-		}
+	default:
 		out.Action, out.Err = DesiredRefused, err
-		return out
 	}
-	if int64(len(env.Payload)) > s.limit() {
-		out.Action, out.Err = DesiredRefused, wire.Errorf(wire.ErrTooLarge, "payload is %d bytes (limit %d)", len(env.Payload), s.limit())
-		return out
-	}
-	v := raw[env]
-	sig, _ := envelope.DecodeSignature(v.c.Sig)
-	in := provision.Input{Reader: bytes.NewReader(env.Payload), Secrets: env.Secrets, Check: v.dec.CheckPossession(),
-		// At job start, under the device lock: still signed by a key the state trusts now,
-		// and still newer than what the device took (a push may have come first).
-		Authorize: func() error {
-			if err := s.notOlder(env); err != nil {
-				return err
-			}
-			_, err := s.o.Trust.Verify(v.c.Raw, sig, auth.NamespaceEnvelope, env.Op, auth.Target{Kind: env.Target, Group: env.Group}, s.Groups())
-			return err
-		}}
-	// The job record is written before the mark: a crash between them leaves a job that
-	// recovery finishes and the next read recognizes (above), never a mark with no job.
-	if _, err := s.SubmitJob(JobSpec{ID: env.ID, Op: env.Op, Source: "desired", Signer: v.dec.Principal, Input: in}); err != nil {
-		out.Action, out.Err = DesiredRefused, err
-		if FromError(err).Code == wire.ErrBusy.Code {
-			out.Action, out.Err = DesiredBusy, nil
-		}
-		return out
-	}
-	if err := s.setMark(Mark{ID: env.ID, IssuedAt: env.IssuedAt}); err != nil {
-		// The job runs; the next read finds its record and records the mark then.
-		s.log.Error("recording the applied mark", "job_id", env.ID, "err", err)
-	}
-	out.Action = DesiredStarted
-	return out
 }
 
 // DesiredStatus is the device's signed status record for the hub: out's newest desired

@@ -175,7 +175,13 @@ func fetchDeadline(now, expires time.Time, size int64) time.Time {
 // an admin must still be an admin of the active config).
 func (s *Service) recheck(r *Request) func() error {
 	return func() error {
-		if err := r.Env.CheckTime(s.o.Now()); err != nil {
+		// Durable desired state (only ever from the hub's store: requests refuse it) is
+		// held to its issue time, not its window.
+		check := r.Env.CheckTime
+		if r.Env.Durable {
+			check = r.Env.CheckIssued
+		}
+		if err := check(s.o.Now()); err != nil {
 			return err
 		}
 		if err := s.notOlder(r.Env); err != nil {

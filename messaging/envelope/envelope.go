@@ -237,10 +237,16 @@ func (e *Envelope) CheckIssued(now time.Time) error {
 // Newer reports whether e is newer desired state than o (issued_at, then id): the order
 // in which a device takes desired state, and never goes back.
 func (e *Envelope) Newer(issued time.Time, id string) bool {
-	if !e.IssuedAt.Equal(issued) {
-		return e.IssuedAt.After(issued)
+	return NewerThan(e.IssuedAt, e.ID, issued, id)
+}
+
+// NewerThan is the order of desired state: (issued, id) is newer than (thanIssued,
+// thanID) by issue time, then id.
+func NewerThan(issued time.Time, id string, thanIssued time.Time, thanID string) bool {
+	if !issued.Equal(thanIssued) {
+		return issued.After(thanIssued)
 	}
-	return e.ID > id
+	return id > thanID
 }
 
 // Bind checks that the envelope addresses the subject it arrived on and this device
