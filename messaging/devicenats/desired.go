@@ -1,6 +1,7 @@
 package devicenats
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -41,12 +42,12 @@ type ConvergerOptions struct {
 // than what the device applied; and it records the device's signed status on the hub.
 // It needs no JetStream consumer: a hub carries 10k devices with none.
 type Converger struct {
-	o    ConvergerOptions
-	svc  *device.Service
-	log  *slog.Logger
-	kick chan struct{}
-	stop chan struct{}
-	wg   sync.WaitGroup
+	o     ConvergerOptions
+	svc   *device.Service
+	log   *slog.Logger
+	kicks chan struct{}
+	stop  chan struct{}
+	wg    sync.WaitGroup
 
 	mu         sync.Mutex
 	subs       []*nats.Subscription
@@ -54,6 +55,8 @@ type Converger struct {
 	unreadable []string
 	// view is the last full read, kept current by notifications (nil: read again).
 	view map[string]device.Candidate
+	// sent is the last status the hub acknowledged, without its time (the loop's only).
+	sent []byte
 }
 
 // NewConverger returns a converger; Start runs it.
@@ -74,13 +77,13 @@ func NewConverger(o ConvergerOptions) *Converger {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Converger{o: o, svc: o.Service, log: o.Logger.With("component", "desired"),
-		kick: make(chan struct{}, 1), stop: make(chan struct{})}
+		kicks: make(chan struct{}, 1), stop: make(chan struct{})}
 }
 
-// Kick asks for a read of the desired state (coalesced with any pending one).
-func (c *Converger) Kick() {
+// kick asks for a read of the desired state (coalesced with any pending one).
+func (c *Converger) kick() {
 	select {
-	case c.kick <- struct{}{}:
+	case c.kicks <- struct{}{}:
 	default:
 	}
 }
@@ -97,13 +100,12 @@ func (c *Converger) Start(ctx context.Context) error {
 	// state, and the hub learns the job's outcome.
 	c.svc.Listen(func(m wire.EventMsg) {
 		if m.Done {
-			c.refresh()
-			c.Kick()
+			c.kick() // the view stays: subscribe drops it if the job changed the groups
 		}
 	})
 	c.wg.Add(1)
 	go c.loop(ctx)
-	c.Kick()
+	c.kick()
 	return nil
 }
 
@@ -132,19 +134,19 @@ func (c *Converger) loop(ctx context.Context) {
 	up := c.o.LinkUp()
 	for {
 		select {
-		case <-c.kick:
-			c.Sync(ctx)
+		case <-c.kicks:
+			c.sync(ctx, false)
 		case <-poll.C:
 			now := c.o.LinkUp()
 			if now && !up {
 				c.log.Info("hub link up: reading desired state")
 				c.refresh()
-				c.Sync(ctx)
+				c.sync(ctx, true)
 			}
 			up = now
 		case <-resync.C:
 			c.refresh()
-			c.Sync(ctx)
+			c.sync(ctx, true)
 		case <-c.stop:
 			return
 		case <-ctx.Done():
@@ -175,10 +177,10 @@ func (c *Converger) subscribe() error {
 	return nil
 }
 
-// Sync reads the device's desired-state keys, lets the service act on them, and records
-// the device's status. It returns what the service did (Action none when the hub holds no
-// desired state or could not be read).
-func (c *Converger) Sync(ctx context.Context) device.DesiredOutcome {
+// sync reads the device's desired-state keys, lets the service act on them, and records
+// the device's status when it changed (or always, with force: after a link-up and at
+// each resync, so the hub's record stays fresh).
+func (c *Converger) sync(ctx context.Context, force bool) {
 	if err := c.subscribe(); err != nil {
 		c.log.Warn("following desired-state changes", "err", err)
 	}
@@ -187,7 +189,7 @@ func (c *Converger) Sync(ctx context.Context) device.DesiredOutcome {
 		// No hub, no JetStream on it, or the link is down: nothing to converge on now;
 		// the link coming back or a notification brings the next read.
 		c.log.Debug("reading desired state", "err", err)
-		return device.DesiredOutcome{Action: device.DesiredNone}
+		return
 	}
 	out := c.svc.TakeDesired(ctx, cands)
 	for k, err := range out.Refused {
@@ -203,9 +205,8 @@ func (c *Converger) Sync(ctx context.Context) device.DesiredOutcome {
 		c.log.Warn("desired state not applied", "desired", out.Newest.ID, "err", out.Err)
 	}
 	if len(cands) > 0 || out.Newest != nil {
-		c.publishStatus(ctx, out)
+		c.publishStatus(ctx, out, force)
 	}
-	return out
 }
 
 // notified takes a key's change as the bucket republished it (value and headers): the
@@ -221,7 +222,7 @@ func (c *Converger) notified(key string, m *nats.Msg) {
 		}
 	}
 	c.mu.Unlock()
-	c.Kick()
+	c.kick()
 }
 
 // candidates is the device's view of its keys: the last full read with the changes
@@ -298,14 +299,10 @@ func (c *Converger) read(ctx context.Context) ([]device.Candidate, error) {
 	if len(failed) == len(keys) {
 		return nil, last // the link is down, or the hub keeps no desired state
 	}
-	if len(failed) > 0 {
-		// Some keys answer and some do not: most likely groups this device's hub
-		// credentials do not carry (the hub drops those gets). The others still count:
-		// anti-rollback keeps a partial view from ever taking the device backwards.
-		c.failedKeys(failed, last)
-	} else {
-		c.failedKeys(nil, nil)
-	}
+	// Some keys may answer and some not: most likely groups this device's hub credentials
+	// do not carry (the hub drops those gets). The others still count: anti-rollback keeps
+	// a partial view from ever taking the device backwards.
+	c.failedKeys(failed, last)
 	return out, nil
 }
 
@@ -344,12 +341,22 @@ func (c *Converger) get(ctx context.Context, k string) (*device.Candidate, error
 
 // publishStatus records the device's signed status on the hub's status stream (the
 // stream's acknowledgement is awaited, so a lost write is logged).
-func (c *Converger) publishStatus(ctx context.Context, out device.DesiredOutcome) {
-	b, _ := json.Marshal(c.svc.DesiredStatus(ctx, out))
+func (c *Converger) publishStatus(ctx context.Context, out device.DesiredOutcome, force bool) {
+	st := c.svc.DesiredStatus(ctx, out)
+	at := st.Time
+	st.Time = time.Time{}
+	same, _ := json.Marshal(st)
+	if !force && bytes.Equal(same, c.sent) {
+		return // what the hub holds already (a group key written after the device's own)
+	}
+	st.Time = at
+	b, _ := json.Marshal(st)
 	msg := &nats.Msg{Subject: subjects.StatusOf(c.svc.Fleet(), c.svc.Device()), Data: b, Header: c.svc.SignedHeader(b)}
 	rctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
 	defer cancel()
 	if _, err := c.o.Conn.RequestMsgWithContext(rctx, msg); err != nil {
 		c.log.Warn("recording status on the hub", "err", err)
+		return
 	}
+	c.sent = same
 }
