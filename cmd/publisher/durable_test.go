@@ -117,13 +117,7 @@ func TestDurablePushAndStatus(t *testing.T) {
 	watchDone := make(chan int)
 	go func() {
 		watchDone <- run(wctx, append([]string{"status", "--watch", "--device", "gw2"}, hubFlags...),
-			cli.IO{Stdout: &watched, Stderr: &watched, Env: func(k string) (string, bool) {
-				if k == "HOME" {
-					return home, true
-				}
-				v, ok := env[k]
-				return v, ok
-			}})
+			cli.IO{Stdout: &watched, Stderr: &watched, Env: envOf(home, env)})
 	}()
 	fptest.WaitFor(t, 10*time.Second, "status --watch to show gw2 pending", func() bool { return strings.Contains(watched.String(), "pending") })
 	start("gw2")
@@ -145,6 +139,23 @@ func TestDurablePushAndStatus(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join(devs["gw2"].Prov.State().Active(), "config.toml"))
 	if !strings.Contains(string(b), "# variant B") {
 		t.Error("gw2 reports converged but runs another config")
+	}
+
+	// --wait holds the push open past the rollout: gw2 is off while it runs, comes back
+	// once it is reported offline, and the push ends when it converged.
+	nodes["gw2"].Shutdown(context.Background())
+	var pushed syncBuffer
+	pushDone := make(chan int)
+	go func() {
+		pushDone <- run(context.Background(), append([]string{"push", cfgA, "--all", "--key", keyPath, "--wait", "100%", "--timeout", "2m"}, hubFlags...),
+			cli.IO{Stdout: &pushed, Stderr: &pushed, Env: envOf(home, env)})
+	}()
+	fptest.WaitFor(t, 30*time.Second, "the push to report gw2 offline", func() bool {
+		return strings.Contains(pushed.String(), "offline    gw2")
+	})
+	start("gw2")
+	if code := <-pushDone; code != 0 || !strings.Contains(pushed.String(), "3 device(s): succeeded=3") {
+		t.Errorf("push --wait 100%% with gw2 back during the wait = %d\n%s", code, pushed.String())
 	}
 
 	// A client with the fleet's publisher credentials forges gw2's status, signed by a key
@@ -192,4 +203,15 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// envOf is the environment runEnv gives the publisher: HOME and env.
+func envOf(home string, env map[string]string) cli.Env {
+	return func(k string) (string, bool) {
+		if k == "HOME" {
+			return home, true
+		}
+		v, ok := env[k]
+		return v, ok
+	}
 }

@@ -26,14 +26,7 @@ import (
 func runEnv(t *testing.T, home string, env map[string]string, args ...string) (int, string) {
 	t.Helper()
 	var out bytes.Buffer
-	lookup := func(k string) (string, bool) {
-		if k == "HOME" {
-			return home, true
-		}
-		v, ok := env[k]
-		return v, ok
-	}
-	code := run(context.Background(), args, cli.IO{Stdout: &out, Stderr: &out, Env: lookup})
+	code := run(context.Background(), args, cli.IO{Stdout: &out, Stderr: &out, Env: envOf(home, env)})
 	return code, out.String()
 }
 

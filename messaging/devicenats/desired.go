@@ -215,7 +215,7 @@ func (c *Converger) sync(ctx context.Context, force bool) {
 func (c *Converger) notified(key string, m *nats.Msg) {
 	c.mu.Lock()
 	if c.view != nil {
-		if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+		if subjects.KVDeleted(m.Header.Get("KV-Operation")) {
 			delete(c.view, key)
 		} else {
 			c.view[key] = device.Candidate{Key: key, Raw: m.Data, Sig: m.Header.Get(envelope.SignatureHeader)}
@@ -333,7 +333,7 @@ func (c *Converger) get(ctx context.Context, k string) (*device.Candidate, error
 	default:
 		return nil, errors.New("direct get " + k + ": " + m.Header.Get("Status") + " " + m.Header.Get("Description"))
 	}
-	if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+	if subjects.KVDeleted(m.Header.Get("KV-Operation")) {
 		return nil, nil
 	}
 	return &device.Candidate{Key: k, Raw: m.Data, Sig: m.Header.Get(envelope.SignatureHeader)}, nil

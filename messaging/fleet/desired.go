@@ -75,7 +75,7 @@ func (c *Client) openDesired(ctx context.Context, create bool) (*DesiredStore, e
 		d.kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b, History: DesiredHistory,
 			Description: "fleetprov desired state of fleet " + c.fleet + ": signed envelopes per device, group and all",
 			Storage:     jetstream.FileStorage, MaxValueSize: int32(c.nc.MaxPayload()),
-			RePublish: &jetstream.RePublish{Source: "$KV." + b + ".>", Destination: subjects.DesiredNotify(c.fleet, ">")}})
+			RePublish: &jetstream.RePublish{Source: subjects.DesiredKV(c.fleet, ">"), Destination: subjects.DesiredNotify(c.fleet, ">")}})
 		if err == nil {
 			d.status, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: subjects.StatusStream(c.fleet),
 				Description: "fleetprov device status of fleet " + c.fleet + ": the last signed status of each device",
@@ -99,11 +99,10 @@ func (c *Client) openDesired(ctx context.Context, create bool) (*DesiredStore, e
 
 // DesiredEntry is one desired-state value: a signed durable envelope.
 type DesiredEntry struct {
-	Key      string
-	Env      *envelope.Envelope
-	Raw      []byte
-	Sig      string
-	Revision uint64
+	Key string
+	Env *envelope.Envelope
+	Raw []byte
+	Sig string
 }
 
 // Stamp makes a durable envelope for key's target (dev.<d>, grp.<g>, all) carrying p.
@@ -142,14 +141,14 @@ func (d *DesiredStore) Put(ctx context.Context, key string, env *envelope.Envelo
 	if err != nil {
 		return DesiredEntry{}, err
 	}
-	msg := nats.NewMsg("$KV." + subjects.DesiredBucket(d.c.fleet) + "." + key)
+	msg := nats.NewMsg(subjects.DesiredKV(d.c.fleet, key))
 	msg.Data = raw
 	msg.Header.Set(envelope.SignatureHeader, sig)
-	ack, err := d.js.PublishMsg(ctx, msg)
+	_, err = d.js.PublishMsg(ctx, msg)
 	if err != nil {
 		return DesiredEntry{}, fmt.Errorf("writing desired state %s: %w", key, err)
 	}
-	return DesiredEntry{Key: key, Env: env, Raw: raw, Sig: sig, Revision: ack.Sequence}, nil
+	return DesiredEntry{Key: key, Env: env, Raw: raw, Sig: sig}, nil
 }
 
 // encode encodes env, refusing one too large for a KV value (the hub's max payload).
@@ -178,19 +177,19 @@ func entry(key string, m *jetstream.RawStreamMsg) (DesiredEntry, error) {
 	if err != nil {
 		return DesiredEntry{}, fmt.Errorf("desired state %s (revision %d): %w", key, m.Sequence, err)
 	}
-	return DesiredEntry{Key: key, Env: env, Raw: m.Data, Sig: m.Header.Get(envelope.SignatureHeader), Revision: m.Sequence}, nil
+	return DesiredEntry{Key: key, Env: env, Raw: m.Data, Sig: m.Header.Get(envelope.SignatureHeader)}, nil
 }
 
 // Get returns key's desired state (false when it has none, or it was deleted).
 func (d *DesiredStore) Get(ctx context.Context, key string) (DesiredEntry, bool, error) {
-	m, err := d.bucket.GetLastMsgForSubject(ctx, "$KV."+subjects.DesiredBucket(d.c.fleet)+"."+key)
+	m, err := d.bucket.GetLastMsgForSubject(ctx, subjects.DesiredKV(d.c.fleet, key))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return DesiredEntry{}, false, nil
 	}
 	if err != nil {
 		return DesiredEntry{}, false, fmt.Errorf("reading desired state %s: %w", key, err)
 	}
-	if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+	if subjects.KVDeleted(m.Header.Get("KV-Operation")) {
 		return DesiredEntry{}, false, nil
 	}
 	e, err := entry(key, m)
@@ -208,10 +207,10 @@ func (d *DesiredStore) Delete(ctx context.Context, key string) error {
 
 // All returns every key's desired state.
 func (d *DesiredStore) All(ctx context.Context) (map[string]DesiredEntry, error) {
-	prefix := "$KV." + subjects.DesiredBucket(d.c.fleet) + "."
+	prefix := subjects.DesiredKV(d.c.fleet, "")
 	out := map[string]DesiredEntry{}
 	err := lastPerSubject(ctx, d.bucket, prefix+">", func(m jetstream.Msg) error {
-		if op := m.Headers().Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+		if subjects.KVDeleted(m.Headers().Get("KV-Operation")) {
 			return nil
 		}
 		key := strings.TrimPrefix(m.Subject(), prefix)

@@ -20,28 +20,35 @@ import (
 // when it can. It does not count as a failure.
 const StateOffline = "offline"
 
-// statusHub routes the devices' status records to the devices of a push, over one
-// subscription.
+// statusHub follows the devices' status records over one subscription: it routes each
+// to the device's push, and keeps the last one of each device (for --wait).
 type statusHub struct {
-	mu   sync.Mutex
-	subs map[string]chan DeviceStatus
-	stop func()
+	mu      sync.Mutex
+	subs    map[string]chan DeviceStatus
+	last    map[string]DeviceStatus
+	changed chan struct{} // a record arrived since the last look
+	stop    func()
 }
 
 func (d *DesiredStore) newStatusHub() (*statusHub, error) {
-	h := &statusHub{subs: map[string]chan DeviceStatus{}}
+	h := &statusHub{subs: map[string]chan DeviceStatus{}, last: map[string]DeviceStatus{}, changed: make(chan struct{}, 1)}
 	stop, err := d.WatchStatus(func(s DeviceStatus) {
 		if s.Enrollment == EnrollmentImpostor {
 			return
 		}
 		h.mu.Lock()
 		ch := h.subs[s.Device]
+		h.last[s.Device] = s
 		h.mu.Unlock()
 		if ch != nil {
 			select {
 			case ch <- s:
 			default:
 			}
+		}
+		select {
+		case h.changed <- struct{}{}:
+		default:
 		}
 	})
 	if err != nil {
@@ -53,6 +60,30 @@ func (d *DesiredStore) newStatusHub() (*statusHub, error) {
 	}
 	h.stop = stop
 	return h, nil
+}
+
+// merge takes records read from the stream where the watch has none newer.
+func (h *statusHub) merge(sts map[string]DeviceStatus) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for dev, s := range sts {
+		if cur, ok := h.last[dev]; s.Enrollment != EnrollmentImpostor && (!ok || s.Time.After(cur.Time)) {
+			h.last[dev] = s
+		}
+	}
+}
+
+func (h *statusHub) get(dev string) (DeviceStatus, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.last[dev]
+	return s, ok
+}
+
+// statusJob is the job record a status record describes (for finish).
+func statusJob(s DeviceStatus) record.Job {
+	return record.Job{State: s.JobState, Code: s.Code, Error: s.Error, RollbackStatus: s.RollbackStatus,
+		Result: &record.Result{RolledBack: s.RollbackStatus != ""}}
 }
 
 func (h *statusHub) watch(dev string) (<-chan DeviceStatus, func()) {
@@ -75,33 +106,79 @@ type durable struct {
 	mu       sync.Mutex
 	prev     map[string]*DesiredEntry // device -> its desired state before this push (nil: none)
 	sent     map[string]string        // device -> envelope id
-	fallback *DesiredEntry            // the newest of the target group's and the fleet's keys before the push
-	status   map[string]DeviceStatus  // with Resume: the statuses at the start
+	fallback *DesiredEntry            // with RevertOnFailure: the newest of the target group's and the fleet's keys before
+	status   map[string]DeviceStatus  // for --all or Resume: the statuses at the start
 }
 
-// durableTargets adds, for --all, the devices the hub's status stream knows to the
-// discovered ones (offline ones included: their desired state is written all the same).
-func (c *Client) durableTargets(ctx context.Context, o PushOptions, devices []string) ([]string, error) {
+// startDurable prepares a durable rollout: its targets, the group's or fleet's envelope
+// (stamped before any device's, so it never overrides them; nil for a list of devices),
+// what a revert falls back to, and the status routing. The caller stops the routing.
+func (c *Client) startDurable(ctx context.Context, o PushOptions, devices []string) (*durable, []string, *envelope.Envelope, error) {
+	if o.Op != "apply" || o.Detach {
+		return nil, nil, nil, fmt.Errorf("%w: durable desired state is a whole config (apply, not %s, and not detached)", ErrInvalidOption, o.Op)
+	}
+	du := &durable{d: o.Desired, prev: map[string]*DesiredEntry{}, sent: map[string]string{}}
+	var err error
+	if o.Target.All || o.Resume {
+		if du.status, err = o.Desired.Statuses(ctx); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	devices = durableTargets(o, devices, du.status)
+	key := subjects.AllKey
+	if o.Target.Group != "" {
+		key = subjects.GroupKey(o.Target.Group)
+	}
+	groupEnv, err := o.Desired.Stamp(key, o.Payload)
+	if err == nil {
+		err = o.Desired.fits(groupEnv)
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if len(o.Target.Devices) > 0 {
+		groupEnv = nil
+	}
+	if o.RevertOnFailure {
+		keys := []string{subjects.AllKey}
+		if key != subjects.AllKey {
+			keys = append(keys, key)
+		}
+		for _, k := range keys {
+			e, ok, err := o.Desired.Get(ctx, k)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			if ok && (du.fallback == nil || e.Env.Newer(du.fallback.Env.IssuedAt, du.fallback.Env.ID)) {
+				du.fallback = &e
+			}
+		}
+	}
+	if du.statuses, err = o.Desired.newStatusHub(); err != nil {
+		return nil, nil, nil, err
+	}
+	return du, devices, groupEnv, nil
+}
+
+// durableTargets adds, for --all, the devices the hub's status stream knows (sts) to the
+// discovered ones (offline ones included: their desired state is written all the same),
+// except impostors and, with known devices, unenrolled ones.
+func durableTargets(o PushOptions, devices []string, sts map[string]DeviceStatus) []string {
 	// Only --all: a status record's groups are the device's own claim, and a group's
 	// targets must be the devices the hub lets hear that group (they answered its
 	// discovery). Offline members of a group converge on the group's key, written when
 	// the rollout completes.
 	if !o.Target.All {
-		return devices, nil
-	}
-	sts, err := o.Desired.Statuses(ctx)
-	if err != nil {
-		return nil, err
+		return devices
 	}
 	for dev, s := range sts {
-		if s.Enrollment == EnrollmentImpostor || slices.Contains(devices, dev) {
-			continue
-		}
-		if s.Enrollment != EnrollmentUnenrolled || c.known == nil {
-			devices = append(devices, dev)
+		if s.Enrollment == "" || s.Enrollment == EnrollmentEnrolled {
+			if !slices.Contains(devices, dev) {
+				devices = append(devices, dev)
+			}
 		}
 	}
-	return devices, nil
+	return devices
 }
 
 // pushDesired writes one device's durable desired state and follows its job: by its
@@ -176,7 +253,7 @@ func (c *Client) pushDesired(ctx context.Context, o PushOptions, du *durable, hu
 			}
 			first.Stop()
 			switch {
-			case st.Enrollment == EnrollmentUnenrolled && c.known != nil:
+			case st.Enrollment == EnrollmentUnenrolled:
 				done(func(s *DeviceState) {
 					s.State, s.Error = StateUnenrolled, "its status is signed by a key that is not enrolled (publisher enroll --device "+dev+")"
 				})
@@ -187,10 +264,7 @@ func (c *Client) pushDesired(ctx context.Context, o PushOptions, du *durable, hu
 				done(func(s *DeviceState) { s.State, s.Code, s.Error = StateRejected, st.Code, st.Error })
 				return
 			case st.JobState.Finished():
-				done(func(s *DeviceState) {
-					finish(s, record.Job{State: st.JobState, Code: st.Code, Error: st.Error, RollbackStatus: st.RollbackStatus,
-						Result: &record.Result{RolledBack: st.RollbackStatus != ""}})
-				})
+				done(func(s *DeviceState) { finish(s, statusJob(st)) })
 				return
 			default:
 				update(dev, func(s *DeviceState) { s.State = StateRunning })
@@ -281,55 +355,33 @@ func (c *Client) finishDurable(ctx context.Context, o PushOptions, du *durable, 
 // waitConverged waits, after a durable rollout, until want of the devices succeeded
 // (their status records say so), or timeout.
 func (c *Client) waitConverged(ctx context.Context, du *durable, sum *Summary, want int, timeout time.Duration) {
-	count := func() int { return sum.Counts[StateSucceeded] }
-	if count() >= want {
-		return
-	}
-	idx := map[string]int{}
-	for i, d := range sum.Devices {
-		idx[d.Device] = i
-	}
-	ch := make(chan DeviceStatus, 1024)
-	stop, err := du.d.WatchStatus(func(s DeviceStatus) {
-		select {
-		case ch <- s:
-		default:
-		}
-	})
-	if err != nil {
-		return
-	}
-	defer stop()
-	// Devices that converged between the rollout's end and the subscription.
+	// Records written before the rollout's routing saw them (the stream has them).
 	if sts, err := du.d.Statuses(ctx); err == nil {
-		for _, s := range sts {
-			select {
-			case ch <- s:
-			default:
-			}
-		}
+		du.statuses.merge(sts)
 	}
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
-	for count() < want {
-		select {
-		case s := <-ch:
-			i, ok := idx[s.Device]
-			du.mu.Lock()
-			id := du.sent[s.Device]
-			du.mu.Unlock()
-			if !ok || s.Enrollment == EnrollmentImpostor || (s.Enrollment == EnrollmentUnenrolled && c.known != nil) ||
-				s.Desired != id || !s.JobState.Finished() {
-				continue
-			}
+	for {
+		for i := range sum.Devices {
 			d := &sum.Devices[i]
-			if d.State == StateSucceeded {
+			du.mu.Lock()
+			id := du.sent[d.Device]
+			du.mu.Unlock()
+			s, ok := du.statuses.get(d.Device)
+			if d.State == StateSucceeded || !ok || s.Enrollment == EnrollmentUnenrolled || s.Desired != id || !s.JobState.Finished() {
 				continue
 			}
-			sum.Counts[d.State]--
-			finish(d, record.Job{State: s.JobState, Code: s.Code, Error: s.Error, RollbackStatus: s.RollbackStatus,
-				Result: &record.Result{RolledBack: s.RollbackStatus != ""}})
+			if sum.Counts[d.State]--; sum.Counts[d.State] == 0 {
+				delete(sum.Counts, d.State)
+			}
+			finish(d, statusJob(s))
 			sum.Counts[d.State]++
+		}
+		if sum.Counts[StateSucceeded] >= want {
+			return
+		}
+		select {
+		case <-du.statuses.changed:
 		case <-deadline.C:
 			return
 		case <-ctx.Done():

@@ -189,42 +189,7 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 	var groupEnv *envelope.Envelope
 	if o.Desired != nil {
 		var err error
-		if o.Op != "apply" || o.Detach {
-			return Summary{}, fmt.Errorf("%w: durable desired state is a whole config (apply, not %s, and not detached)", ErrInvalidOption, o.Op)
-		}
-		if devices, err = c.durableTargets(ctx, o, devices); err != nil {
-			return Summary{}, err
-		}
-		du = &durable{d: o.Desired, prev: map[string]*DesiredEntry{}, sent: map[string]string{}}
-		key := subjects.AllKey
-		if o.Target.Group != "" {
-			key = subjects.GroupKey(o.Target.Group)
-		}
-		// Stamped before any device's envelope: the group's key never overrides them.
-		if groupEnv, err = o.Desired.Stamp(key, o.Payload); err != nil {
-			return Summary{}, err
-		}
-		if err := o.Desired.fits(groupEnv); err != nil {
-			return Summary{}, err
-		}
-		if len(o.Target.Devices) > 0 {
-			groupEnv = nil // a list of devices writes no group's or fleet's key
-		}
-		{
-			for _, k := range []string{key, subjects.AllKey} {
-				if e, ok, err := o.Desired.Get(ctx, k); err != nil {
-					return Summary{}, err
-				} else if ok && (du.fallback == nil || e.Env.Newer(du.fallback.Env.IssuedAt, du.fallback.Env.ID)) {
-					du.fallback = &e
-				}
-			}
-		}
-		if o.Resume {
-			if du.status, err = o.Desired.Statuses(ctx); err != nil {
-				return Summary{}, err
-			}
-		}
-		if du.statuses, err = o.Desired.newStatusHub(); err != nil {
+		if du, devices, groupEnv, err = c.startDurable(ctx, o, devices); err != nil {
 			return Summary{}, err
 		}
 		defer du.statuses.stop()

@@ -233,9 +233,15 @@ func DesiredNotify(fleet, key string) string { return Prefix + "." + fleet + "."
 // StatusOf is the subject of a device's status ("*" for every device).
 func StatusOf(fleet, device string) string { return Prefix + "." + fleet + "." + Status + "." + device }
 
+// DesiredKV is the stream subject of key in the fleet's desired-state bucket.
+func DesiredKV(fleet, key string) string { return "$KV." + DesiredBucket(fleet) + "." + key }
+
 // DirectGet is the JetStream API subject that returns the last value of key in the
 // fleet's desired-state bucket, asked through domain.
 func DirectGet(domain, fleet, key string) string {
-	b := DesiredBucket(fleet)
-	return "$JS." + domain + ".API.DIRECT.GET.KV_" + b + ".$KV." + b + "." + key
+	return "$JS." + domain + ".API.DIRECT.GET.KV_" + DesiredBucket(fleet) + "." + DesiredKV(fleet, key)
 }
+
+// KVDeleted reports whether a KV message's KV-Operation header value marks its key
+// deleted or purged (the value is then no desired state).
+func KVDeleted(kvOperation string) bool { return kvOperation == "DEL" || kvOperation == "PURGE" }

@@ -71,7 +71,9 @@ func confinedDevice(t *testing.T, url string, auth *natsauth.Fleet) {
 		{"hear dev-00's desired-state changes", func(nc *nats.Conn) {
 			nc.Subscribe(subjects.DesiredNotify("fleet", subjects.DeviceKey("dev-00")), func(*nats.Msg) {})
 		}},
-		{"write a desired state", func(nc *nats.Conn) { nc.Publish("$KV."+subjects.DesiredBucket("fleet")+".dev.dev-01", []byte(`{}`)) }},
+		{"write a desired state", func(nc *nats.Conn) {
+			nc.Publish(subjects.DesiredKV("fleet", subjects.DeviceKey("dev-01")), []byte(`{}`))
+		}},
 		{"create a consumer", func(nc *nats.Conn) {
 			nc.Publish("$JS."+subjects.Domain+".API.CONSUMER.CREATE.KV_"+subjects.DesiredBucket("fleet"), []byte(`{}`))
 		}},
@@ -256,7 +258,7 @@ func TestDeviceReadsOnlyItsOwnDesiredState(t *testing.T) {
 		},
 		"forge dev-00's status": func() (*nats.Msg, error) { return ask(subjects.StatusOf("fleet", "dev-00"), []byte(`{}`)) },
 		"write its own desired state": func() (*nats.Msg, error) {
-			return ask("$KV."+subjects.DesiredBucket("fleet")+".dev.dev-01", []byte(`{}`))
+			return ask(subjects.DesiredKV("fleet", subjects.DeviceKey("dev-01")), []byte(`{}`))
 		},
 		"create a consumer": func() (*nats.Msg, error) {
 			return ask("$JS."+subjects.Domain+".API.CONSUMER.CREATE.KV_"+subjects.DesiredBucket("fleet"), []byte(`{}`))

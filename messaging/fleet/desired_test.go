@@ -1,0 +1,99 @@
+package fleet
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/fleetprov/fleetprov/core/auth"
+	"github.com/fleetprov/fleetprov/core/config/configtest"
+	"github.com/fleetprov/fleetprov/core/record"
+	"github.com/fleetprov/fleetprov/internal/fptest"
+	"github.com/fleetprov/fleetprov/messaging/broker/brokertest"
+	"github.com/fleetprov/fleetprov/messaging/subjects"
+	"github.com/fleetprov/fleetprov/messaging/wire"
+)
+
+// TestStatusRecordsAreBoundToTheirDevice: a status record counts for the device whose
+// subject it is on, signed by that device's enrolled key, and names that device. A device
+// signing, on its own subject, a record in another device's name (to make a push report
+// that one converged) is an impostor for its own id and says nothing about the other; a
+// record signed by another key is an impostor; an unknown device's is unenrolled. None of
+// them becomes a target of --all.
+func TestStatusRecordsAreBoundToTheirDevice(t *testing.T) {
+	hub, f := brokertest.AuthHub(t, "f")
+	nc, err := nats.Connect(hub.ClientURL(), nats.UserCredentials(brokertest.PublisherCreds(t, f)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	known, err := LoadKnownDevices(filepath.Join(t.TempDir(), "known_devices"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1, _ := configtest.NewKey(t)
+	d2, _ := configtest.NewKey(t)
+	stranger, _ := configtest.NewKey(t)
+	for dev, k := range map[string]ssh.Signer{"d1": d1, "d2": d2} {
+		if err := known.Add("f", dev, k.PublicKey(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := New(nc, "f", WithKnownDevices(known, false, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ds, err := c.OpenDesired(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var watched []DeviceStatus
+	stop, err := ds.WatchStatus(func(s DeviceStatus) { mu.Lock(); watched = append(watched, s); mu.Unlock() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	record := func(subjectDev, bodyDev string, key ssh.Signer) {
+		b, _ := json.Marshal(wire.Status{Device: bodyDev, Fleet: "f", Desired: "x", Applied: "x", JobState: record.Succeeded, Time: time.Now()})
+		sig, _ := auth.Sign(b, key, auth.NamespaceDevice)
+		m := nats.NewMsg(subjects.StatusOf("f", subjectDev))
+		m.Data = b
+		m.Header.Set(wire.DeviceSignatureHeader, base64.StdEncoding.EncodeToString(sig))
+		if _, err := nc.RequestMsg(m, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	record("d1", "d2", d1)       // d1 speaks for d2, on its own subject, with its own key
+	record("d3", "d3", stranger) // an unknown device
+	record("d4", "d4", stranger) // ...
+	record("d2", "d2", stranger) // another key in d2's name
+	record("d5", "d5", d1)       // d1's key for an id it does not hold
+	fptest.WaitFor(t, 5*time.Second, "the watch to see all five records", func() bool { mu.Lock(); defer mu.Unlock(); return len(watched) == 5 })
+	sts, err := ds.Statuses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"d1": EnrollmentImpostor, "d2": EnrollmentImpostor, "d3": EnrollmentUnenrolled, "d4": EnrollmentUnenrolled, "d5": EnrollmentUnenrolled}
+	for dev, enr := range want {
+		if s := sts[dev]; s.Device != dev || s.Enrollment != enr || (enr == EnrollmentImpostor && s.JobState != "") {
+			t.Errorf("status of %s = %+v; want %s", dev, s, enr)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if w := watched[0]; w.Device != "d1" || w.Enrollment != EnrollmentImpostor {
+		t.Errorf("the watch took d1's record in d2's name as %+v", w)
+	}
+	if got := durableTargets(PushOptions{Target: Target{All: true}}, nil, sts); len(got) != 0 {
+		t.Errorf("--all would target %v", got)
+	}
+}
