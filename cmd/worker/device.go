@@ -17,6 +17,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/state"
 	"github.com/fleetprov/fleetprov/core/system"
 	"github.com/fleetprov/fleetprov/core/system/dbus"
+	"github.com/fleetprov/fleetprov/core/system/linuxhost"
 	"github.com/fleetprov/fleetprov/core/system/podman"
 	"github.com/fleetprov/fleetprov/core/system/simulate"
 )
@@ -30,7 +31,10 @@ type deps struct {
 // deviceFlags are the common flags of every command that touches the device.
 type deviceFlags struct {
 	stateDir, system, quadletDir, rootlessDir, appUser, hook, simulateFail, logFormat, logLevel string
-	bridgePort                                                                                  int
+	// host is --host (systemd, none or simulate; empty: systemd with --system dbus,
+	// simulate with --system simulate), hostRoot --host-root.
+	host, hostRoot string
+	bridgePort     int
 	// identityKey is --identity-key: the key serve signs with and every command opens
 	// the device's secrets with (empty: STATE_DIR/identity_ed25519).
 	identityKey string
@@ -42,6 +46,8 @@ func (f *deviceFlags) register(fs *flag.FlagSet, defaultLevel string) {
 	fs.StringVar(&f.system, "system", "dbus", "system backend: dbus (real systemd) or simulate (records what it would do; for demos and tests)")
 	fs.StringVar(&f.quadletDir, "quadlet-dir", "", "Quadlet dir for rootful units (default /etc/containers/systemd; with --system simulate, STATE_DIR/simulate-root/etc/containers/systemd)")
 	fs.StringVar(&f.rootlessDir, "rootless-quadlet-dir", "", "Quadlet dir for rootless units (default ~APP_USER/.config/containers/systemd)")
+	fs.StringVar(&f.host, "host", "", hostHelp)
+	fs.StringVar(&f.hostRoot, "host-root", "", "the root host settings are written under (default /; with --host simulate, STATE_DIR/simulate-root)")
 	fs.StringVar(&f.appUser, "app-user", config.DefaultAppUser, "the account rootless containers run as")
 	fs.StringVar(&f.hook, "activation-hook", "", "executable run first during activation; non-zero exit fails the apply")
 	fs.StringVar(&f.simulateFail, "simulate-fail", "", "with --system simulate: comma-separated services that fail (e.g. web.service)")
@@ -66,13 +72,34 @@ func (f *deviceFlags) logger(stdio cli.IO) (*slog.Logger, error) {
 	return nil, cli.Usagef("--log-format must be text or json, got %q", f.logFormat)
 }
 
+const hostHelp = `host settings backend: systemd applies users and SSH keys, networkd, nftables (table inet fleetprov),
+timesyncd and dnsmasq, in the apply's transaction; none only writes the derived files into the
+state dir (for images that apply them themselves); simulate records the changes and writes the
+files under the simulate root (default: systemd with --system dbus, simulate with --system simulate)`
+
 // backend builds the system backend the flags ask for.
 func (f *deviceFlags) backend() (system.Backend, *simulate.Sim, error) {
+	switch f.host {
+	case "":
+		f.host = map[string]string{"dbus": "systemd", "simulate": "simulate"}[f.system]
+	case "systemd", "none", "simulate":
+	default:
+		return system.Backend{}, nil, cli.Usagef("--host must be systemd, none or simulate, got %q", f.host)
+	}
+	switch {
+	case f.host == "systemd" && f.system != "dbus":
+		return system.Backend{}, nil, cli.Usagef("--host systemd needs --system dbus (a simulated system with a real host is not a device)")
+	case f.host == "simulate" && f.system != "simulate":
+		return system.Backend{}, nil, cli.Usagef("--host simulate needs --system simulate")
+	}
 	switch f.system {
 	case "dbus":
 		be := dbus.New()
 		be.Probes = probe.Real{}
 		be.Secrets = podman.Secrets{}
+		if f.host == "systemd" {
+			be.Host = linuxhost.Host{}
+		}
 		return be, nil, nil
 	case "simulate":
 		fail := cli.SplitList(f.simulateFail)
@@ -80,7 +107,11 @@ func (f *deviceFlags) backend() (system.Backend, *simulate.Sim, error) {
 		if f.rootlessDir != "" {
 			dirs = append(dirs, f.rootlessDir)
 		}
-		sim := simulate.New(simulate.Options{Fail: fail, QuadletDirs: dirs, Home: filepath.Join(f.stateDir, "simulate-home", f.appUser)})
+		o := simulate.Options{Fail: fail, QuadletDirs: dirs, Home: filepath.Join(f.stateDir, "simulate-home", f.appUser)}
+		if f.host == "simulate" {
+			o.HostRoot = f.hostRoot
+		}
+		sim := simulate.New(o)
 		return sim.Backend(), sim, nil
 	}
 	return system.Backend{}, nil, cli.Usagef("--system must be dbus or simulate, got %q", f.system)
@@ -99,6 +130,12 @@ func (f *deviceFlags) provisioner(log *slog.Logger) (*provision.Provisioner, *si
 			f.quadletDir = filepath.Join(abs, "simulate-root", "etc", "containers", "systemd")
 		}
 	}
+	if f.hostRoot == "" {
+		f.hostRoot = "/"
+		if f.system == "simulate" {
+			f.hostRoot = filepath.Join(abs, "simulate-root")
+		}
+	}
 	if f.system == "simulate" && f.rootlessDir == "" {
 		f.rootlessDir = filepath.Join(abs, "simulate-home", f.appUser, ".config", "containers", "systemd")
 	}
@@ -112,6 +149,7 @@ func (f *deviceFlags) provisioner(log *slog.Logger) (*provision.Provisioner, *si
 		Quadlet:     quadlet.Dirs{Rootful: f.quadletDir, Rootless: f.rootlessDir},
 		AppUser:     f.appUser,
 		Hook:        f.hook,
+		HostRoot:    f.hostRoot,
 		Config:      config.Options{BridgePort: f.bridgePort},
 		IdentityKey: identity.Path(f.identityKey, abs),
 		Logger:      log,

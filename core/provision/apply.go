@@ -101,6 +101,8 @@ type applyRun struct {
 	activeDigest string
 	// sameConfig: the input is the active config.toml again (a secrets rotation).
 	sameConfig bool
+	// hostNetwork: the apply changes network or firewall settings (commit-confirmed).
+	hostNetwork bool
 }
 
 type stage struct {
@@ -132,6 +134,7 @@ func (p *Provisioner) Apply(ctx context.Context, in Input, emit func(record.Even
 		{"write-candidate", (*applyRun).writeCandidate, false},
 		{"render-containers", (*applyRun).render, false},
 		{"write-quadlets", (*applyRun).writeQuadlets, false},
+		{"check-host", (*applyRun).checkHost, true},
 		{"promote", (*applyRun).promote, false},
 		{"deploy", (*applyRun).deploy, true},
 		{"activate", (*applyRun).activate, false},

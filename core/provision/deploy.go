@@ -35,6 +35,19 @@ func (p *Provisioner) deploy(ctx context.Context, m *config.Model, emit func(rec
 			return d, err
 		}
 		d.rendered = r
+		if m == nil && p.hostEnv() != nil {
+			am, err := p.activeModel()
+			if err != nil {
+				return d, err
+			}
+			m = &am
+		}
+	} else {
+		m = nil
+	}
+	// Host settings first: the accounts, network and firewall the containers run with.
+	if err := p.applyHost(ctx, m, emit); err != nil {
+		return d, err
 	}
 	rootful, rootless := quadlet.ByMode(d.rendered.Files)
 	d.rootless = len(rootless) > 0

@@ -32,6 +32,9 @@ type Options struct {
 	// IdentityKey is the device's identity key, which opens its secrets (empty:
 	// <state>/identity_ed25519).
 	IdentityKey string
+	// HostRoot is the root host settings are written under (default "/"; the simulate
+	// backend's root with --host simulate).
+	HostRoot string
 	// Hook is the activation hook's path (empty: none).
 	Hook string
 	// Config carries the device-dependent validation rules (bridge port).

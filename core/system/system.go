@@ -110,6 +110,9 @@ type Backend struct {
 	Logs     Logs    // nil: no logs in failure reports
 	Probes   Probes  // nil: typed health checks cannot run (an activation with checks fails)
 	Secrets  Secrets // nil: a config that declares secrets cannot be deployed
+	// Host applies host settings (users, network, firewall, NTP, dnsmasq); nil: the
+	// derived files are written into the state and nothing applies them (--host none).
+	Host Host
 }
 
 // HookError reports a hook that ran and failed.
@@ -168,3 +171,63 @@ func (l *LimitedWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// HostUser is a local account as the host's user database has it.
+type HostUser struct {
+	Name    string
+	UID     int
+	GID     int
+	Home    string
+	Shell   string
+	Groups  []string // supplementary groups, sorted
+	Expired bool     // the account is expired (how fleetprov locks an account)
+}
+
+// UserSpec is what fleetprov sets on an account it manages: its login shell, its
+// complete list of supplementary groups, and whether it is locked (expired, so no login
+// of any kind, keys included).
+type UserSpec struct {
+	Name   string
+	Shell  string
+	Groups []string
+	Locked bool
+}
+
+// Host is what applying host settings needs of the OS besides writing files under the
+// host root: the user database and host commands (nft, networkctl, systemctl).
+type Host interface {
+	// LookupUser reads an account; ok is false when there is none.
+	LookupUser(ctx context.Context, name string) (u HostUser, ok bool, err error)
+	// GroupExists reports whether a group exists.
+	GroupExists(ctx context.Context, name string) (bool, error)
+	// AddUser creates an account with a home directory, no password (key logins only)
+	// and the spec's shell and groups.
+	AddUser(ctx context.Context, s UserSpec) error
+	// SetUser sets an existing account's shell, groups and lock.
+	SetUser(ctx context.Context, s UserSpec) error
+	// Run runs a host command, with stdin when not nil. A failure is a *CommandError.
+	Run(ctx context.Context, stdin []byte, argv ...string) error
+}
+
+// CommandError reports a host command that ran and failed.
+type CommandError struct {
+	Argv   []string
+	Exit   int
+	Output string // the start of its combined output
+	Err    error
+}
+
+func (e *CommandError) Error() string {
+	msg := fmt.Sprintf("%s failed", strings.Join(e.Argv, " "))
+	if e.Exit > 0 {
+		msg += fmt.Sprintf(" with exit code %d", e.Exit)
+	} else if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	if e.Output != "" {
+		msg += ": " + e.Output
+	}
+	return msg
+}
+
+func (e *CommandError) Unwrap() error { return e.Err }

@@ -38,6 +38,13 @@ type Options struct {
 	// SlowStart maps services to how many state reads they stay activating after a start
 	// before they are active.
 	SlowStart map[string]int
+	// HostRoot is the simulated host's root: shells and homes live there, and host
+	// settings write their files there. Empty: no simulated host (Backend().Host is nil).
+	HostRoot string
+	// HostUsers are the accounts the simulated host has before fleetprov (the image's).
+	HostUsers []system.HostUser
+	// HostGroups are the groups it has (default: sudo).
+	HostGroups []string
 	// Probe answers typed health-check probes: kind is http, tcp or exec, target the URL,
 	// address or command; code is the HTTP status or the exit code. Nil: every probe
 	// passes (HTTP 200 "ok").
@@ -55,6 +62,9 @@ type Sim struct {
 	pending    map[string]int    // slow starters' remaining activating reads
 	secrets    map[string][]byte // "system/name" -> value (Podman's secret store)
 	secretErr  error             // what the secret store's calls fail with (nil: none)
+	users      map[string]system.HostUser
+	nextUID    int
+	hostFail   map[string]error // host command prefix -> its scripted failure
 }
 
 // New returns a simulated OS.
@@ -63,12 +73,18 @@ func New(opts Options) *Sim {
 	for _, f := range opts.Fail {
 		s.fail[f] = true
 	}
+	s.hostInit()
 	return s
 }
 
 // Backend returns the system.Backend view of the simulation. Hooks run for real.
 func (s *Sim) Backend() system.Backend {
+	var host system.Host
+	if s.opts.HostRoot != "" {
+		host = hostSim{sim: s}
+	}
 	return system.Backend{
+		Host:     host,
 		Name:     "simulate",
 		System:   &units{sim: s, scope: "system"},
 		User:     func(a system.Account) system.Units { return &units{sim: s, scope: "user(" + a.Name + ")"} },

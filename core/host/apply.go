@@ -1,0 +1,365 @@
+package host
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/fleetprov/fleetprov/core/record"
+	"github.com/fleetprov/fleetprov/core/state"
+	"github.com/fleetprov/fleetprov/core/system"
+)
+
+// Env is where host settings are applied.
+type Env struct {
+	// Root is the host root the managed files live under ("/" on a device).
+	Root string
+	// Host is the OS's user database and commands.
+	Host system.Host
+	// Record is the file (in the state dir) that lists the accounts fleetprov created.
+	Record string
+}
+
+// Step is one host change of a plan.
+type Step struct {
+	Kind   string `json:"kind"`   // user, key, file, firewall, service
+	Object string `json:"object"` // an account, a path, the table, a unit or command
+	Action string `json:"action"` // create, update, lock, write, remove, load, delete, reload, restart, enable, disable
+	Detail string `json:"detail,omitempty"`
+	// Network is true for a change that can cut the device off (network, DNS, firewall,
+	// dnsmasq): an apply with one is commit-confirmed.
+	Network bool `json:"network,omitempty"`
+	do      func(ctx context.Context, e *Env) error
+}
+
+func (s Step) String() string {
+	out := s.Kind + " " + s.Object + ": " + s.Action
+	if s.Detail != "" {
+		out += " (" + s.Detail + ")"
+	}
+	return out
+}
+
+// Plan is the ordered list of changes that makes a host match a Desired state.
+type Plan struct {
+	Steps []Step
+}
+
+// Network reports whether the plan changes anything that can cut the device off.
+func (p Plan) Network() bool {
+	return slices.ContainsFunc(p.Steps, func(s Step) bool { return s.Network })
+}
+
+// ErrForeignAccount refuses a config that names an account fleetprov did not create.
+var ErrForeignAccount = errors.New("the account exists and was not created by fleetprov; fleetprov never changes accounts it did not create")
+
+// Check vets d against the host without changing anything: every account it names is
+// fleetprov's or absent, every shell is installed, an admin group exists when there is an
+// admin, and nft accepts the ruleset (nft -c). Errors name the config path. It returns
+// the plan as MakePlan would.
+func Check(ctx context.Context, e *Env, d Desired) (Plan, error) {
+	return plan(ctx, e, d, true)
+}
+
+// MakePlan reads the host and returns the changes that converge it to d.
+func MakePlan(ctx context.Context, e *Env, d Desired) (Plan, error) {
+	return plan(ctx, e, d, false)
+}
+
+// Apply converges the host to d: it plans, then runs each step, reporting each as a
+// "host" event. The first step that fails stops the apply; its error names the command
+// and why it failed.
+func Apply(ctx context.Context, e *Env, d Desired, emit func(record.Event)) (Plan, error) {
+	p, err := plan(ctx, e, d, false)
+	if err != nil {
+		return p, err
+	}
+	for i, s := range p.Steps {
+		ev := record.Event{Step: "host", Service: s.Kind + " " + s.Object, Status: s.Action, Message: s.Detail}
+		if err := s.do(ctx, e); err != nil {
+			ev.Status, ev.Message = "failed", err.Error()
+			emit(ev)
+			p.Steps = p.Steps[:i+1]
+			return p, fmt.Errorf("host %s %s: %s: %w", s.Kind, s.Object, s.Action, err)
+		}
+		emit(ev)
+	}
+	return p, nil
+}
+
+type accountRecord struct {
+	Version  int             `json:"version"`
+	Accounts map[string]bool `json:"accounts"` // created by fleetprov
+}
+
+func (e *Env) readRecord() (accountRecord, error) {
+	r := accountRecord{Version: 1, Accounts: map[string]bool{}}
+	b, err := os.ReadFile(e.Record)
+	if errors.Is(err, fs.ErrNotExist) {
+		return r, nil
+	}
+	if err != nil {
+		return r, fmt.Errorf("reading the account record: %w", err)
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("reading the account record %s: %w", e.Record, err)
+	}
+	if r.Accounts == nil {
+		r.Accounts = map[string]bool{}
+	}
+	return r, nil
+}
+
+// remember records name as fleetprov's before the account is created, so a crash between
+// the two never leaves an account of ours unrecorded.
+func (e *Env) remember(name string) error {
+	r, err := e.readRecord()
+	if err != nil {
+		return err
+	}
+	if r.Accounts[name] {
+		return nil
+	}
+	r.Accounts[name] = true
+	b, _ := json.MarshalIndent(r, "", "  ")
+	if err := os.MkdirAll(filepath.Dir(e.Record), 0o700); err != nil {
+		return err
+	}
+	return state.WriteFileAtomic(e.Record, append(b, '\n'), 0o600)
+}
+
+func (e *Env) root() (*os.Root, error) {
+	r, err := os.OpenRoot(e.Root)
+	if err != nil {
+		return nil, fmt.Errorf("opening the host root: %w", err)
+	}
+	return r, nil
+}
+
+// rel makes a host path relative to the root, for os.Root.
+func rel(p string) string { return strings.TrimPrefix(path.Clean(p), "/") }
+
+func (e *Env) readFile(p string) ([]byte, bool, error) {
+	r, err := e.root()
+	if err != nil {
+		return nil, false, err
+	}
+	defer r.Close()
+	f, _, err := state.OpenRegularIn(r, rel(p))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("reading %s: %w", p, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return nil, false, fmt.Errorf("reading %s: %w", p, err)
+	}
+	return b, true, nil
+}
+
+func plan(ctx context.Context, e *Env, d Desired, check bool) (Plan, error) {
+	var p Plan
+	rec, err := e.readRecord()
+	if err != nil {
+		return p, err
+	}
+	var errs []error
+	adminGroup := ""
+	for _, g := range []string{"sudo", "wheel"} {
+		ok, err := e.Host.GroupExists(ctx, g)
+		if err != nil {
+			return p, err
+		}
+		if ok {
+			adminGroup = g
+			break
+		}
+	}
+	wanted := map[string]bool{}
+	for _, u := range d.Users {
+		wanted[u.Name] = true
+		steps, err := e.planUser(ctx, u, rec, adminGroup)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		p.Steps = append(p.Steps, steps...)
+	}
+	stale := make([]string, 0, len(rec.Accounts))
+	for name := range rec.Accounts {
+		if !wanted[name] {
+			stale = append(stale, name)
+		}
+	}
+	sort.Strings(stale)
+	for _, name := range stale {
+		steps, err := e.planStale(ctx, name)
+		if err != nil {
+			return p, err
+		}
+		p.Steps = append(p.Steps, steps...)
+	}
+	files, err := e.planFiles(d)
+	if err != nil {
+		return p, err
+	}
+	p.Steps = append(p.Steps, files...)
+	if check && d.Firewall != nil {
+		if err := e.Host.Run(ctx, d.Firewall, "nft", "-c", "-f", "-"); err != nil {
+			errs = append(errs, fmt.Errorf("network.firewall: nft refused the ruleset: %w", err))
+		}
+	}
+	return p, errors.Join(errs...)
+}
+
+func (e *Env) planUser(ctx context.Context, u User, rec accountRecord, adminGroup string) ([]Step, error) {
+	where := "users." + u.Name
+	if _, ok, err := e.readFile(u.Shell); err != nil || !ok {
+		return nil, fmt.Errorf("%s.shell: %s is not installed on this device", where, u.Shell)
+	}
+	var groups []string
+	if u.Admin {
+		if adminGroup == "" {
+			return nil, fmt.Errorf("%s.isAdmin: this device has no admin group (sudo or wheel)", where)
+		}
+		groups = []string{adminGroup}
+	}
+	spec := system.UserSpec{Name: u.Name, Shell: u.Shell, Groups: groups}
+	cur, exists, err := e.Host.LookupUser(ctx, u.Name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	if exists && !rec.Accounts[u.Name] {
+		return nil, fmt.Errorf("%s: %w", where, ErrForeignAccount)
+	}
+	var steps []Step
+	switch {
+	case !exists:
+		steps = append(steps, Step{Kind: "user", Object: u.Name, Action: "create", Detail: describe(spec), do: func(ctx context.Context, e *Env) error {
+			if err := e.remember(u.Name); err != nil {
+				return err
+			}
+			return e.Host.AddUser(ctx, spec)
+		}})
+	case cur.Shell != spec.Shell || !slices.Equal(cur.Groups, spec.Groups) || cur.Expired:
+		steps = append(steps, Step{Kind: "user", Object: u.Name, Action: "update", Detail: describe(spec), do: func(ctx context.Context, e *Env) error {
+			return e.Host.SetUser(ctx, spec)
+		}})
+	}
+	keyFile := ""
+	var curKey []byte
+	if exists {
+		keyFile = path.Join(cur.Home, ".ssh", "authorized_keys")
+		if curKey, _, err = e.readFile(keyFile); err != nil {
+			return nil, err
+		}
+	}
+	want := []byte(nil)
+	if u.Key != "" {
+		want = []byte(u.Key + "\n")
+	}
+	switch {
+	case want != nil && !bytes.Equal(curKey, want):
+		steps = append(steps, Step{Kind: "key", Object: u.Name, Action: "write", Detail: "~/.ssh/authorized_keys", do: func(ctx context.Context, e *Env) error {
+			return e.writeKey(ctx, u.Name, want)
+		}})
+	case want == nil && curKey != nil:
+		steps = append(steps, Step{Kind: "key", Object: u.Name, Action: "remove", Detail: "~/.ssh/authorized_keys", do: func(ctx context.Context, e *Env) error {
+			return e.writeKey(ctx, u.Name, nil)
+		}})
+	}
+	return steps, nil
+}
+
+func describe(s system.UserSpec) string {
+	g := "no groups"
+	if len(s.Groups) > 0 {
+		g = "groups " + strings.Join(s.Groups, ",")
+	}
+	return "shell " + s.Shell + ", " + g
+}
+
+// planStale locks an account fleetprov created that the config no longer lists, and
+// removes its key. Locking (not deleting) keeps its files, and a rollback to a config
+// that lists it again unlocks it.
+func (e *Env) planStale(ctx context.Context, name string) ([]Step, error) {
+	cur, exists, err := e.Host.LookupUser(ctx, name)
+	if err != nil || !exists {
+		return nil, err
+	}
+	var steps []Step
+	if !cur.Expired {
+		spec := system.UserSpec{Name: name, Shell: cur.Shell, Locked: true}
+		steps = append(steps, Step{Kind: "user", Object: name, Action: "lock", Detail: "no longer in the config", do: func(ctx context.Context, e *Env) error {
+			return e.Host.SetUser(ctx, spec)
+		}})
+	}
+	if _, ok, err := e.readFile(path.Join(cur.Home, ".ssh", "authorized_keys")); err != nil {
+		return nil, err
+	} else if ok {
+		steps = append(steps, Step{Kind: "key", Object: name, Action: "remove", Detail: "~/.ssh/authorized_keys", do: func(ctx context.Context, e *Env) error {
+			return e.writeKey(ctx, name, nil)
+		}})
+	}
+	return steps, nil
+}
+
+// writeKey writes (or, with nil, removes) an account's authorized_keys inside its home:
+// through an os.Root on the home (no link leads out of it), as a new file owned by the
+// account with mode 0600 renamed into place (a link or hard link the account planted is
+// replaced, never written through), in a .ssh dir of mode 0700.
+func (e *Env) writeKey(ctx context.Context, name string, key []byte) error {
+	u, ok, err := e.Host.LookupUser(ctx, name)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("account %s does not exist", name)
+	}
+	home, err := os.OpenRoot(filepath.Join(e.Root, u.Home))
+	if err != nil {
+		return fmt.Errorf("opening the home of %s: %w", name, err)
+	}
+	defer home.Close()
+	if key == nil {
+		if err := home.Remove(".ssh/authorized_keys"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("removing the key of %s: %w", name, err)
+		}
+		return nil
+	}
+	if err := home.Mkdir(".ssh", 0o700); err == nil {
+		if err := chown(home, ".ssh", u.UID, u.GID); err != nil {
+			return err
+		}
+	} else if !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("creating the .ssh dir of %s: %w", name, err)
+	}
+	uid, gid := -1, -1
+	if os.Geteuid() == 0 {
+		uid, gid = u.UID, u.GID
+	}
+	return state.WriteFileAtomicIn(home, ".ssh/authorized_keys", key, 0o600, uid, gid)
+}
+
+func chown(r *os.Root, name string, uid, gid int) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	if err := r.Lchown(name, uid, gid); err != nil {
+		return fmt.Errorf("setting the owner of %s: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,238 @@
+package host_test
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/host"
+	"github.com/fleetprov/fleetprov/core/record"
+	"github.com/fleetprov/fleetprov/core/system"
+	"github.com/fleetprov/fleetprov/core/system/simulate"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden transcripts in testdata/")
+
+const (
+	keyA = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfm/RhPyisFyBAwigDt2AnnOU1fMAVk4XaCj3S/k/3Z admin@a"
+	keyB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIvY5EHYk7Hpb6nrcZ0IYsi0d2PpGDGEVwqUi3T7e3xN admin@b"
+)
+
+// cfg is a config.toml with the given host sections and one container.
+func cfg(t *testing.T, sections string) config.Model {
+	t.Helper()
+	raw := sections + `
+[activation]
+required = ["web"]
+
+[containers.container.web]
+privileged = true
+[containers.container.web.Container]
+Image = "docker.io/library/nginx:1"
+`
+	if !strings.Contains(raw, "version = 1") {
+		raw = "version = 1\n" + raw
+	}
+	m, r, err := config.Parse([]byte(raw), config.Options{})
+	if err != nil {
+		t.Fatalf("config: %v\n%v", err, r.Errors())
+	}
+	return m
+}
+
+type rig struct {
+	t    *testing.T
+	sim  *simulate.Sim
+	env  *host.Env
+	root string
+	out  strings.Builder
+}
+
+func newRig(t *testing.T, users ...system.HostUser) *rig {
+	root := t.TempDir()
+	sim := simulate.New(simulate.Options{HostRoot: root, HostUsers: users})
+	return &rig{t: t, sim: sim, root: root, env: &host.Env{Root: root, Host: sim.Backend().Host, Record: filepath.Join(t.TempDir(), "accounts.json")}}
+}
+
+// apply converges to m and appends the events, the simulated OS's transcript and the
+// managed files to the golden output.
+func (r *rig) apply(title string, m *config.Model) error {
+	r.t.Helper()
+	d := host.Desired{}
+	if m != nil {
+		d = host.Render(*m, host.Options{})
+	}
+	r.sim.Reset()
+	fmt.Fprintf(&r.out, "== %s\n", title)
+	plan, err := host.Apply(context.Background(), r.env, d, func(ev record.Event) {
+		fmt.Fprintf(&r.out, "event: %s %s: %s", ev.Step, ev.Service, ev.Status)
+		if ev.Message != "" {
+			fmt.Fprintf(&r.out, " (%s)", ev.Message)
+		}
+		r.out.WriteString("\n")
+	})
+	if err != nil {
+		fmt.Fprintf(&r.out, "error: %v\n", err)
+	}
+	fmt.Fprintf(&r.out, "network change: %v\n", plan.Network())
+	r.out.WriteString("-- transcript\n" + strings.TrimSuffix(r.sim.Transcript(), "\n") + "\n")
+	r.out.WriteString("-- files\n" + r.files())
+	return err
+}
+
+// files lists the files under the root (but the simulated shells) with their contents.
+func (r *rig) files() string {
+	var b strings.Builder
+	var paths []string
+	filepath.WalkDir(r.root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && !strings.HasPrefix(p, filepath.Join(r.root, "bin")) {
+			paths = append(paths, p)
+		}
+		return nil
+	})
+	sort.Strings(paths)
+	for _, p := range paths {
+		raw, _ := os.ReadFile(p)
+		info, _ := os.Stat(p)
+		fmt.Fprintf(&b, "%s (%v)\n", strings.TrimPrefix(p, r.root), info.Mode().Perm())
+		for _, line := range strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n") {
+			if !strings.HasPrefix(line, "# Written by fleetprov") {
+				b.WriteString("  | " + line + "\n")
+			}
+		}
+	}
+	return b.String()
+}
+
+func (r *rig) golden(name string) {
+	r.t.Helper()
+	p := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(p, []byte(r.out.String()), 0o644); err != nil {
+			r.t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(p)
+	if err != nil {
+		r.t.Fatalf("%v (run go test ./core/host -update to write it)", err)
+	}
+	if string(want) != r.out.String() {
+		r.t.Errorf("%s differs from the golden transcript (go test ./core/host -update rewrites it; review the diff)\n--- got\n%s", p, r.out.String())
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUsersGolden(t *testing.T) {
+	r := newRig(t, system.HostUser{Name: "ops", UID: 900, GID: 900, Home: "/home/ops", Shell: "/bin/bash"})
+	v1 := cfg(t, fmt.Sprintf("[users.admin]\nisAdmin = true\nssh_key = %q\n[users.guest]\nshell = \"bash\"\n", keyA))
+	must(t, r.apply("create an admin with a key and a guest", &v1))
+	must(t, r.apply("the same config again changes nothing", &v1))
+	v2 := cfg(t, fmt.Sprintf("[users.admin]\nisAdmin = true\nssh_key = %q\n[users.dev]\nssh_key = %q\n", keyB, keyA))
+	must(t, r.apply("rotate the admin's key, drop guest (locked), add dev", &v2))
+	must(t, r.apply("roll back to the first config (guest unlocked, the old key back, dev locked)", &v1))
+	must(t, r.apply("no config: every account of ours locked and its key removed", nil))
+	r.golden("users")
+	if u, _ := r.sim.HostUser("ops"); u.Expired || u.Shell != "/bin/bash" {
+		t.Errorf("the image's account ops was changed: %+v", u)
+	}
+	if u, _ := r.sim.HostUser("admin"); !u.Expired {
+		t.Errorf("admin is not locked after the config that created it went: %+v", u)
+	}
+}
+
+func TestNetworkGolden(t *testing.T) {
+	r := newRig(t)
+	users := fmt.Sprintf("[users.admin]\nisAdmin = true\nssh_key = %q\n", keyA)
+	v1 := cfg(t, users+`
+[network]
+dns_servers = ["9.9.9.9", "2620:fe::fe"]
+dns_search_domains = ["Example.COM."]
+default_gateway = "192.0.2.1"
+[network.interfaces.eth0]
+mode = "static"
+address = "192.0.2.10/24"
+[network.interfaces.eth1]
+mode = "static"
+address = "10.44.0.1/24"
+dns_servers = ["10.44.0.1"]
+[network.dnsmasq]
+gateway_cidr = "10.44.0.1/24"
+domain = "lab"
+gateway_aliases = ["atomixos", "gw.lab"]
+[network.ntp]
+servers = ["time.example.com", "192.0.2.123"]
+[network.firewall.inbound.wan]
+tcp = [22, 443]
+udp = [51820]
+[os_upgrade]
+server_url = "https://updates.example.com/"
+`)
+	must(t, r.apply("static WAN, LAN gateway with dnsmasq, DNS, NTP, firewall, OS upgrade", &v1))
+	v2 := cfg(t, users+`
+[network.interfaces.eth0]
+mode = "dhcp"
+[network.firewall.inbound.wan]
+tcp = [443]
+[network.firewall.inbound.lan]
+tcp = [9000]
+`)
+	must(t, r.apply("eth0 to DHCP, LAN allowlist, no dnsmasq/NTP/DNS/OS upgrade", &v2))
+	v3 := cfg(t, users)
+	must(t, r.apply("no [network]: our files and table go, nothing else", &v3))
+	r.golden("network")
+}
+
+func TestRefusals(t *testing.T) {
+	r := newRig(t, system.HostUser{Name: "ops", UID: 900, GID: 900, Home: "/home/ops", Shell: "/bin/bash"})
+	m := cfg(t, fmt.Sprintf("[users.admin]\nisAdmin = true\nssh_key = %q\n[users.ops]\n[users.z]\nshell = \"zsh\"\n", keyA))
+	_, err := host.Check(context.Background(), r.env, host.Render(m, host.Options{}))
+	for _, want := range []string{"users.ops: the account exists and was not created by fleetprov", "users.z.shell: /bin/zsh is not installed"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Check = %v; want it to say %q", err, want)
+		}
+	}
+	if !errors.Is(err, host.ErrForeignAccount) {
+		t.Errorf("Check = %v; want ErrForeignAccount", err)
+	}
+	if tr := r.sim.Transcript(); strings.Contains(tr, "useradd") || strings.Contains(tr, "usermod") {
+		t.Errorf("Check changed accounts:\n%s", tr)
+	}
+	r2 := newRig(t)
+	r2.sim = simulate.New(simulate.Options{HostRoot: r2.root, HostGroups: []string{"users"}})
+	r2.env.Host = r2.sim.Backend().Host
+	_, err = host.Check(context.Background(), r2.env, host.Render(cfg(t, fmt.Sprintf("[users.admin]\nisAdmin = true\nssh_key = %q\n", keyA)), host.Options{}))
+	if err == nil || !strings.Contains(err.Error(), "users.admin.isAdmin: this device has no admin group (sudo or wheel)") {
+		t.Errorf("Check without an admin group = %v", err)
+	}
+}
+
+// A host command that fails stops the apply there, and the error names the command and
+// what it said.
+func TestFailingCommandStopsTheApply(t *testing.T) {
+	r := newRig(t)
+	r.sim.SetHostFail("networkctl reload", errors.New("Failed to reload network settings: Unit dbus-org.freedesktop.network1.service not found."))
+	m := cfg(t, fmt.Sprintf("[users.admin]\nisAdmin = true\nssh_key = %q\n[network.interfaces.eth0]\nmode = \"dhcp\"\n[network.ntp]\nservers = [\"time.example.com\"]\n", keyA))
+	err := r.apply("networkctl fails", &m)
+	want := "host service networkctl reload: run: networkctl reload failed with exit code 1: Failed to reload network settings"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Apply = %v; want %q", err, want)
+	}
+	if strings.Contains(r.sim.Transcript(), "timesyncd") {
+		t.Errorf("steps after the failed one ran:\n%s", r.sim.Transcript())
+	}
+}

@@ -1,0 +1,77 @@
+package provision
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/host"
+	"github.com/fleetprov/fleetprov/core/record"
+)
+
+// hostAccountsFile records the accounts fleetprov created (in the state dir, outside the
+// active and rollback trees: a rollback must still know the accounts the failed apply
+// created, to lock them).
+const hostAccountsFile = "host-accounts.json"
+
+// hostEnv is where this device's host settings go; nil when the backend applies none
+// (--host none: the derived files in the state are all there is).
+func (p *Provisioner) hostEnv() *host.Env {
+	if p.opts.Backend.Host == nil {
+		return nil
+	}
+	root := p.opts.HostRoot
+	if root == "" {
+		root = "/"
+	}
+	return &host.Env{Root: root, Host: p.opts.Backend.Host, Record: filepath.Join(p.opts.State.Root, hostAccountsFile)}
+}
+
+// hostDesired is the host state of a model (nil: of no config, which keeps no account of
+// ours unlocked and none of our files).
+func (p *Provisioner) hostDesired(m *config.Model) host.Desired {
+	if m == nil {
+		return host.Desired{}
+	}
+	return host.Render(*m, host.Options{BridgePort: p.opts.Config.BridgePort})
+}
+
+// checkHost vets the candidate's host settings against this host before anything is
+// promoted: accounts it may not touch, missing shells, an admin group, the ruleset.
+func (a *applyRun) checkHost(ctx context.Context) error {
+	env := a.p.hostEnv()
+	if env == nil {
+		return nil
+	}
+	d := a.p.hostDesired(&a.model)
+	plan, err := host.Check(ctx, env, d)
+	if err != nil {
+		return fmt.Errorf("host settings: %w", err)
+	}
+	a.hostNetwork = plan.Network()
+	a.emit(record.Event{Step: "check-host", Message: fmt.Sprintf("%d host changes", len(plan.Steps))})
+	return nil
+}
+
+// applyHost converges the host to the active model (m, or none when there is no active
+// state). Each change is an event.
+func (p *Provisioner) applyHost(ctx context.Context, m *config.Model, emit func(record.Event)) error {
+	env := p.hostEnv()
+	if env == nil {
+		return nil
+	}
+	_, err := host.Apply(ctx, env, p.hostDesired(m), emit)
+	return err
+}
+
+// HostPlan returns the host changes applying m would make on this device, without
+// making them (nil plan with --host none).
+func (p *Provisioner) HostPlan(ctx context.Context, m config.Model) (*host.Plan, error) {
+	env := p.hostEnv()
+	if env == nil {
+		return nil, nil
+	}
+	plan, err := host.MakePlan(ctx, env, p.hostDesired(&m))
+	return &plan, err
+}
