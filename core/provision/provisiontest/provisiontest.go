@@ -30,6 +30,8 @@ type Device struct {
 	Rootful  string
 	Rootless string
 	Home     string
+	// HostRoot is the simulated host's root ("" when the device applies no host settings).
+	HostRoot string
 }
 
 // New returns a simulated device whose paths are all under t.TempDir().
@@ -41,6 +43,18 @@ func New(t testing.TB, mutate ...func(*provision.Options)) *Device {
 // NewAs is New with the app account's uid and gid (0: the simulate default, 1000); the
 // app user's home belongs to that account.
 func NewAs(t testing.TB, uid, gid int, mutate ...func(*provision.Options)) *Device {
+	t.Helper()
+	return newDevice(t, uid, gid, false, mutate)
+}
+
+// NewWithHost is New with a simulated host (HostRoot): the device applies host settings
+// (--host simulate).
+func NewWithHost(t testing.TB, mutate ...func(*provision.Options)) *Device {
+	t.Helper()
+	return newDevice(t, 0, 0, true, mutate)
+}
+
+func newDevice(t testing.TB, uid, gid int, withHost bool, mutate []func(*provision.Options)) *Device {
 	t.Helper()
 	root := t.TempDir()
 	d := &Device{
@@ -57,12 +71,19 @@ func NewAs(t testing.TB, uid, gid int, mutate ...func(*provision.Options)) *Devi
 			t.Fatal(err)
 		}
 	}
-	d.Sim = simulate.New(simulate.Options{QuadletDirs: []string{d.Rootful, d.Rootless}, Home: d.Home, AppUID: uid, AppGID: gid})
+	if withHost {
+		d.HostRoot = filepath.Join(root, "host")
+		if err := os.MkdirAll(d.HostRoot, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.Sim = simulate.New(simulate.Options{QuadletDirs: []string{d.Rootful, d.Rootless}, Home: d.Home, AppUID: uid, AppGID: gid, HostRoot: d.HostRoot})
 	opts := provision.Options{
 		State:        state.Dir{Root: d.StateDir},
 		Backend:      d.Sim.Backend(),
 		Quadlet:      quadlet.Dirs{Rootful: d.Rootful, Rootless: d.Rootless},
 		PollInterval: 20 * time.Millisecond,
+		HostRoot:     d.HostRoot,
 		Logger:       slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	for _, m := range mutate {

@@ -54,17 +54,28 @@ func (s *Sim) HostUser(name string) (system.HostUser, bool) {
 
 // SetHostFail makes host commands whose argv starts with prefix (space-separated, e.g.
 // "networkctl reload") fail with err from now on; a nil err clears it.
-func (s *Sim) SetHostFail(prefix string, err error) {
+func (s *Sim) SetHostFail(prefix string, err error) { s.setHostFail(prefix, err, false) }
+
+// SetHostFailOnce makes the next host command that starts with prefix fail with err (a
+// transient failure: the rollback's run of it succeeds).
+func (s *Sim) SetHostFailOnce(prefix string, err error) { s.setHostFail(prefix, err, true) }
+
+func (s *Sim) setHostFail(prefix string, err error, once bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.hostFail == nil {
-		s.hostFail = map[string]error{}
+		s.hostFail = map[string]hostFailure{}
 	}
 	if err == nil {
 		delete(s.hostFail, prefix)
 		return
 	}
-	s.hostFail[prefix] = err
+	s.hostFail[prefix] = hostFailure{err, once}
+}
+
+type hostFailure struct {
+	err  error
+	once bool
 }
 
 func (h hostSim) LookupUser(ctx context.Context, name string) (system.HostUser, bool, error) {
@@ -133,9 +144,12 @@ func (h hostSim) Run(ctx context.Context, stdin []byte, argv ...string) error {
 
 // hostErr is the failure a host command is scripted to have (the caller holds mu).
 func (s *Sim) hostErr(cmd string) error {
-	for prefix, err := range s.hostFail {
+	for prefix, f := range s.hostFail {
 		if cmd == prefix || strings.HasPrefix(cmd, prefix+" ") {
-			return err
+			if f.once {
+				delete(s.hostFail, prefix)
+			}
+			return f.err
 		}
 	}
 	return nil
@@ -151,4 +165,15 @@ func specString(s system.UserSpec) string {
 		out += ", locked"
 	}
 	return out
+}
+
+// AddHostUser gives the simulated host an account fleetprov did not create (the image's),
+// with its home under HostRoot.
+func (s *Sim) AddHostUser(u system.HostUser) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.users[u.Name] = u
+	if s.opts.HostRoot != "" {
+		os.MkdirAll(filepath.Join(s.opts.HostRoot, u.Home), 0o755)
+	}
 }

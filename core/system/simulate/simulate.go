@@ -64,7 +64,7 @@ type Sim struct {
 	secretErr  error             // what the secret store's calls fail with (nil: none)
 	users      map[string]system.HostUser
 	nextUID    int
-	hostFail   map[string]error // host command prefix -> its scripted failure
+	hostFail   map[string]hostFailure // host command prefix -> its scripted failure
 }
 
 // New returns a simulated OS.
