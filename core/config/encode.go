@@ -38,6 +38,10 @@ func Encode(m Model) []byte {
 	e.kv("timeout_seconds", strconv.Itoa(a.TimeoutSeconds))
 	e.kv("settle_seconds", strconv.Itoa(a.SettleSeconds))
 	e.kv("strategy", quote(a.Strategy))
+	if a.Confirm != DefaultConfirm || a.ConfirmSeconds != DefaultConfirmSeconds {
+		e.kv("confirm", quote(a.Confirm))
+		e.kv("confirm_seconds", strconv.Itoa(a.ConfirmSeconds))
+	}
 	for _, name := range SortedKeys(a.Health) {
 		h := a.Health[name]
 		e.table("activation", "health", name)

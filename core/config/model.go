@@ -98,10 +98,21 @@ type Activation struct {
 	TimeoutSeconds   int      `json:"timeout_seconds"`
 	SettleSeconds    int      `json:"settle_seconds"`
 	Strategy         string   `json:"strategy"`
+	// Confirm is how an apply that changes network or firewall settings proves the device
+	// is still reachable within ConfirmSeconds, or rolls back (fleetprov extension).
+	Confirm        string `json:"confirm"`
+	ConfirmSeconds int    `json:"confirm_seconds"`
 	// Health holds a typed check per container (fleetprov extension): a required unit is
 	// healthy when systemd says active and its check passes.
 	Health map[string]HealthCheck `json:"health,omitempty"`
 }
+
+// Confirm modes.
+const (
+	ConfirmAuto     = "auto"     // the hub link answers again (no hub: no proof needed)
+	ConfirmOperator = "operator" // a signed confirm op
+	ConfirmNone     = "none"
+)
 
 // HealthCheck is one typed check of a container: exactly one of HTTP, TCP and Exec.
 type HealthCheck struct {

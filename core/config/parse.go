@@ -20,6 +20,10 @@ const (
 	DefaultBridgePort     = 8080
 	DefaultTimeoutSeconds = 300
 	DefaultStrategy       = "rollback"
+	// DefaultConfirm and DefaultConfirmSeconds: a network change is confirmed by the hub
+	// link (when there is a hub) within two minutes.
+	DefaultConfirm        = ConfirmAuto
+	DefaultConfirmSeconds = 120
 	DefaultGatewayCIDR    = "172.20.30.1/24"
 	DefaultDomain         = "local"
 	DefaultNTPServer      = "time.cloudflare.com"

@@ -8,7 +8,22 @@ import (
 )
 
 func (d *decoder) activation(t map[string]any, p Path) Activation {
-	a := Activation{TimeoutSeconds: DefaultTimeoutSeconds, Strategy: DefaultStrategy, Restart: []string{}, AllowDegraded: []string{}}
+	a := Activation{TimeoutSeconds: DefaultTimeoutSeconds, Strategy: DefaultStrategy, Restart: []string{}, AllowDegraded: []string{},
+		Confirm: DefaultConfirm, ConfirmSeconds: DefaultConfirmSeconds}
+	if s, ok := d.str(t, p, "confirm"); ok {
+		switch s {
+		case ConfirmAuto, ConfirmOperator, ConfirmNone:
+		default:
+			d.r.Errorf(p.Key("confirm"), "expected one of auto, operator, none")
+		}
+		a.Confirm = s
+	}
+	if v, ok := d.integer(t, p, "confirm_seconds"); ok {
+		if v < 10 || v > 3600 {
+			d.r.Errorf(p.Key("confirm_seconds"), "expected integer in 10..3600")
+		}
+		a.ConfirmSeconds = int(v)
+	}
 	req, _ := d.strList(t, p, "required")
 	a.Required = sortedUnique(req)
 	if restart, ok := d.strList(t, p, "restart"); ok {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/fleetprov/fleetprov/core/bundle"
 	"github.com/fleetprov/fleetprov/core/config"
@@ -138,6 +139,7 @@ func (p *Provisioner) Apply(ctx context.Context, in Input, emit func(record.Even
 		{"promote", (*applyRun).promote, false},
 		{"deploy", (*applyRun).deploy, true},
 		{"activate", (*applyRun).activate, false},
+		{"confirm", (*applyRun).confirm, true},
 		{"cleanup", (*applyRun).cleanup, false},
 	}
 	for _, st := range stages {
@@ -173,6 +175,14 @@ func (a *applyRun) prepare(ctx context.Context) error {
 }
 
 func (a *applyRun) recover(ctx context.Context) error {
+	// A network change that awaits confirmation (after a worker restart) keeps its
+	// rollback: recovery must not run under it.
+	if pc, err := a.p.readPending(); err != nil || pc != nil {
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("%w (%s, until %s): confirm it or let it roll back first", ErrAwaitingConfirm, pc.Mode, pc.Deadline.Format(time.RFC3339))
+	}
 	act, err := a.p.opts.State.Recover(a.p.log)
 	if err != nil {
 		return err
@@ -341,6 +351,12 @@ func (a *applyRun) fail(ctx context.Context, cause error) {
 	st := a.p.opts.State
 	if a.unlock == nil {
 		return // never held the lock: nothing to undo
+	}
+	if errors.Is(cause, errConfirmInterrupted) {
+		// Shutting down inside a confirm window: the window outlives the process (the
+		// next start resumes it, or rolls back after a reboot).
+		a.p.log.Warn("shutting down while a network change awaits confirmation; the next start resumes the wait")
+		return
 	}
 	if !a.promoted {
 		if err := st.DropCandidate(); err != nil {

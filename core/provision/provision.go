@@ -45,6 +45,9 @@ type Options struct {
 	// PollInterval between health checks (default 500ms).
 	PollInterval time.Duration
 	Logger       *slog.Logger
+	// BootIDFile tells this boot from the last (default /proc/sys/kernel/random/boot_id):
+	// a reboot while a network change awaits confirmation rolls it back.
+	BootIDFile string
 	// Fault is called at step boundaries (tests crash the process there); nil in production.
 	Fault func(point string)
 }
@@ -55,6 +58,11 @@ type Provisioner struct {
 	log  *slog.Logger
 	krMu sync.Mutex
 	kr   *secrets.Keyring
+	// confirmMu guards the commit-confirm wait: how the device proves it is reachable,
+	// and the channel an operator's confirm closes (nil when nothing waits).
+	confirmMu sync.Mutex
+	reach     Reach
+	confirmed chan struct{}
 }
 
 // New returns a Provisioner.
@@ -98,9 +106,14 @@ func (p *Provisioner) Recover(ctx context.Context, then func(state.Action) error
 		return state.ActionNone, err
 	}
 	defer unlock()
-	act, err = p.opts.State.Recover(p.log)
+	act, handled, err := p.recoverPending()
 	if err != nil {
 		return act, err
+	}
+	if !handled {
+		if act, err = p.opts.State.Recover(p.log); err != nil {
+			return act, err
+		}
 	}
 	if then != nil {
 		defer func() {

@@ -1,0 +1,204 @@
+package provision_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/fleetprov/fleetprov/core/config/configtest"
+	"github.com/fleetprov/fleetprov/core/provision"
+	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
+	"github.com/fleetprov/fleetprov/core/quadlet"
+	"github.com/fleetprov/fleetprov/core/record"
+	"github.com/fleetprov/fleetprov/core/state"
+)
+
+const wanFirewall = "[network.firewall.inbound.wan]\ntcp = [443]\n"
+
+// confirmConfig is a hostConfig whose activation confirms network changes in mode.
+func confirmConfig(key, extra, mode string) []byte {
+	cfg := string(hostConfig(key, extra))
+	return []byte(strings.Replace(cfg, "timeout_seconds = 5\n", "timeout_seconds = 5\nconfirm = \""+mode+"\"\nconfirm_seconds = 60\n", 1))
+}
+
+func firewallFile(d *provisiontest.Device) bool {
+	_, err := os.Stat(filepath.Join(d.HostRoot, "etc/fleetprov/firewall.nft"))
+	return err == nil
+}
+
+// A network change the hub never confirms is rolled back when the window closes: the
+// firewall it loaded is deleted, the previous config is active again.
+func TestUnconfirmedNetworkChangeRollsBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := provisiontest.NewWithHost(t)
+		_, key := configtest.NewKey(t)
+		d.Provision(t, hostConfig(key, ""))
+		before := provisiontest.Tree(t, d.Prov.State().Active())
+		var tries atomic.Int32
+		d.Prov.SetReach(func(ctx context.Context) error { tries.Add(1); return errors.New("hub link down") })
+		start := time.Now()
+		res, events, err := apply(t, d, confirmConfig(key, wanFirewall, "auto"))
+		if !errors.Is(err, provision.ErrNotConfirmed) || !strings.Contains(err.Error(), "no a round trip through the hub within 60s (last try: hub link down)") {
+			t.Fatalf("apply = %v", err)
+		}
+		if waited := time.Since(start); waited < 60*time.Second || waited > 62*time.Second {
+			t.Errorf("rolled back after %s; want the 60s window", waited)
+		}
+		if res.RollbackStatus != record.RollbackCompleted || tries.Load() < 50 {
+			t.Errorf("result %+v after %d tries", res, tries.Load())
+		}
+		if provisiontest.Tree(t, d.Prov.State().Active()) != before || firewallFile(d) {
+			t.Errorf("the previous state and host are not back")
+		}
+		if !strings.Contains(eventLines(events), "confirm | waiting | network changed: waiting up to 1m0s for a round trip through the hub") {
+			t.Errorf("events:\n%s", eventLines(events))
+		}
+		if _, _, ok := d.Prov.AwaitingConfirm(); ok {
+			t.Errorf("a confirm record survived")
+		}
+	})
+}
+
+// A change the hub confirms in time is committed; a change with no network part, or on a
+// device without a hub, never waits.
+func TestConfirmedNetworkChangeCommits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := provisiontest.NewWithHost(t)
+		_, key := configtest.NewKey(t)
+		d.Provision(t, hostConfig(key, ""))
+		var tries atomic.Int32
+		d.Prov.SetReach(func(ctx context.Context) error {
+			if tries.Add(1) < 5 {
+				return errors.New("not yet")
+			}
+			return nil
+		})
+		start := time.Now()
+		_, events, err := apply(t, d, confirmConfig(key, wanFirewall, "auto"))
+		if err != nil {
+			t.Fatalf("apply = %v\n%s", err, eventLines(events))
+		}
+		if time.Since(start) > 10*time.Second || !strings.Contains(eventLines(events), "confirm | confirmed") || !firewallFile(d) {
+			t.Errorf("after %s:\n%s", time.Since(start), eventLines(events))
+		}
+		if _, err := os.Stat(d.Prov.State().Rollback()); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the rollback survived the commit: %v", err)
+		}
+		// Users only: no network change, no wait.
+		_, _, err = apply(t, d, confirmConfig(key, wanFirewall+"[users.dev]\n", "auto"))
+		if err != nil || tries.Load() != 5 {
+			t.Errorf("a change without a network part: %v, %d tries", err, tries.Load())
+		}
+		d.Prov.SetReach(func(ctx context.Context) error { return provision.ErrNoHub })
+		_, events, err = apply(t, d, confirmConfig(key, "", "auto"))
+		if err != nil || !strings.Contains(eventLines(events), "confirm | skipped") {
+			t.Errorf("no hub: %v\n%s", err, eventLines(events))
+		}
+	})
+}
+
+// confirm = "operator" waits for Confirm (the signed confirm op), which nothing else can
+// stand in for, and Confirm with nothing waiting says so.
+func TestOperatorConfirm(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := provisiontest.NewWithHost(t)
+		_, key := configtest.NewKey(t)
+		d.Provision(t, hostConfig(key, ""))
+		d.Prov.SetReach(func(ctx context.Context) error { return nil }) // a hub answering proves nothing here
+		if err := d.Prov.Confirm(); !errors.Is(err, provision.ErrNothingToConfirm) {
+			t.Errorf("Confirm with nothing waiting = %v", err)
+		}
+		done := make(chan error)
+		go func() { _, _, err := apply(t, d, confirmConfig(key, wanFirewall, "operator")); done <- err }()
+		time.Sleep(30 * time.Second)
+		synctest.Wait()
+		if mode, deadline, ok := d.Prov.AwaitingConfirm(); !ok || mode != "operator" || time.Until(deadline) != 30*time.Second {
+			t.Fatalf("AwaitingConfirm = %v %v %v", mode, deadline, ok)
+		}
+		if err := d.Prov.Confirm(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("apply = %v", err)
+		}
+		if !firewallFile(d) {
+			t.Errorf("the confirmed change is gone")
+		}
+	})
+}
+
+// A worker that stops inside the window leaves it open: the next start resumes it (an
+// apply meanwhile is refused) and commits on proof; after a reboot the next start rolls
+// the change back.
+func TestConfirmWindowSurvivesRestartNotReboot(t *testing.T) {
+	for _, reboot := range []bool{false, true} {
+		t.Run(map[bool]string{false: "restart", true: "reboot"}[reboot], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				bootFile := filepath.Join(t.TempDir(), "boot_id")
+				os.WriteFile(bootFile, []byte("boot-1\n"), 0o644)
+				withBoot := func(o *provision.Options) { o.BootIDFile = bootFile }
+				d := provisiontest.NewWithHost(t, withBoot)
+				_, key := configtest.NewKey(t)
+				d.Provision(t, hostConfig(key, ""))
+				before := provisiontest.Tree(t, d.Prov.State().Active())
+				d.Prov.SetReach(func(ctx context.Context) error { return errors.New("down") })
+				ctx, stop := context.WithCancel(context.Background())
+				done := make(chan error)
+				go func() {
+					_, err := d.Prov.Apply(ctx, provision.Input{Reader: strings.NewReader(string(confirmConfig(key, wanFirewall, "auto")))}, nil)
+					done <- err
+				}()
+				time.Sleep(20 * time.Second)
+				stop() // the worker stops inside the window
+				if err := <-done; err == nil {
+					t.Fatal("an interrupted apply succeeded")
+				}
+				if _, _, ok := d.Prov.AwaitingConfirm(); !ok {
+					t.Fatal("the confirm window did not outlive the worker")
+				}
+				if reboot {
+					os.WriteFile(bootFile, []byte("boot-2\n"), 0o644)
+				}
+				// The next start, on the same dirs.
+				p2 := provision.New(provision.Options{State: d.Prov.State(), Backend: d.Sim.Backend(), Quadlet: quadletDirs(d),
+					HostRoot: d.HostRoot, BootIDFile: bootFile, PollInterval: 20 * time.Millisecond})
+				act, err := p2.Recover(context.Background(), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if reboot {
+					if act != state.ActionRestoredRollback || provisiontest.Tree(t, d.Prov.State().Active()) != before || firewallFile(d) {
+						t.Errorf("after a reboot: recovery %q, firewall file %v; want the previous state back", act, firewallFile(d))
+					}
+					return
+				}
+				if act != provision.ActionAwaitingConfirm {
+					t.Fatalf("recovery = %q; want awaiting-confirm", act)
+				}
+				if _, err := p2.Apply(context.Background(), provision.Input{Reader: strings.NewReader(string(hostConfig(key, "")))}, nil); !errors.Is(err, provision.ErrAwaitingConfirm) {
+					t.Errorf("an apply inside the window = %v; want ErrAwaitingConfirm", err)
+				}
+				p2.SetReach(func(ctx context.Context) error { return nil })
+				if err := p2.ResumeConfirm(context.Background(), nil); err != nil {
+					t.Fatal(err)
+				}
+				if !firewallFile(d) || provisiontest.Tree(t, d.Prov.State().Active()) == before {
+					t.Errorf("the confirmed change did not stay")
+				}
+				if _, err := os.Stat(d.Prov.State().Rollback()); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("the rollback survived the commit")
+				}
+			})
+		})
+	}
+}
+
+func quadletDirs(d *provisiontest.Device) quadlet.Dirs {
+	return quadlet.Dirs{Rootful: d.Rootful, Rootless: d.Rootless}
+}
