@@ -307,3 +307,35 @@ func exportCommand() *cli.Command {
 		},
 	}
 }
+
+func confirmCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "confirm",
+		Args:  "--device ID",
+		Short: "confirm a network or firewall change that waits for an operator (activation.confirm = \"operator\")",
+		Long: `An apply that changes a device's network or firewall settings keeps the previous state
+until the device proves it is still reachable, or rolls back by itself when
+activation.confirm_seconds pass. With activation.confirm = "operator" the proof is this
+command: a signed confirm, by an admin of the new config, that reached the device. Exit 0
+when the device took it; 1, with the device's answer, when nothing awaits confirmation
+there (the window closed and the change rolled back, or it was never a network change).`,
+		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
+			var cf connFlags
+			cf.register(fs, true)
+			dev := fs.String("device", "", "device id (required)")
+			return func(ctx context.Context, args []string, stdio cli.IO) error {
+				cf.env = stdio.Env
+				if *dev == "" {
+					return cli.Usagef("--device is required")
+				}
+				_, done, _, err := signedQuery(ctx, &cf, stdio, *dev, "confirm", nil)
+				if err != nil {
+					return err
+				}
+				defer done()
+				fmt.Fprintf(stdio.Stdout, "%s: network change confirmed\n", *dev)
+				return nil
+			}
+		},
+	}
+}

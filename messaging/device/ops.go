@@ -37,6 +37,7 @@ func (s *Service) newHandlers() map[string]Handler {
 		"current":  HandlerFunc(s.current),
 		"export":   HandlerFunc(s.export),
 		"patch":    HandlerFunc(s.patch),
+		"confirm":  HandlerFunc(s.confirm),
 	}
 }
 
@@ -69,6 +70,22 @@ func (s *Service) submit(r *Request, in provision.Input) (wire.Reply, error) {
 
 func (s *Service) apply(ctx context.Context, r *Request) (wire.Reply, error) {
 	return s.submit(r, provision.Input{Reader: r.Payload, Check: r.Decision.CheckPossession(), Secrets: r.Env.Secrets})
+}
+
+// ConfirmResult answers a confirm op.
+type ConfirmResult struct {
+	Confirmed bool `json:"confirmed"`
+}
+
+// confirm confirms the network change that awaits an operator's confirmation
+// (activation.confirm = "operator"); the signer must be trusted by the new state, the one
+// that made the change.
+func (s *Service) confirm(ctx context.Context, r *Request) (wire.Reply, error) {
+	defer r.Close()
+	if err := s.o.Prov.Confirm(); err != nil {
+		return wire.Reply{}, wire.Errorf(wire.ErrNotFound, "%w", err)
+	}
+	return wire.OK(ConfirmResult{Confirmed: true}), nil
 }
 
 // Validate checks an input offline as this device would (its validation options).

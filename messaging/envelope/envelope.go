@@ -160,7 +160,7 @@ func (e *Envelope) check() error {
 	case !idRE.MatchString(e.ID):
 		return wire.Errorf(wire.ErrInvalid, "id must match %s", idRE)
 	case !subjects.IsOp(e.Op) || e.Op == "ping" || e.Op == "job":
-		return wire.Errorf(wire.ErrInvalid, "op %q cannot be signed (want apply, validate, patch, current or export)", e.Op)
+		return wire.Errorf(wire.ErrInvalid, "op %q cannot be signed (want apply, validate, patch, current, export or confirm)", e.Op)
 	case !subjects.ValidToken(e.Fleet):
 		return wire.Errorf(wire.ErrInvalid, "fleet %q is not a valid token", e.Fleet)
 	case e.IssuedAt.IsZero() || e.ExpiresAt.IsZero():

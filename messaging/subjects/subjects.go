@@ -33,7 +33,7 @@ const (
 )
 
 // Ops a device answers.
-var Ops = []string{"apply", "validate", "patch", "current", "export", "job", "ping"}
+var Ops = []string{"apply", "validate", "patch", "current", "export", "job", "ping", "confirm"}
 
 // ErrInvalid is returned for a subject or token outside the scheme.
 var ErrInvalid = errors.New("invalid subject")

@@ -269,6 +269,11 @@ func TestDevices(t *testing.T) {
 		if !httpUp(d1.webPort) {
 			t.Errorf("the web container's port %d does not answer", d1.webPort)
 		}
+		// The host backend made the admin account (useradd in the machine) with its key,
+		// owned by it, 0600.
+		if out := d1.exec("sh", "-c", "getent passwd admin | cut -d: -f7; id -nG admin; stat -c '%U %a' /home/admin/.ssh/authorized_keys; cat /home/admin/.ssh/authorized_keys"); !strings.Contains(out, "sudo") || !strings.Contains(out, "admin 600") || !strings.Contains(out, w1.admin) {
+			t.Errorf("the admin account in the machine:\n%s", out)
+		}
 		var steps []string
 		for _, ev := range job.Events {
 			steps = append(steps, ev.Step+":"+ev.Service+":"+ev.Status)
