@@ -104,6 +104,8 @@ type applyRun struct {
 	sameConfig bool
 	// hostNetwork: the apply changes network or firewall settings (commit-confirmed).
 	hostNetwork bool
+	// reachBefore is how proving reachability went before a network change (auto).
+	reachBefore error
 }
 
 type stage struct {

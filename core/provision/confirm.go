@@ -137,8 +137,15 @@ func (a *applyRun) confirm(ctx context.Context) error {
 	reach := p.reach
 	p.confirmMu.Unlock()
 	if pol.Confirm == config.ConfirmAuto {
-		if reach == nil || errors.Is(reach(ctx), ErrNoHub) {
+		switch {
+		case reach == nil || errors.Is(a.reachBefore, ErrNoHub):
 			a.emit(record.Event{Step: "confirm", Status: "skipped", Message: "network changed; no hub to prove the device is reachable through"})
+			return nil
+		case a.reachBefore != nil:
+			// Nothing to compare with: the hub gave no round trip before the change either
+			// (a hub without JetStream, or no durable push yet made the fleet's bucket).
+			a.emit(record.Event{Step: "confirm", Status: "skipped", Message: "network changed; the hub answered no round trip before the change either (" +
+				a.reachBefore.Error() + "), so it cannot prove the change: set activation.confirm = \"operator\" to gate it"})
 			return nil
 		}
 	}
@@ -193,7 +200,7 @@ func (p *Provisioner) waitConfirm(ctx context.Context, pc pendingConfirm, emit f
 			if derr := p.dropPending(); derr != nil {
 				p.log.Error("dropping the confirm record", "err", derr)
 			}
-			why := fmt.Sprintf("no %s within %ds", what, int(pc.Deadline.Sub(start).Round(time.Second).Seconds()))
+			why := fmt.Sprintf("%s did not come within %ds", what, int(pc.Deadline.Sub(start).Round(time.Second).Seconds()))
 			if last != nil {
 				why += " (last try: " + last.Error() + ")"
 			}

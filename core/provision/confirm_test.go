@@ -41,10 +41,15 @@ func TestUnconfirmedNetworkChangeRollsBack(t *testing.T) {
 		d.Provision(t, hostConfig(key, ""))
 		before := provisiontest.Tree(t, d.Prov.State().Active())
 		var tries atomic.Int32
-		d.Prov.SetReach(func(ctx context.Context) error { tries.Add(1); return errors.New("hub link down") })
+		d.Prov.SetReach(func(ctx context.Context) error {
+			if tries.Add(1) == 1 {
+				return nil // before the change the hub answered
+			}
+			return errors.New("hub link down")
+		})
 		start := time.Now()
 		res, events, err := apply(t, d, confirmConfig(key, wanFirewall, "auto"))
-		if !errors.Is(err, provision.ErrNotConfirmed) || !strings.Contains(err.Error(), "no a round trip through the hub within 60s (last try: hub link down)") {
+		if !errors.Is(err, provision.ErrNotConfirmed) || !strings.Contains(err.Error(), "a round trip through the hub did not come within 60s (last try: hub link down)") {
 			t.Fatalf("apply = %v", err)
 		}
 		if waited := time.Since(start); waited < 60*time.Second || waited > 62*time.Second {
@@ -74,7 +79,7 @@ func TestConfirmedNetworkChangeCommits(t *testing.T) {
 		d.Provision(t, hostConfig(key, ""))
 		var tries atomic.Int32
 		d.Prov.SetReach(func(ctx context.Context) error {
-			if tries.Add(1) < 5 {
+			if n := tries.Add(1); n > 1 && n < 5 {
 				return errors.New("not yet")
 			}
 			return nil
@@ -97,8 +102,14 @@ func TestConfirmedNetworkChangeCommits(t *testing.T) {
 		}
 		d.Prov.SetReach(func(ctx context.Context) error { return provision.ErrNoHub })
 		_, events, err = apply(t, d, confirmConfig(key, "", "auto"))
-		if err != nil || !strings.Contains(eventLines(events), "confirm | skipped") {
+		if err != nil || !strings.Contains(eventLines(events), "confirm | skipped | network changed; no hub") {
 			t.Errorf("no hub: %v\n%s", err, eventLines(events))
+		}
+		// A hub that gave no round trip before the change cannot prove it: not gated.
+		d.Prov.SetReach(func(ctx context.Context) error { return errors.New("timeout") })
+		_, events, err = apply(t, d, confirmConfig(key, wanFirewall, "auto"))
+		if err != nil || !strings.Contains(eventLines(events), "the hub answered no round trip before the change either (timeout)") {
+			t.Errorf("no proof before: %v\n%s", err, eventLines(events))
 		}
 	})
 }
@@ -147,7 +158,13 @@ func TestConfirmWindowSurvivesRestartNotReboot(t *testing.T) {
 				_, key := configtest.NewKey(t)
 				d.Provision(t, hostConfig(key, ""))
 				before := provisiontest.Tree(t, d.Prov.State().Active())
-				d.Prov.SetReach(func(ctx context.Context) error { return errors.New("down") })
+				var tries atomic.Int32
+				d.Prov.SetReach(func(ctx context.Context) error {
+					if tries.Add(1) == 1 {
+						return nil // the hub answered before the change
+					}
+					return errors.New("down")
+				})
 				ctx, stop := context.WithCancel(context.Background())
 				done := make(chan error)
 				go func() {

@@ -50,6 +50,15 @@ func (a *applyRun) checkHost(ctx context.Context) error {
 		return fmt.Errorf("host settings: %w", err)
 	}
 	a.hostNetwork = plan.Network()
+	if a.hostNetwork && a.model.Activation.Confirm == config.ConfirmAuto {
+		// The proof after the change means something only if it worked before it.
+		a.p.confirmMu.Lock()
+		reach := a.p.reach
+		a.p.confirmMu.Unlock()
+		if reach != nil {
+			a.reachBefore = reach(ctx)
+		}
+	}
 	a.emit(record.Event{Step: "check-host", Message: fmt.Sprintf("%d host changes", len(plan.Steps))})
 	return nil
 }
