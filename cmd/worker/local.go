@@ -27,7 +27,10 @@ func renderCommand() *cli.Command {
 		Short: "write the derived files and Quadlet units an apply would install (a dry-run plan)",
 		Long: `Validates PATH (config.toml or bundle) and writes into DIR what an apply would put in
 the active config dir: config.toml, users.json, firewall/network/LAN JSON, allowed_signers,
-quadlet/<rootful|rootless>/*, quadlet-runtime.json. Nothing else is touched.`,
+quadlet/<rootful|rootless>/*, quadlet-runtime.json; and the host settings a --host systemd
+device applies: host/accounts.txt (the accounts, admins, shells, whether each has a key) and
+host/etc/... (networkd, resolved, timesyncd and dnsmasq files, the nftables ruleset of the
+table inet fleetprov). Nothing else is touched.`,
 		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
 			out := fs.String("out", "", "directory to write into (required)")
 			configDir := fs.String("config-dir", check.DefaultConfigDir, "runtime path ${CONFIG_DIR} is rendered as")

@@ -1,6 +1,8 @@
 package provision_test
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fleetprov/fleetprov/core/check"
+	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
@@ -158,5 +162,24 @@ func TestForeignAccountRefusedBeforePromote(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(d.HostRoot, "home/operator/.ssh")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the image account's home was written to: %v", err)
+	}
+}
+
+// worker render writes the host settings next to the units: the accounts and the files a
+// --host systemd device would install, with the bridge port among the LAN platform ports.
+func TestRenderToWritesHostSettings(t *testing.T) {
+	_, key := configtest.NewKey(t)
+	out := t.TempDir()
+	cfg := hostConfig(key, "[users.guest]\nshell = \"bash\"\n[network.firewall.inbound.lan]\ntcp = [9000]\n")
+	if _, err := provision.RenderTo(context.Background(), bytes.NewReader(cfg), out, check.Options{Config: config.Options{BridgePort: 8181}}); err != nil {
+		t.Fatal(err)
+	}
+	acc, _ := os.ReadFile(filepath.Join(out, "host", "accounts.txt"))
+	if string(acc) != "admin admin=true shell=/bin/sh key=true\nguest admin=false shell=/bin/bash key=false\n" {
+		t.Errorf("accounts.txt = %q", acc)
+	}
+	rules, _ := os.ReadFile(filepath.Join(out, "host", "etc", "fleetprov", "firewall.nft"))
+	if !strings.Contains(string(rules), "tcp dport { 22, 53, 8181, 9000 } accept") {
+		t.Errorf("firewall.nft:\n%s", rules)
 	}
 }

@@ -9,10 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/fleetprov/fleetprov/core/bundle"
 	"github.com/fleetprov/fleetprov/core/check"
 	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/host"
 	"github.com/fleetprov/fleetprov/core/quadlet"
 	"github.com/fleetprov/fleetprov/core/state"
 )
@@ -33,6 +35,17 @@ func RenderTo(ctx context.Context, r io.Reader, out string, opts check.Options) 
 	files["quadlet-runtime.json"] = v.Rendered.RuntimeJSON()
 	for _, f := range v.Rendered.Files {
 		files[filepath.Join("quadlet", f.Unit.Mode, f.Unit.Filename)] = f.Content
+	}
+	// The host settings a --host systemd device applies: its files under host/, the
+	// accounts in host/accounts.txt.
+	hd := host.Render(v.Model, host.Options{BridgePort: opts.Config.BridgePort})
+	var acc strings.Builder
+	for _, u := range hd.Users {
+		fmt.Fprintf(&acc, "%s admin=%v shell=%s key=%v\n", u.Name, u.Admin, u.Shell, u.Key != "")
+	}
+	files[filepath.Join("host", "accounts.txt")] = []byte(acc.String())
+	for _, f := range hd.Files {
+		files[filepath.Join("host", filepath.FromSlash(f.Path))] = f.Content
 	}
 	for name, b := range files {
 		p := filepath.Join(out, name)
