@@ -249,7 +249,10 @@ func TestDevices(t *testing.T) {
 		res.Body.Close()
 		var job struct {
 			State  string
-			Events []struct{ Step, Service, Status string }
+			Events []struct {
+				Step, Service, Status string
+				Elapsed               float64 `json:"elapsed_seconds"`
+			}
 		}
 		d1.waitFor("the first job", 120*time.Second, func() bool {
 			r, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/api/jobs/%s", d1.httpPort, sub.JobID))
@@ -274,6 +277,17 @@ func TestDevices(t *testing.T) {
 		if out := d1.exec("sh", "-c", "getent passwd admin | cut -d: -f7; id -nG admin; stat -c '%U %a' /home/admin/.ssh/authorized_keys; cat /home/admin/.ssh/authorized_keys"); !strings.Contains(out, "sudo") || !strings.Contains(out, "admin 600") || !strings.Contains(out, w1.admin) {
 			t.Errorf("the admin account in the machine:\n%s", out)
 		}
+		// The host part's apply time on a real device: from promote to the last host step.
+		var promoted, hostDone float64
+		for _, ev := range job.Events {
+			switch ev.Step {
+			case "promote":
+				promoted = ev.Elapsed
+			case "host":
+				hostDone = ev.Elapsed
+			}
+		}
+		t.Logf("host settings applied in %.3fs (promote to the last host step)", hostDone-promoted)
 		var steps []string
 		for _, ev := range job.Events {
 			steps = append(steps, ev.Step+":"+ev.Service+":"+ev.Status)
