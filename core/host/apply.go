@@ -121,16 +121,20 @@ func (e *Env) readRecord() (accountRecord, error) {
 }
 
 // remember records name as fleetprov's before the account is created, so a crash between
-// the two never leaves an account of ours unrecorded.
-func (e *Env) remember(name string) error {
+// the two never leaves an account of ours unrecorded (ours false forgets it again).
+func (e *Env) remember(name string, ours bool) error {
 	r, err := e.readRecord()
 	if err != nil {
 		return err
 	}
-	if r.Accounts[name] {
+	if r.Accounts[name] == ours {
 		return nil
 	}
-	r.Accounts[name] = true
+	if ours {
+		r.Accounts[name] = true
+	} else {
+		delete(r.Accounts, name)
+	}
 	b, _ := json.MarshalIndent(r, "", "  ")
 	if err := os.MkdirAll(filepath.Dir(e.Record), 0o700); err != nil {
 		return err
@@ -249,23 +253,29 @@ func (e *Env) planUser(ctx context.Context, u User, rec accountRecord, adminGrou
 	switch {
 	case !exists:
 		steps = append(steps, Step{Kind: "user", Object: u.Name, Action: "create", Detail: describe(spec), do: func(ctx context.Context, e *Env) error {
-			if err := e.remember(u.Name); err != nil {
+			if err := e.remember(u.Name, true); err != nil {
 				return err
 			}
-			return e.Host.AddUser(ctx, spec)
+			err := e.Host.AddUser(ctx, spec)
+			if err != nil {
+				// Not made (a group of that name, say): it must not stay recorded as
+				// ours, or an account made later under that name would be.
+				if _, made, lerr := e.Host.LookupUser(ctx, u.Name); lerr == nil && !made {
+					if ferr := e.remember(u.Name, false); ferr != nil {
+						return errors.Join(err, ferr)
+					}
+				}
+			}
+			return err
 		}})
 	case cur.Shell != spec.Shell || !slices.Equal(cur.Groups, spec.Groups) || cur.Expired:
 		steps = append(steps, Step{Kind: "user", Object: u.Name, Action: "update", Detail: describe(spec), do: func(ctx context.Context, e *Env) error {
 			return e.Host.SetUser(ctx, spec)
 		}})
 	}
-	keyFile := ""
 	var curKey []byte
 	if exists {
-		keyFile = path.Join(cur.Home, ".ssh", "authorized_keys")
-		if curKey, _, err = e.readFile(keyFile); err != nil {
-			return nil, err
-		}
+		curKey = e.readKey(cur.Home)
 	}
 	want := []byte(nil)
 	if u.Key != "" {
@@ -307,14 +317,44 @@ func (e *Env) planStale(ctx context.Context, name string) ([]Step, error) {
 			return e.Host.SetUser(ctx, spec)
 		}})
 	}
-	if _, ok, err := e.readFile(path.Join(cur.Home, ".ssh", "authorized_keys")); err != nil {
-		return nil, err
-	} else if ok {
+	if e.readKey(cur.Home) != nil {
 		steps = append(steps, Step{Kind: "key", Object: name, Action: "remove", Detail: "~/.ssh/authorized_keys", do: func(ctx context.Context, e *Env) error {
 			return e.writeKey(ctx, name, nil)
 		}})
 	}
 	return steps, nil
+}
+
+// unreadableKey stands for an authorized_keys that is not a regular file inside the
+// account's home (a link out of it, a loop, a dir, a FIFO): it differs from any key, so
+// the plan replaces or removes it, and it never fails the plan (the account may not stop
+// fleetprov from locking it).
+var unreadableKey = []byte{0}
+
+// readKey reads an account's authorized_keys through an os.Root on its home, as a
+// regular file only (nil: there is none).
+func (e *Env) readKey(home string) []byte {
+	r, err := os.OpenRoot(filepath.Join(e.Root, home))
+	if err != nil {
+		return nil
+	}
+	defer r.Close()
+	f, _, err := state.OpenRegularIn(r, ".ssh/authorized_keys")
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, lerr := r.Lstat(".ssh/authorized_keys"); lerr != nil {
+			return nil
+		}
+		return unreadableKey // a dangling link
+	}
+	if err != nil {
+		return unreadableKey
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return unreadableKey
+	}
+	return b
 }
 
 // writeKey writes (or, with nil, removes) an account's authorized_keys inside its home:
@@ -334,10 +374,13 @@ func (e *Env) writeKey(ctx context.Context, name string, key []byte) error {
 		return fmt.Errorf("opening the home of %s: %w", name, err)
 	}
 	defer home.Close()
-	if key == nil {
-		if err := home.Remove(".ssh/authorized_keys"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	// Whatever is there that is not a regular file goes first (inside the home only).
+	if st, err := home.Lstat(".ssh/authorized_keys"); err == nil && (key == nil || !st.Mode().IsRegular()) {
+		if err := home.RemoveAll(".ssh/authorized_keys"); err != nil {
 			return fmt.Errorf("removing the key of %s: %w", name, err)
 		}
+	}
+	if key == nil {
 		return nil
 	}
 	if err := home.Mkdir(".ssh", 0o700); err == nil {

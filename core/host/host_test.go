@@ -236,3 +236,59 @@ func TestFailingCommandStopsTheApply(t *testing.T) {
 		t.Errorf("steps after the failed one ran:\n%s", r.sim.Transcript())
 	}
 }
+
+// An account fleetprov manages cannot stop it from locking that account: whatever it puts
+// at ~/.ssh/authorized_keys (a link loop, a link out of its home, a directory) neither
+// fails the plan nor is followed, and is replaced or removed.
+func TestPlantedKeyEntryCannotBlockTheLock(t *testing.T) {
+	for name, plant := range map[string]func(dir string) error{
+		"loop":      func(dir string) error { return os.Symlink("authorized_keys", filepath.Join(dir, "authorized_keys")) },
+		"link out":  func(dir string) error { return os.Symlink("/dev/zero", filepath.Join(dir, "authorized_keys")) },
+		"directory": func(dir string) error { return os.MkdirAll(filepath.Join(dir, "authorized_keys", "x"), 0o700) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := newRig(t)
+			users := fmt.Sprintf("[users.admin]\nisAdmin = true\nssh_key = %q\n", keyA)
+			v1 := cfg(t, users+fmt.Sprintf("[users.bob]\nssh_key = %q\n", keyB))
+			must(t, r.apply("bob", &v1))
+			dir := filepath.Join(r.root, "home/bob/.ssh")
+			os.Remove(filepath.Join(dir, "authorized_keys"))
+			if err := plant(dir); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.apply("bob's key is replaced", &v1); err != nil {
+				t.Fatalf("apply with a planted entry = %v", err)
+			}
+			if b, err := os.ReadFile(filepath.Join(dir, "authorized_keys")); err != nil || string(b) != keyB+"\n" {
+				t.Errorf("bob's key = %q, %v", b, err)
+			}
+			os.Remove(filepath.Join(dir, "authorized_keys"))
+			plant(dir)
+			v2 := cfg(t, users)
+			if err := r.apply("bob dropped", &v2); err != nil {
+				t.Fatalf("dropping bob with a planted entry = %v", err)
+			}
+			if u, _ := r.sim.HostUser("bob"); !u.Expired {
+				t.Errorf("bob is not locked: %+v", u)
+			}
+			if _, err := os.Lstat(filepath.Join(dir, "authorized_keys")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the planted entry survived: %v", err)
+			}
+		})
+	}
+}
+
+// A name useradd refused (a group of that name exists) is not left in the record, so an
+// account made later under that name is not taken for fleetprov's.
+func TestFailedCreateIsForgotten(t *testing.T) {
+	r := newRig(t)
+	r.sim.SetHostFailOnce("useradd docker", errors.New("useradd: group docker exists"))
+	m := cfg(t, fmt.Sprintf("[users.admin]\nisAdmin = true\nssh_key = %q\n[users.docker]\n", keyA))
+	if err := r.apply("useradd docker fails", &m); err == nil {
+		t.Fatal("the failed useradd did not fail the apply")
+	}
+	r.sim.AddHostUser(system.HostUser{Name: "docker", UID: 999, GID: 999, Home: "/home/docker", Shell: "/bin/sh"})
+	if _, err := host.Check(context.Background(), r.env, host.Render(m, host.Options{})); !errors.Is(err, host.ErrForeignAccount) {
+		t.Errorf("an account made by someone else after the failure = %v; want it foreign", err)
+	}
+}

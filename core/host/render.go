@@ -235,6 +235,10 @@ func firewall(m config.Model, bridgePort int) string {
 	b.WriteString("\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n")
 	b.WriteString("\t\tct state established,related accept\n\t\tct state invalid drop\n")
 	b.WriteString("\t\tiifname \"lo\" accept\n\t\tmeta l4proto { icmp, ipv6-icmp } accept\n")
+	// Rootful containers on Podman bridge networks ask aardvark-dns on the bridge; DHCPv6
+	// answers to the host's link-local address are not "established".
+	b.WriteString("\t\tiifname \"podman*\" meta l4proto { tcp, udp } th dport 53 accept\n")
+	b.WriteString("\t\tip6 daddr fe80::/64 udp dport 546 accept\n")
 	b.WriteString("\t\tiifname \"" + LANInterface + "\" jump lan\n")
 	if in.WAN != nil {
 		writePorts(&b, "tcp", in.WAN.TCP)
@@ -274,7 +278,7 @@ Description=fleetprov firewall (nftables table inet fleetprov)
 DefaultDependencies=no
 Before=network-pre.target
 Wants=network-pre.target
-After=local-fs.target
+After=local-fs.target nftables.service firewalld.service
 
 [Service]
 Type=oneshot
