@@ -253,6 +253,10 @@ func (c *Client) pushDesired(ctx context.Context, o PushOptions, du *durable, hu
 			}
 			first.Stop()
 			switch {
+			case st.Enrollment == EnrollmentUnenrolled && c.tofu:
+				// A status record never enrols a device; with --tofu its signed job
+				// events do (on first use), and they may come after this record.
+				continue
 			case st.Enrollment == EnrollmentUnenrolled:
 				done(func(s *DeviceState) {
 					s.State, s.Error = StateUnenrolled, "its status is signed by a key that is not enrolled (publisher enroll --device "+dev+")"
