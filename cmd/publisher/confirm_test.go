@@ -1,24 +1,19 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/internal/fptest"
 	"github.com/fleetprov/fleetprov/messaging/broker"
-	"github.com/fleetprov/fleetprov/messaging/natsauth"
 	"github.com/fleetprov/fleetprov/messaging/node"
 	"github.com/fleetprov/fleetprov/messaging/node/nodetest"
 )
@@ -28,29 +23,12 @@ import (
 // "operator" waits for 'publisher confirm', which a key the new config does not trust
 // cannot give.
 func TestCommitConfirm(t *testing.T) {
-	home := t.TempDir()
-	env := map[string]string{"FLEETPROV_KNOWN_DEVICES": filepath.Join(home, "known_devices")}
-	if code, out := runEnv(t, home, env, "nats", "init", "--fleet", "prod"); code != 0 {
-		t.Fatalf("nats init = %d\n%s", code, out)
-	}
-	dir := filepath.Join(home, ".config", "fleetprov", "nats", "prod")
-	hub, err := broker.Start(context.Background(), broker.Options{Name: "hub", ConfigFile: filepath.Join(dir, natsauth.HubConfFile),
-		Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(hub.Shutdown)
-	keyPath, stranger := writeKey(t), writeKey(t)
-	raw, _ := os.ReadFile(keyPath)
-	signer, err := ssh.ParsePrivateKey(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
-	creds := filepath.Join(t.TempDir(), "gw1.creds")
-	if code, out := runEnv(t, home, env, "nats", "creds", "--fleet", "prod", "--device", "gw1", "-o", creds); code != 0 {
-		t.Fatalf("nats creds = %d\n%s", code, out)
-	}
+	fh := initFleetHub(t)
+	fh.start(t)
+	home, env, hub := fh.home, fh.env, fh.hub
+	keyPath, admin := adminKey(t)
+	stranger := writeKey(t)
+	creds := fh.deviceCreds(t, "gw1", "")
 	dev := provisiontest.NewWithHost(t)
 	nodetest.StartDevice(t, dev, "gw1", func(o *node.Options) {
 		o.Fleet, o.LinkPoll = "prod", 50*time.Millisecond

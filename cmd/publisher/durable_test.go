@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,8 +17,6 @@ import (
 	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/messaging/wire"
 	"github.com/nats-io/nats.go"
-
-	"golang.org/x/crypto/ssh"
 
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
 	"github.com/fleetprov/fleetprov/core/config/configtest"
@@ -35,26 +32,11 @@ import (
 // group with one device stopped succeeds with that device offline, 'status' shows it
 // pending and why, and once it starts again it converges with no second push.
 func TestDurablePushAndStatus(t *testing.T) {
-	home := t.TempDir()
-	env := map[string]string{"FLEETPROV_KNOWN_DEVICES": filepath.Join(home, "known_devices")}
-	if code, out := runEnv(t, home, env, "nats", "init", "--fleet", "prod"); code != 0 {
-		t.Fatalf("nats init = %d\n%s", code, out)
-	}
-	dir := filepath.Join(home, ".config", "fleetprov", "nats", "prod")
-	hub, err := broker.Start(context.Background(), broker.Options{Name: "hub", ConfigFile: filepath.Join(dir, natsauth.HubConfFile),
-		Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(hub.Shutdown)
-
-	keyPath := writeKey(t)
-	raw, _ := os.ReadFile(keyPath)
-	signer, err := ssh.ParsePrivateKey(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := configtest.FixtureWithAdmin(t, "vm-full.config.toml", strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))))
+	fh := initFleetHub(t)
+	fh.start(t)
+	home, env, hub := fh.home, fh.env, fh.hub
+	keyPath, admin := adminKey(t)
+	cfg := configtest.FixtureWithAdmin(t, "vm-full.config.toml", admin)
 	cfgA, cfgB := filepath.Join(t.TempDir(), "a.toml"), filepath.Join(t.TempDir(), "b.toml")
 	os.WriteFile(cfgA, append(append([]byte{}, cfg...), "\n# variant A\n"...), 0o600)
 	os.WriteFile(cfgB, append(append([]byte{}, cfg...), "\n# variant B\n"...), 0o600)
@@ -71,10 +53,7 @@ func TestDurablePushAndStatus(t *testing.T) {
 		})
 	}
 	for _, id := range []string{"gw1", "gw2", "gw3"} {
-		creds[id] = filepath.Join(t.TempDir(), id+".creds")
-		if code, out := runEnv(t, home, env, "nats", "creds", "--fleet", "prod", "--device", id, "--groups", groupOf[id], "-o", creds[id]); code != 0 {
-			t.Fatalf("nats creds = %d\n%s", code, out)
-		}
+		creds[id] = fh.deviceCreds(t, id, groupOf[id])
 		devs[id] = provisiontest.New(t)
 		start(id)
 	}
@@ -160,7 +139,7 @@ func TestDurablePushAndStatus(t *testing.T) {
 
 	// A client with the fleet's publisher credentials forges gw2's status, signed by a key
 	// of its own: status shows an impostor, not a converged device.
-	forger, err := nats.Connect(hub.ClientURL(), nats.UserCredentials(filepath.Join(dir, natsauth.PublisherCreds)))
+	forger, err := nats.Connect(hub.ClientURL(), nats.UserCredentials(filepath.Join(fh.dir, natsauth.PublisherCreds)))
 	if err != nil {
 		t.Fatal(err)
 	}

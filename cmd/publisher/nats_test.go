@@ -12,6 +12,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
 	"github.com/fleetprov/fleetprov/core/identity"
@@ -30,17 +31,78 @@ func runEnv(t *testing.T, home string, env map[string]string, args ...string) (i
 	return code, out.String()
 }
 
+// fleetHub is an operator's machine (home, with its environment) after 'publisher nats
+// init --fleet prod', and the hub running on the hub.conf that init wrote.
+type fleetHub struct {
+	home string
+	env  map[string]string
+	dir  string // the fleet's NATS dir in home
+	hub  *broker.Broker
+}
+
+// initFleetHub runs nats init for fleet prod in a fresh home and starts the hub on its
+// hub.conf (JetStream on, operator mode), stopped with the test.
+func initFleetHub(t *testing.T) *fleetHub {
+	t.Helper()
+	f := &fleetHub{home: t.TempDir()}
+	f.env = map[string]string{"FLEETPROV_KNOWN_DEVICES": filepath.Join(f.home, "known_devices")}
+	if code, out := f.run(t, "nats", "init", "--fleet", "prod"); code != 0 || !strings.Contains(out, "hub.conf") {
+		t.Fatalf("nats init = %d\n%s", code, out)
+	}
+	f.dir = filepath.Join(f.home, ".config", "fleetprov", "nats", "prod")
+	return f
+}
+
+// start starts the hub on the hub.conf init wrote.
+func (f *fleetHub) start(t *testing.T) {
+	t.Helper()
+	hub, err := broker.Start(context.Background(), broker.Options{Name: "hub", ConfigFile: filepath.Join(f.dir, natsauth.HubConfFile),
+		Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hub.Shutdown)
+	f.hub = hub
+}
+
+func (f *fleetHub) run(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	return runEnv(t, f.home, f.env, args...)
+}
+
+// deviceCreds mints device id's hub credentials (in groups, comma-separated) into a file.
+func (f *fleetHub) deviceCreds(t *testing.T, id, groups string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), id+".creds")
+	args := []string{"nats", "creds", "--fleet", "prod", "--device", id, "-o", p}
+	if groups != "" {
+		args = append(args, "--groups", groups)
+	}
+	if code, out := f.run(t, args...); code != 0 {
+		t.Fatalf("nats creds = %d\n%s", code, out)
+	}
+	return p
+}
+
+// adminKey writes a new signing key and returns its path and its authorized-key line.
+func adminKey(t *testing.T) (path, line string) {
+	t.Helper()
+	path = writeKey(t)
+	raw, _ := os.ReadFile(path)
+	signer, err := ssh.ParsePrivateKey(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+}
+
 // TestNATSInitEnrolOfflineAndConnect walks the authenticated fleet's setup as an operator
 // does it: nats init, a hub on its hub.conf, a device enrolled offline from the key
 // 'worker identity' printed, with hub credentials from --creds-out; then ls reaches the
 // device through the hub with the publisher.creds that init made, and no flag for it.
 func TestNATSInitEnrolOfflineAndConnect(t *testing.T) {
-	home := t.TempDir()
-	env := map[string]string{"FLEETPROV_KNOWN_DEVICES": filepath.Join(home, "known_devices")}
-	if code, out := runEnv(t, home, env, "nats", "init", "--fleet", "prod"); code != 0 || !strings.Contains(out, "hub.conf") {
-		t.Fatalf("nats init = %d\n%s", code, out)
-	}
-	dir := filepath.Join(home, ".config", "fleetprov", "nats", "prod")
+	fh := initFleetHub(t)
+	home, env, dir := fh.home, fh.env, fh.dir
 	for _, f := range []string{natsauth.OperatorSeedFile, natsauth.AccountSeedFile, natsauth.PublisherCreds} {
 		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v, mode %v; want 0600", f, err, st.Mode())
@@ -53,12 +115,8 @@ func TestNATSInitEnrolOfflineAndConnect(t *testing.T) {
 		t.Errorf("creds without --device/--publisher = %d\n%s", code, out)
 	}
 
-	hub, err := broker.Start(context.Background(), broker.Options{Name: "hub", ConfigFile: filepath.Join(dir, natsauth.HubConfFile),
-		Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(hub.Shutdown)
+	fh.start(t)
+	hub := fh.hub
 
 	// The device's key, as 'worker identity' prints it on its console.
 	stateDev := t.TempDir()

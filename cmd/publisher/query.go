@@ -217,11 +217,14 @@ func signedQuery(ctx context.Context, cf *connFlags, stdio cli.IO, dev, op strin
 	return cl, closeFn, r.Data, nil
 }
 
-func currentCommand() *cli.Command {
+// deviceOpCommand is the command named op that sends that signed op, with no arguments,
+// to one device (--device) and shows the device's answer.
+func deviceOpCommand(op, short, long string, show func(stdio cli.IO, dev string, data json.RawMessage)) *cli.Command {
 	return &cli.Command{
-		Name:  "current",
+		Name:  op,
 		Args:  "--device ID",
-		Short: "read back a device's desired state (normalized, as JSON) and its drift report",
+		Short: short,
+		Long:  long,
 		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
 			var cf connFlags
 			cf.register(fs, true)
@@ -231,19 +234,26 @@ func currentCommand() *cli.Command {
 				if *dev == "" {
 					return cli.Usagef("--device is required")
 				}
-				_, done, data, err := signedQuery(ctx, &cf, stdio, *dev, "current", nil)
+				_, done, data, err := signedQuery(ctx, &cf, stdio, *dev, op, nil)
 				if err != nil {
 					return err
 				}
 				defer done()
-				var v any
-				json.Unmarshal(data, &v)
-				b, _ := json.MarshalIndent(v, "", "  ")
-				fmt.Fprintf(stdio.Stdout, "%s\n", b)
+				show(stdio, *dev, data)
 				return nil
 			}
 		},
 	}
+}
+
+func currentCommand() *cli.Command {
+	return deviceOpCommand("current", "read back a device's desired state (normalized, as JSON) and its drift report", "",
+		func(stdio cli.IO, _ string, data json.RawMessage) {
+			var v any
+			json.Unmarshal(data, &v)
+			b, _ := json.MarshalIndent(v, "", "  ")
+			fmt.Fprintf(stdio.Stdout, "%s\n", b)
+		})
 }
 
 func exportCommand() *cli.Command {
@@ -309,33 +319,14 @@ func exportCommand() *cli.Command {
 }
 
 func confirmCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "confirm",
-		Args:  "--device ID",
-		Short: "confirm a network or firewall change that waits for an operator (activation.confirm = \"operator\")",
-		Long: `An apply that changes a device's network or firewall settings keeps the previous state
+	return deviceOpCommand("confirm", "confirm a network or firewall change that waits for an operator (activation.confirm = \"operator\")",
+		`An apply that changes a device's network or firewall settings keeps the previous state
 until the device proves it is still reachable, or rolls back by itself when
 activation.confirm_seconds pass. With activation.confirm = "operator" the proof is this
 command: a signed confirm, by an admin of the new config, that reached the device. Exit 0
 when the device took it; 1, with the device's answer, when nothing awaits confirmation
 there (the window closed and the change rolled back, or it was never a network change).`,
-		Setup: func(fs *flag.FlagSet) func(context.Context, []string, cli.IO) error {
-			var cf connFlags
-			cf.register(fs, true)
-			dev := fs.String("device", "", "device id (required)")
-			return func(ctx context.Context, args []string, stdio cli.IO) error {
-				cf.env = stdio.Env
-				if *dev == "" {
-					return cli.Usagef("--device is required")
-				}
-				_, done, _, err := signedQuery(ctx, &cf, stdio, *dev, "confirm", nil)
-				if err != nil {
-					return err
-				}
-				defer done()
-				fmt.Fprintf(stdio.Stdout, "%s: network change confirmed\n", *dev)
-				return nil
-			}
-		},
-	}
+		func(stdio cli.IO, dev string, _ json.RawMessage) {
+			fmt.Fprintf(stdio.Stdout, "%s: network change confirmed\n", dev)
+		})
 }
