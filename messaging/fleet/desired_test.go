@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -95,5 +96,47 @@ func TestStatusRecordsAreBoundToTheirDevice(t *testing.T) {
 	}
 	if got := durableTargets(PushOptions{Target: Target{All: true}}, nil, sts); len(got) != 0 {
 		t.Errorf("--all would target %v", got)
+	}
+}
+
+// A group's key is what devices that join later take, so a rollout writes it only when the
+// rollout proved it: not when a canary rollout reached no device, nor when a device failed.
+func TestGroupKeyNeedsProof(t *testing.T) {
+	hub, f := brokertest.AuthHub(t, "f")
+	nc, err := nats.Connect(hub.ClientURL(), nats.UserCredentials(brokertest.PublisherCreds(t, f)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	signer, _ := configtest.NewKey(t)
+	c, err := New(nc, "f", WithSigner(signer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ds, err := c.OpenDesired(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := PushOptions{Target: Target{Group: "edge"}, Canary: 1, Desired: ds, Payload: Payload{Data: []byte("version = 1\n"), ContentType: "toml"},
+		ReplyTimeout: 200 * time.Millisecond, Timeout: time.Second}
+	sum, err := c.Push(ctx, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := ds.Get(ctx, subjects.GroupKey("edge")); err != nil || ok {
+		t.Errorf("a canary rollout that reached nobody wrote the group key (%v); note %q", err, sum.Note)
+	}
+	if !strings.Contains(sum.Note, "canary rollout needs one that did") {
+		t.Errorf("note = %q", sum.Note)
+	}
+	if why := unproven(PushOptions{}, []DeviceState{{Device: "a", State: StateSucceeded}, {Device: "b", State: StateFailed}}); !strings.Contains(why, "b (failed)") {
+		t.Errorf("a failed device: %q", why)
+	}
+	if why := unproven(PushOptions{MaxFailures: &Count{N: 1}}, []DeviceState{{Device: "a", State: StateSucceeded}, {Device: "b", State: StateFailed}}); why != "" {
+		t.Errorf("a failure within --max-failures: %q", why)
+	}
+	if why := unproven(PushOptions{}, []DeviceState{{Device: "a", State: StateOffline}}); why != "" {
+		t.Errorf("an offline device without a canary: %q", why)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -290,6 +291,33 @@ func (c *Client) pushDesired(ctx context.Context, o PushOptions, du *durable, hu
 	}
 }
 
+// unproven says why a rollout that was not stopped still does not prove its state for the
+// devices that join later ("" when it does): more devices failed than --max-failures
+// allows (none without it), or a canary rollout had no device take it.
+func unproven(o PushOptions, devices []DeviceState) string {
+	budget := 0
+	if o.MaxFailures != nil {
+		budget = o.MaxFailures.Of(len(devices))
+	}
+	took, failed := false, []string{}
+	for _, d := range devices {
+		switch d.State {
+		case StateSucceeded:
+			took = true
+		case StateAccepted, StateSkipped, StateOffline:
+		default:
+			failed = append(failed, d.Device+" ("+d.State+")")
+		}
+	}
+	switch {
+	case len(failed) > budget:
+		return fmt.Sprintf("%d device(s) did not take it: %s", len(failed), strings.Join(failed, ", "))
+	case o.Canary > 0 && !took:
+		return "no device took it, and a canary rollout needs one that did"
+	}
+	return ""
+}
+
 // finishDurable ends a durable rollout: a complete one writes the group's or fleet's
 // key (stamped before any device's, so it never overrides them), so devices that join
 // later converge too; a stopped one with RevertOnFailure gives the devices that took the
@@ -301,6 +329,10 @@ func (c *Client) finishDurable(ctx context.Context, o PushOptions, du *durable, 
 		}
 		if o.Secrets != nil {
 			sum.Note = "secrets are sealed per device: the group's or fleet's key was not written (devices that join later get nothing)"
+			return nil
+		}
+		if why := unproven(o, sum.Devices); why != "" {
+			sum.Note = "the group's or fleet's key was not written: " + why
 			return nil
 		}
 		key := subjects.AllKey
