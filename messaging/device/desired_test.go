@@ -25,6 +25,7 @@ type desiredRig struct {
 	jobs  *jobs.Manager
 	admin ssh.Signer
 	cfg   []byte
+	opts  Options // what svc was built with (a restart builds another)
 }
 
 func newDesiredRig(t *testing.T) *desiredRig {
@@ -36,11 +37,12 @@ func newDesiredRig(t *testing.T) *desiredRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := New(Options{Fleet: "f", Device: "d1", Groups: []string{"edge"}, Prov: dev.Prov, Jobs: jm,
+	o := Options{Fleet: "f", Device: "d1", Groups: []string{"edge"}, Prov: dev.Prov, Jobs: jm,
 		Trust: &auth.Trust{State: dev.Prov.State()}, MarkFile: filepath.Join(dev.StateDir, "mark.json"),
-		Logger: slog.New(slog.DiscardHandler)})
+		Logger: slog.New(slog.DiscardHandler)}
+	svc := New(o)
 	t.Cleanup(svc.Close)
-	return &desiredRig{svc: svc, jobs: jm, admin: admin, cfg: cfg}
+	return &desiredRig{svc: svc, jobs: jm, admin: admin, cfg: cfg, opts: o}
 }
 
 // cand is a durable apply of the rig's config for target under key, issued at issued,
@@ -88,6 +90,7 @@ func TestTakeDesiredRefuses(t *testing.T) {
 		"another fleet":                                     r.cand(t, dev, now, r.admin, func(e *envelope.Envelope) { e.Fleet = "g" }),
 		"issued an hour ahead":                              r.cand(t, dev, now.Add(time.Hour), r.admin),
 		"a one-shot envelope":                               r.cand(t, dev, now, r.admin, func(e *envelope.Envelope) { e.Durable = false }),
+		"a durable validate (it would run as an apply)":     r.cand(t, dev, now, r.admin, func(e *envelope.Envelope) { e.Op = "validate" }),
 		"signed by an unknown key":                          r.cand(t, dev, now, stranger),
 		"a signature over other bytes": func() Candidate {
 			c := r.cand(t, dev, now, r.admin)
@@ -136,6 +139,15 @@ func TestTakeDesiredOrder(t *testing.T) {
 	older := r.cand(t, subjects.DeviceKey("d1"), now.Add(-time.Hour), r.admin)
 	if out := r.svc.TakeDesired(ctx, []Candidate{older}); out.Action != DesiredOlder {
 		t.Errorf("an older state: %s", out.Action)
+	}
+	// The mark outlives the process: a restarted service still refuses the older state.
+	restarted := New(r.opts)
+	defer restarted.Close()
+	if m := restarted.AppliedMark(); m.ID != id(t, grp) {
+		t.Errorf("the mark after a restart = %+v", m)
+	}
+	if out := restarted.TakeDesired(ctx, []Candidate{older}); out.Action != DesiredOlder {
+		t.Errorf("an older state after a restart: %s", out.Action)
 	}
 	// The worker recorded the job of a newer state and stopped before the mark.
 	newer := r.cand(t, subjects.DeviceKey("d1"), now, r.admin)

@@ -57,6 +57,10 @@ func TestDecodeStrict(t *testing.T) {
 		{"device_target_without_device", mut(func(e *Envelope) { e.Device = "" }), wire.ErrInvalid},
 		{"group_target_with_device", mut(func(e *Envelope) { e.Target = TargetGroup; e.Group = "edge" }), wire.ErrInvalid},
 		{"unknown_target", mut(func(e *Envelope) { e.Target = "fleet" }), wire.ErrInvalid},
+		// Desired state is only ever applied: a durable envelope of another op would run
+		// as an apply for a key allowed only that op.
+		{"durable_validate", mut(func(e *Envelope) { e.Durable, e.Op = true, "validate" }), wire.ErrInvalid},
+		{"durable_reply_to", mut(func(e *Envelope) { e.Durable, e.ReplyTo = true, "_INBOX.x" }), wire.ErrInvalid},
 		{"ref_and_inline", mut(func(e *Envelope) { e.PayloadRef = &wire.PayloadRef{Subject: "fleetprov.prod.blob.x", Size: 1} }), wire.ErrInvalid},
 		{"ref_other_fleet", mut(func(e *Envelope) {
 			e.Payload = nil
