@@ -328,6 +328,7 @@ func TestRulesFleet(t *testing.T) {
 	runRuleCases(t, []ruleCase{
 		{name: "valid", doc: doc{fleet: "[fleet]\ngroups = [\"edge\", \"eu-west\"]\n[fleet.signers.admin]\nops = [\"apply\", \"validate\"]\ngroups = [\"edge\"]"}},
 		{name: "bad_group", doc: doc{fleet: "[fleet]\ngroups = [\"edge.eu\"]"}, wantPath: "fleet.groups[0]", wantMsg: "invalid group name"},
+		{name: "confirm_op", doc: doc{fleet: "[fleet.signers.admin]\nops = [\"confirm\"]"}},
 		{name: "bad_op", doc: doc{fleet: "[fleet.signers.admin]\nops = [\"reboot\"]"}, wantPath: "fleet.signers.admin.ops[0]", wantMsg: "expected one of apply"},
 		{name: "signer_not_admin", doc: doc{users: "[users.admin]\nisAdmin = true\nssh_key = \"" + testKey + "\"\n[users.guest]", fleet: "[fleet.signers.guest]\nops = [\"apply\"]"}, wantPath: "fleet.signers.guest", wantMsg: "not an admin user"},
 	})
