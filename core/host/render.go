@@ -3,7 +3,6 @@ package host
 import (
 	"fmt"
 	"io/fs"
-	"net/netip"
 	"path"
 	"slices"
 	"sort"
@@ -178,41 +177,20 @@ func networkFiles(m config.Model) []File {
 }
 
 func dnsmasqConf(m config.Model) string {
-	lan := lanOf(m)
+	lan := LAN(m)
 	var b strings.Builder
 	fmt.Fprintf(&b, "interface=%s\nbind-dynamic\n", LANInterface)
-	fmt.Fprintf(&b, "dhcp-range=%s,%s,%s,12h\n", lan.start, lan.end, lan.netmask)
-	fmt.Fprintf(&b, "dhcp-option=option:router,%s\n", lan.gateway)
-	fmt.Fprintf(&b, "dhcp-option=option:dns-server,%s\n", lan.gateway)
-	fmt.Fprintf(&b, "domain=%s\nlocal=/%s/\n", lan.domain, lan.domain)
-	for _, a := range lan.aliases {
-		fmt.Fprintf(&b, "address=/%s/%s\n", a, lan.gateway)
+	fmt.Fprintf(&b, "dhcp-range=%s,%s,%s,12h\n", lan.DHCPStart, lan.DHCPEnd, lan.Netmask)
+	fmt.Fprintf(&b, "dhcp-option=option:router,%s\n", lan.GatewayIP)
+	fmt.Fprintf(&b, "dhcp-option=option:dns-server,%s\n", lan.GatewayIP)
+	fmt.Fprintf(&b, "domain=%s\nlocal=/%s/\n", lan.Domain, lan.Domain)
+	for _, a := range lan.GatewayAliases {
+		fmt.Fprintf(&b, "address=/%s/%s\n", a, lan.GatewayIP)
 		if !strings.Contains(a, ".") {
-			fmt.Fprintf(&b, "address=/%s.%s/%s\n", a, lan.domain, lan.gateway)
+			fmt.Fprintf(&b, "address=/%s.%s/%s\n", a, lan.Domain, lan.GatewayIP)
 		}
 	}
 	return b.String()
-}
-
-type lanFacts struct {
-	gateway, netmask, start, end, domain string
-	aliases                              []string
-}
-
-func lanOf(m config.Model) lanFacts {
-	dm := m.Network.Dnsmasq
-	pfx := netip.MustParsePrefix(dm.GatewayCIDR)
-	start, end := dm.DHCPStart, dm.DHCPEnd
-	if start == "" {
-		base := pfx.Masked().Addr().As4()
-		start = netip.AddrFrom4([4]byte{base[0], base[1], base[2], base[3] + 10}).String()
-		end = netip.AddrFrom4([4]byte{base[0], base[1], base[2], base[3] + 254}).String()
-	}
-	mask := ^uint32(0) << (32 - pfx.Bits())
-	return lanFacts{
-		gateway: pfx.Addr().String(), netmask: netip.AddrFrom4([4]byte{byte(mask >> 24), byte(mask >> 16), byte(mask >> 8), byte(mask)}).String(),
-		start: start, end: end, domain: dm.Domain, aliases: dm.GatewayAliases,
-	}
 }
 
 // PlatformLAN are the ports a LAN allowlist always keeps open (config-v1), besides the

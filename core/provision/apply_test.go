@@ -18,6 +18,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/bundle"
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/config/configtest"
+	"github.com/fleetprov/fleetprov/core/host"
 	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/core/record"
@@ -95,9 +96,9 @@ func TestApplyVMFullDerivedFiles(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(active, "ssh-authorized-keys", "admin")); string(b) != configtest.AdminKey+"\n" {
 		t.Errorf("ssh-authorized-keys/admin = %q", b)
 	}
-	var lan provision.LANSettings
+	var lan host.LANSettings
 	readJSON(t, filepath.Join(active, "lan-settings.json"), &lan)
-	wantLAN := provision.LANSettings{GatewayCIDR: "10.44.0.1/24", GatewayIP: "10.44.0.1", SubnetCIDR: "10.44.0.0/24", Netmask: "255.255.255.0",
+	wantLAN := host.LANSettings{GatewayCIDR: "10.44.0.1/24", GatewayIP: "10.44.0.1", SubnetCIDR: "10.44.0.0/24", Netmask: "255.255.255.0",
 		DHCPStart: "10.44.0.10", DHCPEnd: "10.44.0.200", Domain: "lab", HostnamePattern: "gateway-{mac}",
 		GatewayAliases: []string{"atomixos", "gateway.lab"}, NTPServers: []string{"time.cloudflare.com", "time.google.com"}}
 	if diff := cmp.Diff(wantLAN, lan); diff != "" {

@@ -6,7 +6,7 @@ import (
 	"net"
 	"sync"
 
-	"github.com/fleetprov/fleetprov/core/provision"
+	"github.com/fleetprov/fleetprov/core/host"
 	"github.com/fleetprov/fleetprov/messaging/bridge"
 )
 
@@ -82,5 +82,5 @@ func (n *Node) followLAN() {
 	if err != nil {
 		return
 	}
-	n.http.moveTo(net.JoinHostPort(provision.LAN(m).GatewayIP, port))
+	n.http.moveTo(net.JoinHostPort(host.LAN(m).GatewayIP, port))
 }
