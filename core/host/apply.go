@@ -66,31 +66,30 @@ var ErrForeignAccount = errors.New("the account exists and was not created by fl
 // Check vets d against the host without changing anything: every account it names is
 // fleetprov's or absent, every shell is installed, an admin group exists when there is an
 // admin, and nft accepts the ruleset (nft -c). Errors name the config path. It returns
-// the plan as MakePlan would.
+// the plan that converges the host to d (for Run, while nothing else changes the host).
 func Check(ctx context.Context, e *Env, d Desired) (Plan, error) {
 	return plan(ctx, e, d, true)
 }
 
-// MakePlan reads the host and returns the changes that converge it to d.
-func MakePlan(ctx context.Context, e *Env, d Desired) (Plan, error) {
-	return plan(ctx, e, d, false)
-}
-
-// Apply converges the host to d: it plans, then runs each step, reporting each as a
-// "host" event. The first step that fails stops the apply; its error names the command
-// and why it failed.
+// Apply converges the host to d: it plans, then runs the plan.
 func Apply(ctx context.Context, e *Env, d Desired, emit func(record.Event)) (Plan, error) {
 	p, err := plan(ctx, e, d, false)
 	if err != nil {
 		return p, err
 	}
+	return Run(ctx, e, p, emit)
+}
+
+// Run runs each step of a plan, reporting each as a "host" event. The first step that
+// fails stops the run; its error names the command and why it failed. It returns the
+// steps that ran.
+func Run(ctx context.Context, e *Env, p Plan, emit func(record.Event)) (Plan, error) {
 	for i, s := range p.Steps {
 		ev := record.Event{Step: "host", Service: s.Kind + " " + s.Object, Status: s.Action, Message: s.Detail}
 		if err := s.do(ctx, e); err != nil {
 			ev.Status, ev.Message = "failed", err.Error()
 			emit(ev)
-			p.Steps = p.Steps[:i+1]
-			return p, fmt.Errorf("host %s %s: %s: %w", s.Kind, s.Object, s.Action, err)
+			return Plan{Steps: p.Steps[:i+1]}, fmt.Errorf("host %s %s: %s: %w", s.Kind, s.Object, s.Action, err)
 		}
 		emit(ev)
 	}
@@ -153,12 +152,9 @@ func (e *Env) root() (*os.Root, error) {
 // rel makes a host path relative to the root, for os.Root.
 func rel(p string) string { return strings.TrimPrefix(path.Clean(p), "/") }
 
-func (e *Env) readFile(p string) ([]byte, bool, error) {
-	r, err := e.root()
-	if err != nil {
-		return nil, false, err
-	}
-	defer r.Close()
+// readFile reads a managed file through r (the host root), as a regular file only; ok is
+// false when there is none.
+func readFile(r *os.Root, p string) (b []byte, ok bool, err error) {
 	f, _, err := state.OpenRegularIn(r, rel(p))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, false, nil
@@ -167,8 +163,7 @@ func (e *Env) readFile(p string) ([]byte, bool, error) {
 		return nil, false, fmt.Errorf("reading %s: %w", p, err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
-	if err != nil {
+	if b, err = io.ReadAll(io.LimitReader(f, 1<<20)); err != nil {
 		return nil, false, fmt.Errorf("reading %s: %w", p, err)
 	}
 	return b, true, nil
@@ -180,6 +175,11 @@ func plan(ctx context.Context, e *Env, d Desired, check bool) (Plan, error) {
 	if err != nil {
 		return p, err
 	}
+	r, err := e.root()
+	if err != nil {
+		return p, err
+	}
+	defer r.Close()
 	var errs []error
 	adminGroup := ""
 	for _, g := range []string{"sudo", "wheel"} {
@@ -195,7 +195,7 @@ func plan(ctx context.Context, e *Env, d Desired, check bool) (Plan, error) {
 	wanted := map[string]bool{}
 	for _, u := range d.Users {
 		wanted[u.Name] = true
-		steps, err := e.planUser(ctx, u, rec, adminGroup)
+		steps, err := e.planUser(ctx, r, u, rec, adminGroup)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -216,7 +216,7 @@ func plan(ctx context.Context, e *Env, d Desired, check bool) (Plan, error) {
 		}
 		p.Steps = append(p.Steps, steps...)
 	}
-	files, err := e.planFiles(d)
+	files, err := planFiles(r, d)
 	if err != nil {
 		return p, err
 	}
@@ -229,9 +229,9 @@ func plan(ctx context.Context, e *Env, d Desired, check bool) (Plan, error) {
 	return p, errors.Join(errs...)
 }
 
-func (e *Env) planUser(ctx context.Context, u User, rec accountRecord, adminGroup string) ([]Step, error) {
+func (e *Env) planUser(ctx context.Context, r *os.Root, u User, rec accountRecord, adminGroup string) ([]Step, error) {
 	where := "users." + u.Name
-	if _, ok, err := e.readFile(u.Shell); err != nil || !ok {
+	if st, err := r.Stat(rel(u.Shell)); err != nil || !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s.shell: %s is not installed on this device", where, u.Shell)
 	}
 	var groups []string

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
 	"sort"
 	"strings"
@@ -37,22 +38,17 @@ var reloads = map[string]struct{ written, removed [][]string }{
 // never runs unprotected, then the network, what rides on it, and the rest.
 var kindOrder = []string{KindFirewall, KindNetwork, KindDNS, KindNTP, KindDnsmasq, KindOSUpgrade}
 
-// managedPaths lists the files of ours that exist under the root, by kind.
-func (e *Env) managedPaths() (map[string]string, error) {
+// managedPaths lists the files of ours that exist under the root r, by kind.
+func managedPaths(r *os.Root) (map[string]string, error) {
 	out := map[string]string{}
 	for p, kind := range map[string]string{ResolvedDropIn: KindDNS, TimesyncDropIn: KindNTP, DnsmasqConf: KindDnsmasq,
 		OSUpgradeConf: KindOSUpgrade, FirewallRuleset: KindFirewall, FirewallUnit: KindFirewall} {
-		if _, ok, err := e.readFile(p); err != nil {
-			return nil, err
-		} else if ok {
+		if _, err := r.Lstat(rel(p)); err == nil {
 			out[p] = kind
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("reading %s: %w", p, err)
 		}
 	}
-	r, err := e.root()
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
 	matches, err := fs.Glob(r.FS(), rel(path.Join(NetworkDir, NetworkPrefix+"*.network")))
 	if err != nil {
 		return nil, err
@@ -63,8 +59,8 @@ func (e *Env) managedPaths() (map[string]string, error) {
 	return out, nil
 }
 
-func (e *Env) planFiles(d Desired) ([]Step, error) {
-	have, err := e.managedPaths()
+func planFiles(r *os.Root, d Desired) ([]Step, error) {
+	have, err := managedPaths(r)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +78,7 @@ func (e *Env) planFiles(d Desired) ([]Step, error) {
 	want := map[string]bool{}
 	for _, f := range d.Files {
 		want[f.Path] = true
-		cur, _, err := e.readFile(f.Path)
+		cur, _, err := readFile(r, f.Path)
 		if err != nil {
 			return nil, err
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/core/bundle"
 	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/host"
 	"github.com/fleetprov/fleetprov/core/quadlet"
 	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/core/state"
@@ -102,8 +103,9 @@ type applyRun struct {
 	activeDigest string
 	// sameConfig: the input is the active config.toml again (a secrets rotation).
 	sameConfig bool
-	// hostNetwork: the apply changes network or firewall settings (commit-confirmed).
-	hostNetwork bool
+	// hostPlan is the host part, checked before promote and run by deploy (nil with
+	// --host none); a network change in it is commit-confirmed.
+	hostPlan *host.Plan
 	// reachBefore is how proving reachability went before a network change (auto).
 	reachBefore error
 }
@@ -329,7 +331,7 @@ func (a *applyRun) deploy(ctx context.Context) error {
 		}
 		only = func(u config.Unit) bool { return u.Kind == "container" && restart[u.Name] }
 	}
-	d, err := a.p.deploy(ctx, &a.model, a.emit, only)
+	d, err := a.p.deploy(ctx, &a.model, a.hostPlan, a.emit, only)
 	a.deployed = d
 	return err
 }
@@ -375,7 +377,7 @@ func (a *applyRun) fail(ctx context.Context, cause error) {
 		if err := st.Discard(); err != nil {
 			a.p.log.Error("discarding failed initial state", "err", err)
 		}
-		if _, err := a.p.deploy(ctx, nil, a.emit, nil); err != nil {
+		if _, err := a.p.deploy(ctx, nil, nil, a.emit, nil); err != nil {
 			a.p.log.Error("removing units of the discarded state", "err", err)
 		}
 		return
@@ -389,7 +391,7 @@ func (a *applyRun) fail(ctx context.Context, cause error) {
 	}
 	if err == nil {
 		var d deployed
-		if d, err = a.p.deploy(ctx, &m, a.emit, nil); err == nil {
+		if d, err = a.p.deploy(ctx, &m, nil, a.emit, nil); err == nil {
 			err = a.p.activate(ctx, m, d, a.emit)
 		}
 	}

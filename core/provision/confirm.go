@@ -63,6 +63,12 @@ func (p *Provisioner) SetReach(r Reach) {
 	p.reach = r
 }
 
+func (p *Provisioner) currentReach() Reach {
+	p.confirmMu.Lock()
+	defer p.confirmMu.Unlock()
+	return p.reach
+}
+
 // Confirm confirms the network change that awaits an operator's confirmation.
 func (p *Provisioner) Confirm() error {
 	p.confirmMu.Lock()
@@ -129,13 +135,11 @@ func (p *Provisioner) dropPending() error {
 // back.
 func (a *applyRun) confirm(ctx context.Context) error {
 	pol := a.model.Activation
-	if !a.hostNetwork || pol.Confirm == config.ConfirmNone {
+	if a.hostPlan == nil || !a.hostPlan.Network() || pol.Confirm == config.ConfirmNone {
 		return nil
 	}
 	p := a.p
-	p.confirmMu.Lock()
-	reach := p.reach
-	p.confirmMu.Unlock()
+	reach := p.currentReach()
 	if pol.Confirm == config.ConfirmAuto {
 		switch {
 		case reach == nil || errors.Is(a.reachBefore, ErrNoHub):
@@ -170,8 +174,9 @@ func (p *Provisioner) waitConfirm(ctx context.Context, pc pendingConfirm, emit f
 	emit(record.Event{Step: "confirm", Status: "waiting", Message: fmt.Sprintf("network changed: waiting up to %s for %s", left, what)})
 	p.confirmMu.Lock()
 	p.confirmed = make(chan struct{})
-	confirmed, reach := p.confirmed, p.reach
+	confirmed := p.confirmed
 	p.confirmMu.Unlock()
+	reach := p.currentReach()
 	defer func() {
 		p.confirmMu.Lock()
 		p.confirmed = nil
@@ -217,12 +222,8 @@ func (p *Provisioner) waitConfirm(ctx context.Context, pc pendingConfirm, emit f
 	return nil
 }
 
-func (p *Provisioner) confirmPoll() time.Duration {
-	if p.opts.PollInterval > 0 && p.opts.PollInterval < time.Second {
-		return time.Second
-	}
-	return max(p.opts.PollInterval, time.Second)
-}
+// confirmPoll is how often reach is tried: the poll interval, at least a second.
+func (p *Provisioner) confirmPoll() time.Duration { return max(p.opts.PollInterval, time.Second) }
 
 // recoverPending runs at start, under the lock, before state recovery. Inside its window
 // and on the same boot, a network change is left awaiting confirmation (ResumeConfirm

@@ -6,6 +6,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/core/activation"
 	"github.com/fleetprov/fleetprov/core/config"
+	"github.com/fleetprov/fleetprov/core/host"
 	"github.com/fleetprov/fleetprov/core/quadlet"
 	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/core/state"
@@ -26,7 +27,7 @@ type deployed struct {
 // before any unit restarts. only, when not nil, picks the units to restart (a secrets
 // rotation restarts just their users); nil restarts all. m is the active model when the
 // caller has it parsed (nil: read when needed).
-func (p *Provisioner) deploy(ctx context.Context, m *config.Model, emit func(record.Event), only func(config.Unit) bool) (deployed, error) {
+func (p *Provisioner) deploy(ctx context.Context, m *config.Model, hostPlan *host.Plan, emit func(record.Event), only func(config.Unit) bool) (deployed, error) {
 	var d deployed
 	active := p.opts.State.Active()
 	if p.opts.State.HasActive() {
@@ -46,7 +47,7 @@ func (p *Provisioner) deploy(ctx context.Context, m *config.Model, emit func(rec
 		m = nil
 	}
 	// Host settings first: the accounts, network and firewall the containers run with.
-	if err := p.applyHost(ctx, m, emit); err != nil {
+	if err := p.applyHost(ctx, m, hostPlan, emit); err != nil {
 		return d, err
 	}
 	rootful, rootless := quadlet.ByMode(d.rendered.Files)
@@ -204,7 +205,7 @@ func (p *Provisioner) SyncQuadlet(ctx context.Context, emit func(record.Event)) 
 	if !p.opts.State.HasActive() {
 		return state.ErrNoActive
 	}
-	_, err = p.deploy(ctx, nil, emit, nil)
+	_, err = p.deploy(ctx, nil, nil, emit, nil)
 	return err
 }
 

@@ -49,13 +49,10 @@ func (a *applyRun) checkHost(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("host settings: %w", err)
 	}
-	a.hostNetwork = plan.Network()
-	if a.hostNetwork && a.model.Activation.Confirm == config.ConfirmAuto {
+	a.hostPlan = &plan
+	if plan.Network() && a.model.Activation.Confirm == config.ConfirmAuto {
 		// The proof after the change means something only if it worked before it.
-		a.p.confirmMu.Lock()
-		reach := a.p.reach
-		a.p.confirmMu.Unlock()
-		if reach != nil {
+		if reach := a.p.currentReach(); reach != nil {
 			a.reachBefore = reach(ctx)
 		}
 	}
@@ -64,23 +61,18 @@ func (a *applyRun) checkHost(ctx context.Context) error {
 }
 
 // applyHost converges the host to the active model (m, or none when there is no active
-// state). Each change is an event.
-func (p *Provisioner) applyHost(ctx context.Context, m *config.Model, emit func(record.Event)) error {
+// state), by plan when the caller checked one under the same lock (an apply), else by a
+// new one. Each change is an event.
+func (p *Provisioner) applyHost(ctx context.Context, m *config.Model, plan *host.Plan, emit func(record.Event)) error {
 	env := p.hostEnv()
 	if env == nil {
 		return nil
 	}
-	_, err := host.Apply(ctx, env, p.hostDesired(m), emit)
-	return err
-}
-
-// HostPlan returns the host changes applying m would make on this device, without
-// making them (nil plan with --host none).
-func (p *Provisioner) HostPlan(ctx context.Context, m config.Model) (*host.Plan, error) {
-	env := p.hostEnv()
-	if env == nil {
-		return nil, nil
+	var err error
+	if plan != nil {
+		_, err = host.Run(ctx, env, *plan, emit)
+	} else {
+		_, err = host.Apply(ctx, env, p.hostDesired(m), emit)
 	}
-	plan, err := host.MakePlan(ctx, env, p.hostDesired(&m))
-	return &plan, err
+	return err
 }

@@ -124,7 +124,7 @@ func (p *Provisioner) Recover(ctx context.Context, then func(state.Action) error
 	}
 	switch act {
 	case state.ActionRestoredRollback, state.ActionKeptActive, state.ActionPromotedRollback, state.ActionDiscarded:
-		if _, err := p.deploy(ctx, nil, func(record.Event) {}, nil); err != nil && !errors.Is(err, state.ErrNoActive) {
+		if _, err := p.deploy(ctx, nil, nil, func(record.Event) {}, nil); err != nil && !errors.Is(err, state.ErrNoActive) {
 			return act, fmt.Errorf("re-deploying after recovery: %w", err)
 		}
 	}
