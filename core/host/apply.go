@@ -252,7 +252,7 @@ func (e *Env) planUser(ctx context.Context, r *os.Root, u User, rec accountRecor
 	var steps []Step
 	switch {
 	case !exists:
-		steps = append(steps, Step{Kind: "user", Object: u.Name, Action: "create", Detail: describe(spec), do: func(ctx context.Context, e *Env) error {
+		steps = append(steps, Step{Kind: "user", Object: u.Name, Action: "create", Detail: spec.String(), do: func(ctx context.Context, e *Env) error {
 			if err := e.remember(u.Name, true); err != nil {
 				return err
 			}
@@ -269,7 +269,7 @@ func (e *Env) planUser(ctx context.Context, r *os.Root, u User, rec accountRecor
 			return err
 		}})
 	case cur.Shell != spec.Shell || !slices.Equal(cur.Groups, spec.Groups) || cur.Expired:
-		steps = append(steps, Step{Kind: "user", Object: u.Name, Action: "update", Detail: describe(spec), do: func(ctx context.Context, e *Env) error {
+		steps = append(steps, Step{Kind: "user", Object: u.Name, Action: "update", Detail: spec.String(), do: func(ctx context.Context, e *Env) error {
 			return e.Host.SetUser(ctx, spec)
 		}})
 	}
@@ -281,25 +281,33 @@ func (e *Env) planUser(ctx context.Context, r *os.Root, u User, rec accountRecor
 	if u.Key != "" {
 		want = []byte(u.Key + "\n")
 	}
+	// An account this plan creates is looked up once made (its home and ids are the
+	// host's choice); an existing one is the one just read.
+	account := func(ctx context.Context, e *Env) (system.HostUser, error) {
+		if exists {
+			return cur, nil
+		}
+		made, ok, err := e.Host.LookupUser(ctx, u.Name)
+		if err == nil && !ok {
+			err = fmt.Errorf("account %s does not exist", u.Name)
+		}
+		return made, err
+	}
 	switch {
 	case want != nil && !bytes.Equal(curKey, want):
 		steps = append(steps, Step{Kind: "key", Object: u.Name, Action: "write", Detail: "~/.ssh/authorized_keys", do: func(ctx context.Context, e *Env) error {
-			return e.writeKey(ctx, u.Name, want)
+			acc, err := account(ctx, e)
+			if err != nil {
+				return err
+			}
+			return e.writeKey(acc, want)
 		}})
 	case want == nil && curKey != nil:
 		steps = append(steps, Step{Kind: "key", Object: u.Name, Action: "remove", Detail: "~/.ssh/authorized_keys", do: func(ctx context.Context, e *Env) error {
-			return e.writeKey(ctx, u.Name, nil)
+			return e.writeKey(cur, nil)
 		}})
 	}
 	return steps, nil
-}
-
-func describe(s system.UserSpec) string {
-	g := "no groups"
-	if len(s.Groups) > 0 {
-		g = "groups " + strings.Join(s.Groups, ",")
-	}
-	return "shell " + s.Shell + ", " + g
 }
 
 // planStale locks an account fleetprov created that the config no longer lists, and
@@ -319,7 +327,7 @@ func (e *Env) planStale(ctx context.Context, name string) ([]Step, error) {
 	}
 	if e.readKey(cur.Home) != nil {
 		steps = append(steps, Step{Kind: "key", Object: name, Action: "remove", Detail: "~/.ssh/authorized_keys", do: func(ctx context.Context, e *Env) error {
-			return e.writeKey(ctx, name, nil)
+			return e.writeKey(cur, nil)
 		}})
 	}
 	return steps, nil
@@ -361,14 +369,8 @@ func (e *Env) readKey(home string) []byte {
 // through an os.Root on the home (no link leads out of it), as a new file owned by the
 // account with mode 0600 renamed into place (a link or hard link the account planted is
 // replaced, never written through), in a .ssh dir of mode 0700.
-func (e *Env) writeKey(ctx context.Context, name string, key []byte) error {
-	u, ok, err := e.Host.LookupUser(ctx, name)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return fmt.Errorf("account %s does not exist", name)
-	}
+func (e *Env) writeKey(u system.HostUser, key []byte) error {
+	name := u.Name
 	home, err := os.OpenRoot(filepath.Join(e.Root, u.Home))
 	if err != nil {
 		return fmt.Errorf("opening the home of %s: %w", name, err)

@@ -193,6 +193,19 @@ type UserSpec struct {
 	Locked bool
 }
 
+// String describes the spec for events and transcripts: "shell /bin/sh, groups sudo",
+// "shell /bin/sh, no groups, locked".
+func (s UserSpec) String() string {
+	out := "shell " + s.Shell + ", no groups"
+	if len(s.Groups) > 0 {
+		out = "shell " + s.Shell + ", groups " + strings.Join(s.Groups, ",")
+	}
+	if s.Locked {
+		out += ", locked"
+	}
+	return out
+}
+
 // Host is what applying host settings needs of the OS besides writing files under the
 // host root: the user database and host commands (nft, networkctl, systemctl).
 type Host interface {

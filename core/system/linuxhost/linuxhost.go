@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"os/user"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,7 +25,8 @@ type Host struct{}
 // the record in the state dir, not this, is what fleetprov trusts.
 const Comment = "fleetprov managed account"
 
-// LookupUser implements system.Host.
+// LookupUser implements system.Host: the passwd entry (getent), the supplementary groups
+// from the group database (os/user, no process), the expiry from the shadow entry.
 func (Host) LookupUser(ctx context.Context, name string) (system.HostUser, bool, error) {
 	out, err := output(ctx, "getent", "passwd", name)
 	if isExit(err, 2) {
@@ -44,18 +46,19 @@ func (Host) LookupUser(ctx context.Context, name string) (system.HostUser, bool,
 	if u.GID, err = strconv.Atoi(f[3]); err != nil {
 		return u, false, fmt.Errorf("getent passwd %s: gid %q", name, f[3])
 	}
-	groups, err := output(ctx, "id", "-nG", name)
+	gids, err := (&user.User{Username: name, Gid: f[3]}).GroupIds()
 	if err != nil {
-		return u, false, err
+		return u, false, fmt.Errorf("groups of account %s: %w", name, err)
 	}
-	primary, err := output(ctx, "id", "-ng", name)
-	if err != nil {
-		return u, false, err
-	}
-	for _, g := range strings.Fields(groups) {
-		if g != strings.TrimSpace(primary) {
-			u.Groups = append(u.Groups, g)
+	for _, gid := range gids {
+		if gid == f[3] {
+			continue
 		}
+		g, err := user.LookupGroupId(gid)
+		if err != nil {
+			return u, false, fmt.Errorf("groups of account %s: %w", name, err)
+		}
+		u.Groups = append(u.Groups, g.Name)
 	}
 	slices.Sort(u.Groups)
 	if sh, err := output(ctx, "getent", "shadow", name); err == nil {

@@ -93,7 +93,7 @@ func (h hostSim) GroupExists(ctx context.Context, name string) (bool, error) {
 func (h hostSim) AddUser(ctx context.Context, s system.UserSpec) error {
 	h.sim.mu.Lock()
 	defer h.sim.mu.Unlock()
-	h.sim.record("host: useradd %s (%s)", s.Name, specString(s))
+	h.sim.record("host: useradd %s (%v)", s.Name, s)
 	if err := h.sim.hostErr("useradd " + s.Name); err != nil {
 		return err
 	}
@@ -115,7 +115,7 @@ func (h hostSim) AddUser(ctx context.Context, s system.UserSpec) error {
 func (h hostSim) SetUser(ctx context.Context, s system.UserSpec) error {
 	h.sim.mu.Lock()
 	defer h.sim.mu.Unlock()
-	h.sim.record("host: usermod %s (%s)", s.Name, specString(s))
+	h.sim.record("host: usermod %s (%v)", s.Name, s)
 	if err := h.sim.hostErr("usermod " + s.Name); err != nil {
 		return err
 	}
@@ -153,18 +153,6 @@ func (s *Sim) hostErr(cmd string) error {
 		}
 	}
 	return nil
-}
-
-func specString(s system.UserSpec) string {
-	g := "-"
-	if len(s.Groups) > 0 {
-		g = strings.Join(s.Groups, ",")
-	}
-	out := "shell " + s.Shell + ", groups " + g
-	if s.Locked {
-		out += ", locked"
-	}
-	return out
 }
 
 // AddHostUser gives the simulated host an account fleetprov did not create (the image's),
