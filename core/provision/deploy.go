@@ -26,7 +26,8 @@ type deployed struct {
 // health check that follows decides. The active secrets are put into Podman's stores
 // before any unit restarts. only, when not nil, picks the units to restart (a secrets
 // rotation restarts just their users); nil restarts all. m is the active model when the
-// caller has it parsed (nil: read when needed).
+// caller has it parsed (nil: parsed here, once, for the host settings and the secrets).
+// hostPlan, when set, is the host plan an apply checked under the same lock.
 func (p *Provisioner) deploy(ctx context.Context, m *config.Model, hostPlan *host.Plan, emit func(record.Event), only func(config.Unit) bool) (deployed, error) {
 	var d deployed
 	active := p.opts.State.Active()
@@ -36,7 +37,7 @@ func (p *Provisioner) deploy(ctx context.Context, m *config.Model, hostPlan *hos
 			return d, err
 		}
 		d.rendered = r
-		if m == nil && p.hostEnv() != nil {
+		if m == nil {
 			am, err := p.activeModel()
 			if err != nil {
 				return d, err

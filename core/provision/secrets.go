@@ -162,6 +162,8 @@ type podmanSecrets struct {
 // that use them (the system's for rootful ones, the app user's for rootless ones). It
 // returns the second half, run once the units restarted: removing the secrets fleetprov
 // made before that are no longer wanted (their users are gone by then).
+//
+// m is the active model (nil: there is no active state, so no secret is wanted).
 func (p *Provisioner) syncSecrets(ctx context.Context, m *config.Model, acc system.Account, emit func(record.Event)) (func() error, error) {
 	recPath := filepath.Join(p.opts.State.Root, podmanSecretsFile)
 	var had podmanSecrets
@@ -174,14 +176,7 @@ func (p *Provisioner) syncSecrets(ctx context.Context, m *config.Model, acc syst
 	}
 	var want podmanSecrets
 	values := secrets.Values{}
-	if p.opts.State.HasActive() {
-		if m == nil {
-			am, err := p.activeModel()
-			if err != nil {
-				return nil, err
-			}
-			m = &am
-		}
+	if m != nil {
 		if len(m.Secrets) > 0 {
 			kr, err := p.keyring()
 			if err != nil {

@@ -72,11 +72,6 @@ func (s *Service) apply(ctx context.Context, r *Request) (wire.Reply, error) {
 	return s.submit(r, provision.Input{Reader: r.Payload, Check: r.Decision.CheckPossession(), Secrets: r.Env.Secrets})
 }
 
-// ConfirmResult answers a confirm op.
-type ConfirmResult struct {
-	Confirmed bool `json:"confirmed"`
-}
-
 // confirm confirms the network change that awaits an operator's confirmation
 // (activation.confirm = "operator"); the signer must be trusted by the new state, the one
 // that made the change.
@@ -85,7 +80,7 @@ func (s *Service) confirm(ctx context.Context, r *Request) (wire.Reply, error) {
 	if err := s.o.Prov.Confirm(); err != nil {
 		return wire.Reply{}, wire.Errorf(wire.ErrNotFound, "%w", err)
 	}
-	return wire.OK(ConfirmResult{Confirmed: true}), nil
+	return wire.OK(nil), nil
 }
 
 // Validate checks an input offline as this device would (its validation options).

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/messaging/device"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
@@ -337,6 +339,24 @@ func (c *Converger) get(ctx context.Context, k string) (*device.Candidate, error
 		return nil, nil
 	}
 	return &device.Candidate{Key: k, Raw: m.Data, Sig: m.Header.Get(envelope.SignatureHeader)}, nil
+}
+
+// Reach proves the device is reachable through its hub after a network change: a direct
+// get of its own key, answered (found or not) through the hub. provision.ErrNoHub when
+// the device has no hub.
+func (c *Converger) Reach(ctx context.Context) error {
+	if c.o.LinkUp == nil {
+		return provision.ErrNoHub
+	}
+	if !c.o.LinkUp() {
+		return errors.New("the hub link is down")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := c.get(ctx, subjects.DeviceKey(c.svc.Device())); err != nil {
+		return fmt.Errorf("no round trip through the hub: %w", err)
+	}
+	return nil
 }
 
 // publishStatus records the device's signed status on the hub's status stream (the

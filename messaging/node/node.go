@@ -246,7 +246,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		n.Conn.Close()
 		return nil, err
 	}
-	o.Prov.SetReach(func(ctx context.Context) error { return n.reach(ctx, hub, o.Fleet, o.Device) })
+	o.Prov.SetReach(n.Desired.Reach)
 	if n.Recovered == provision.ActionAwaitingConfirm {
 		// A network change was waiting for its confirmation when the worker stopped: wait
 		// for the rest of its window, then commit it or roll it back.
@@ -270,24 +270,6 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		"identity", identity.Fingerprint(id.PublicKey()),
 		"nats", n.Broker.ClientURL(), "hub", len(bo.Hub) > 0)
 	return n, nil
-}
-
-// reach proves a network change left the device reachable: a round trip through the hub
-// (a JetStream direct get of the device's own desired-state key, which its credentials
-// allow; any answer, "not found" included, came back through the hub).
-func (n *Node) reach(ctx context.Context, hub func() bool, fleet, device string) error {
-	if hub == nil {
-		return provision.ErrNoHub
-	}
-	if !hub() {
-		return errors.New("the hub link is down")
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if _, err := n.Conn.RequestWithContext(ctx, subjects.DirectGet(subjects.Domain, fleet, subjects.DeviceKey(device)), nil); err != nil {
-		return fmt.Errorf("no round trip through the hub: %w", err)
-	}
-	return nil
 }
 
 // HTTPAddr returns where the bridge listens now ("" without one).
