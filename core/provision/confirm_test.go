@@ -40,13 +40,8 @@ func TestUnconfirmedNetworkChangeRollsBack(t *testing.T) {
 		_, key := configtest.NewKey(t)
 		d.Provision(t, hostConfig(key, ""))
 		before := provisiontest.Tree(t, d.Prov.State().Active())
-		var tries atomic.Int32
-		d.Prov.SetReach(func(ctx context.Context) error {
-			if tries.Add(1) == 1 {
-				return nil // before the change the hub answered
-			}
-			return errors.New("hub link down")
-		})
+		reach, tries := reachBeforeOnly()
+		d.Prov.SetReach(reach)
 		start := time.Now()
 		res, events, err := apply(t, d, confirmConfig(key, wanFirewall, "auto"))
 		if !errors.Is(err, provision.ErrNotConfirmed) || !strings.Contains(err.Error(), "a round trip through the hub did not come within 60s (last try: hub link down)") {
@@ -145,26 +140,32 @@ func TestOperatorConfirm(t *testing.T) {
 }
 
 // A worker that stops inside the window leaves it open: the next start resumes it (an
-// apply meanwhile is refused) and commits on proof; after a reboot the next start rolls
-// the change back.
+// apply meanwhile is refused) and commits on proof, or rolls back when the rest of the
+// window passes without one; after a reboot the next start rolls the change back, and a
+// first apply is discarded.
 func TestConfirmWindowSurvivesRestartNotReboot(t *testing.T) {
-	for _, reboot := range []bool{false, true} {
-		t.Run(map[bool]string{false: "restart", true: "reboot"}[reboot], func(t *testing.T) {
+	cases := []struct {
+		name                   string
+		initial, reboot, proof bool
+	}{
+		{name: "restart, then proof", proof: true},
+		{name: "restart, window closes"},
+		{name: "reboot", reboot: true},
+		{name: "reboot during the first apply", initial: true, reboot: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				bootFile := filepath.Join(t.TempDir(), "boot_id")
 				os.WriteFile(bootFile, []byte("boot-1\n"), 0o644)
-				withBoot := func(o *provision.Options) { o.BootIDFile = bootFile }
-				d := provisiontest.NewWithHost(t, withBoot)
+				d := provisiontest.NewWithHost(t, func(o *provision.Options) { o.BootIDFile = bootFile })
 				_, key := configtest.NewKey(t)
-				d.Provision(t, hostConfig(key, ""))
+				if !tc.initial {
+					d.Provision(t, hostConfig(key, ""))
+				}
 				before := provisiontest.Tree(t, d.Prov.State().Active())
-				var tries atomic.Int32
-				d.Prov.SetReach(func(ctx context.Context) error {
-					if tries.Add(1) == 1 {
-						return nil // the hub answered before the change
-					}
-					return errors.New("down")
-				})
+				reach, _ := reachBeforeOnly()
+				d.Prov.SetReach(reach)
 				ctx, stop := context.WithCancel(context.Background())
 				done := make(chan error)
 				go func() {
@@ -179,7 +180,7 @@ func TestConfirmWindowSurvivesRestartNotReboot(t *testing.T) {
 				if _, _, ok := d.Prov.AwaitingConfirm(); !ok {
 					t.Fatal("the confirm window did not outlive the worker")
 				}
-				if reboot {
+				if tc.reboot {
 					os.WriteFile(bootFile, []byte("boot-2\n"), 0o644)
 				}
 				// The next start, on the same dirs.
@@ -189,7 +190,14 @@ func TestConfirmWindowSurvivesRestartNotReboot(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if reboot {
+				switch {
+				case tc.initial:
+					if act != state.ActionDiscarded || d.Prov.State().HasActive() || firewallFile(d) {
+						t.Errorf("after a reboot during the first apply: recovery %q, provisioned %v, firewall file %v; want it discarded",
+							act, d.Prov.State().HasActive(), firewallFile(d))
+					}
+					return
+				case tc.reboot:
 					if act != state.ActionRestoredRollback || provisiontest.Tree(t, d.Prov.State().Active()) != before || firewallFile(d) {
 						t.Errorf("after a reboot: recovery %q, firewall file %v; want the previous state back", act, firewallFile(d))
 					}
@@ -200,6 +208,16 @@ func TestConfirmWindowSurvivesRestartNotReboot(t *testing.T) {
 				}
 				if _, err := p2.Apply(context.Background(), provision.Input{Reader: strings.NewReader(string(hostConfig(key, "")))}, nil); !errors.Is(err, provision.ErrAwaitingConfirm) {
 					t.Errorf("an apply inside the window = %v; want ErrAwaitingConfirm", err)
+				}
+				if !tc.proof {
+					p2.SetReach(func(ctx context.Context) error { return errors.New("down") })
+					if err := p2.ResumeConfirm(context.Background(), nil); !errors.Is(err, provision.ErrNotConfirmed) {
+						t.Errorf("ResumeConfirm with no proof = %v", err)
+					}
+					if provisiontest.Tree(t, d.Prov.State().Active()) != before || firewallFile(d) {
+						t.Errorf("the unconfirmed change stayed after its window closed")
+					}
+					return
 				}
 				p2.SetReach(func(ctx context.Context) error { return nil })
 				if err := p2.ResumeConfirm(context.Background(), nil); err != nil {
@@ -214,6 +232,18 @@ func TestConfirmWindowSurvivesRestartNotReboot(t *testing.T) {
 			})
 		})
 	}
+}
+
+// reachBeforeOnly is a hub that answered before the change and never after it; tries
+// counts the attempts.
+func reachBeforeOnly() (provision.Reach, *atomic.Int32) {
+	tries := new(atomic.Int32)
+	return func(ctx context.Context) error {
+		if tries.Add(1) == 1 {
+			return nil
+		}
+		return errors.New("hub link down")
+	}, tries
 }
 
 func quadletDirs(d *provisiontest.Device) quadlet.Dirs {
