@@ -19,6 +19,7 @@ import (
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
 	"github.com/fleetprov/fleetprov/messaging/natsauth"
+	"github.com/fleetprov/fleetprov/messaging/subjects"
 )
 
 func enrollCommand() *cli.Command {
@@ -66,6 +67,14 @@ for keys checked against a fingerprint or given with --pubkey.`,
 				}
 				if cf.via != "" {
 					return cli.Usagef("enroll works over NATS; --via is not supported")
+				}
+				// Checked before anything is recorded: a bad group must not leave a device
+				// enrolled and reported refused.
+				groupList := cli.SplitList(*groups)
+				for _, g := range groupList {
+					if !subjects.ValidToken(g) {
+						return cli.Usagef("--groups: %q is not a group name (letters, digits, _ and -, at most 64)", g)
+					}
 				}
 				known, _, err := cf.knownDevices()
 				if err != nil {
@@ -149,7 +158,7 @@ for keys checked against a fingerprint or given with --pubkey.`,
 						o.Status = "enrolled"
 					}
 					if authority != nil && o.Status != "refused" {
-						id.Groups = cli.SplitList(*groups) // the operator's word, not the device's
+						id.Groups = groupList // the operator's word, not the device's
 						if o.Creds, err = mintDeviceCreds(authority, id, *credsOut, len(t.Devices) == 1, stdio); err != nil {
 							o.Status, o.Error = "refused", "minting credentials: "+err.Error()
 						}

@@ -39,6 +39,7 @@ func TestValidateAndUsage(t *testing.T) {
 		{"patch_unknown_kind", []string{"patch", "--device", "d", "--kind", "kernel"}, 2, "unknown --kind"},
 		{"via_bad_url", []string{"ls", "--via", "ftp://x"}, 2, "http(s) URL"},
 		{"enroll_creds_out_with_tofu", []string{"enroll", "--device", "d", "--tofu", "--creds-out", "/tmp/x"}, 2, "would mint credentials for whatever key answers"},
+		{"enroll_bad_group", []string{"enroll", "--device", "d", "--pubkey", "ssh-ed25519 AAAA", "--groups", "edge,bad.group", "--creds-out", "/tmp/x"}, 2, `--groups: "bad.group" is not a group name`},
 		{"enroll_creds_out_stdout", []string{"enroll", "--device", "d", "--creds-out", "-"}, 2, "--creds-out needs a file"},
 		{"push_bad_durable", []string{"push", fixture(t, "vm-full.config.toml"), "--all", "--durable", "maybe"}, 2, "--durable: want auto, on or off"},
 		{"push_wait_one_shot", []string{"push", fixture(t, "vm-full.config.toml"), "--all", "--durable", "off", "--wait", "50%"}, 2, "need durable desired state"},
