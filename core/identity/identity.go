@@ -102,20 +102,7 @@ func Private(path string) (ed25519.PrivateKey, error) {
 	return nil, fmt.Errorf("identity key %s is %T: secrets need an ed25519 key", path, k)
 }
 
-func read(path string) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading the identity key: %w", err)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("identity key %s is %v: it must be readable by its owner only", path, st.Mode().Perm())
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading the identity key: %w", err)
-	}
-	return b, nil
-}
+func read(path string) ([]byte, error) { return state.ReadPrivate(path, "identity key") }
 
 // Fingerprint is the key's SHA256:... fingerprint, as ssh-keygen -l prints it.
 func Fingerprint(pub ssh.PublicKey) string { return ssh.FingerprintSHA256(pub) }

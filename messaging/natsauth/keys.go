@@ -11,12 +11,12 @@ import (
 	"github.com/fleetprov/fleetprov/core/state"
 )
 
-// readSeed reads an nkey seed file (surrounding space ignored); a missing file is an
-// error that wraps os.ErrNotExist.
+// readSeed reads an nkey seed file (surrounding space ignored), which must be readable by
+// its owner only; a missing file is an error that wraps os.ErrNotExist.
 func readSeed(path string) (nkeys.KeyPair, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := state.ReadPrivate(path, "nkey seed")
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
+		return nil, err
 	}
 	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(raw))))
 	if err != nil {

@@ -127,3 +127,16 @@ func TestLoadOrCreateUser(t *testing.T) {
 		t.Errorf("a corrupt seed file was accepted")
 	}
 }
+
+// A seed others can read is refused (a device's NATS admin key gives every permission on
+// its listener), like the identity key.
+func TestSeedReadableByOthersRefused(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "admin.nk")
+	if _, _, err := LoadOrCreateUser(p); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(p, 0o644)
+	if _, _, err := LoadOrCreateUser(p); err == nil || !strings.Contains(err.Error(), "readable by its owner only") {
+		t.Errorf("a 0644 seed = %v; want it refused", err)
+	}
+}
