@@ -10,7 +10,6 @@ import (
 	"github.com/fleetprov/fleetprov/cmd/internal/cli"
 	"github.com/fleetprov/fleetprov/cmd/internal/probe"
 	"github.com/fleetprov/fleetprov/core/config"
-	"github.com/fleetprov/fleetprov/core/identity"
 	"github.com/fleetprov/fleetprov/core/jobs"
 	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/quadlet"
@@ -151,7 +150,7 @@ func (f *deviceFlags) provisioner(log *slog.Logger) (*provision.Provisioner, *si
 		Hook:        f.hook,
 		HostRoot:    f.hostRoot,
 		Config:      config.Options{BridgePort: f.bridgePort},
-		IdentityKey: identity.Path(f.identityKey, abs),
+		IdentityKey: f.identityKey,
 		Logger:      log,
 		Fault:       f.deps.fault,
 	})

@@ -24,12 +24,13 @@ func identityCommand() *cli.Command {
 				if len(args) != 0 {
 					return cli.Usagef("identity takes no arguments")
 				}
-				s, created, err := identity.LoadOrCreate(identity.Path(*key, *stateDir), "fleetprov-device:"+*deviceID)
+				path := identity.Path(*key, *stateDir)
+				s, created, err := identity.LoadOrCreate(path, "fleetprov-device:"+*deviceID)
 				if err != nil {
 					return err
 				}
 				if created {
-					fmt.Fprintf(io.Stderr, "made a new identity key at %s\n", identity.Path(*key, *stateDir))
+					fmt.Fprintf(io.Stderr, "made a new identity key at %s\n", path)
 				}
 				fmt.Fprintf(io.Stdout, "%s\n%s\n", identity.AuthorizedKey(s.PublicKey()), identity.Fingerprint(s.PublicKey()))
 				return nil

@@ -218,8 +218,8 @@ func DevicePermissions(fleet, device string, groups []string) jwt.Permissions {
 // JetStream API (the hub's durable fleet state).
 func PublisherPermissions(fleet string) jwt.Permissions {
 	var p jwt.Permissions
-	p.Pub.Allow.Add(subjects.Fleet(fleet), "_INBOX.>", "$JS.API.>", "$KV.>", "$O.>")
-	p.Sub.Allow.Add(subjects.Fleet(fleet), "_INBOX.>", "$KV.>", "$O.>")
+	p.Pub.Allow.Add(subjects.Fleet(fleet), "_INBOX.>", "$JS.API.>", "$KV.>")
+	p.Sub.Allow.Add(subjects.Fleet(fleet), "_INBOX.>", "$KV.>")
 	return p
 }
 
