@@ -17,6 +17,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/config/configtest"
+	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/core/secrets"
 	"github.com/fleetprov/fleetprov/internal/fptest"
@@ -82,14 +83,16 @@ func TestSecretsNeverInTheClear(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer spy.Unsubscribe()
+	// One debug log for the node and its provisioner (where secrets are opened and put).
 	var logs fptest.Buffer
+	debug := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	leaf := func(o *node.Options) {
 		o.Broker = broker.Options{Listen: "127.0.0.1:-1", Hub: []string{hub.LeafURL()}, ReconnectInterval: 100 * time.Millisecond}
-		o.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		o.Logger = debug
 	}
-	dev := provisiontest.New(t)
+	dev := provisiontest.New(t, func(o *provision.Options) { o.Logger = debug })
 	n1 := nodetest.StartDevice(t, dev, "d1", leaf)
-	other := provisiontest.New(t)
+	other := provisiontest.New(t, func(o *provision.Options) { o.Logger = debug })
 	nodetest.StartDevice(t, other, "d2", leaf)
 	fptest.WaitFor(t, 10*time.Second, "leaf links", func() bool { return hub.LeafNodes() == 2 })
 
