@@ -70,6 +70,23 @@ otherwise, 3 when the hub keeps no durable state.`,
 				if err != nil {
 					return cli.Exit(cli.ExitUnreachable, err)
 				}
+				// With --watch, the watch starts before the full read: a record written
+				// between them is in the read or in the watch, never in neither. Each
+				// record comes verified from the watch and updates its row; the whole
+				// state is read again only every 30 s (desired state changes too).
+				updates := make(chan fleet.DeviceStatus, 1024)
+				if *watch {
+					stop, err := ds.WatchStatus(func(s fleet.DeviceStatus) {
+						select {
+						case updates <- s:
+						default: // the next full read catches up
+						}
+					})
+					if err != nil {
+						return err
+					}
+					defer stop()
+				}
 				view, err := ds.View(ctx)
 				if err != nil {
 					return err
@@ -78,19 +95,6 @@ otherwise, 3 when the hub keeps no durable state.`,
 				if !*watch {
 					return printStatus(stdio.Stdout, show(), *asJSON)
 				}
-				// Each status record comes verified from the watch and updates its row; the
-				// whole state is read again only every 30 s (desired state changes too).
-				updates := make(chan fleet.DeviceStatus, 1024)
-				stop, err := ds.WatchStatus(func(s fleet.DeviceStatus) {
-					select {
-					case updates <- s:
-					default: // the next full read catches up
-					}
-				})
-				if err != nil {
-					return err
-				}
-				defer stop()
 				tick := time.NewTicker(30 * time.Second)
 				defer tick.Stop()
 				for {

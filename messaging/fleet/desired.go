@@ -381,7 +381,15 @@ func (d *DesiredStore) View(ctx context.Context) (*View, error) {
 }
 
 // Update takes a status record as WatchStatus hands it over.
-func (v *View) Update(s DeviceStatus) { v.Statuses[s.Device] = s }
+//
+// A record older than the one the view holds (a watched record queued while the view was
+// read) is ignored.
+func (v *View) Update(s DeviceStatus) {
+	if cur, ok := v.Statuses[s.Device]; ok && cur.Time.After(s.Time) {
+		return
+	}
+	v.Statuses[s.Device] = s
+}
 
 // Convergences is Convergences on the view, sorted by device.
 func (v *View) Convergences(extra ...string) []Convergence {

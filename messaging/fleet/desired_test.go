@@ -140,3 +140,18 @@ func TestGroupKeyNeedsProof(t *testing.T) {
 		t.Errorf("an offline device without a canary: %q", why)
 	}
 }
+
+// A watched record older than the one the view read (queued while it was read) does not
+// take the row back.
+func TestViewUpdateKeepsTheNewer(t *testing.T) {
+	now := time.Now()
+	v := &View{Statuses: map[string]DeviceStatus{"d1": {Status: wire.Status{Device: "d1", Desired: "new", Time: now}}}}
+	v.Update(DeviceStatus{Status: wire.Status{Device: "d1", Desired: "old", Time: now.Add(-time.Second)}})
+	if v.Statuses["d1"].Desired != "new" {
+		t.Errorf("an older record replaced a newer one: %+v", v.Statuses["d1"])
+	}
+	v.Update(DeviceStatus{Status: wire.Status{Device: "d1", Desired: "newer", Time: now.Add(time.Second)}})
+	if v.Statuses["d1"].Desired != "newer" {
+		t.Errorf("a newer record was ignored: %+v", v.Statuses["d1"])
+	}
+}

@@ -391,7 +391,8 @@ func (c *Client) finishDurable(ctx context.Context, o PushOptions, du *durable, 
 // waitConverged waits, after a durable rollout, until want of the devices succeeded
 // (their status records say so), or timeout.
 func (c *Client) waitConverged(ctx context.Context, du *durable, sum *Summary, want int, timeout time.Duration) {
-	// Records written before the rollout's routing saw them (the stream has them).
+	// The stream's records, for any the live routing dropped (a slow consumer); they are
+	// taken only where the routing holds nothing newer.
 	if sts, err := du.d.Statuses(ctx); err == nil {
 		du.statuses.merge(sts)
 	}
