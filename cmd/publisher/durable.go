@@ -52,7 +52,7 @@ func (d *durableFlags) apply(o *fleet.PushOptions) error {
 // open connects the push to the hub's durable state when the flags and the server allow
 // it; with auto and a server without JetStream (a device's own server, --via, a hub
 // without JetStream) the push is one-shot, and says so when it matters.
-func (d *durableFlags) open(ctx context.Context, cl *fleet.Client, o *fleet.PushOptions, stdio cli.IO) error {
+func (d *durableFlags) open(ctx context.Context, cl *fleet.Client, o *fleet.PushOptions) error {
 	if d == nil || d.mode == "off" || (d.mode == "auto" && o.Detach) {
 		return nil
 	}

@@ -138,7 +138,7 @@ func rollout(ctx context.Context, cf *connFlags, stdio cli.IO, o fleet.PushOptio
 		return err
 	}
 	defer done()
-	if err := df.open(ctx, cl, &o, stdio); err != nil {
+	if err := df.open(ctx, cl, &o); err != nil {
 		return err
 	}
 	view := newView(stdio.Stdout, asJSON, asJSONL)

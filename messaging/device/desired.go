@@ -1,7 +1,6 @@
 package device
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -221,19 +220,11 @@ func (s *Service) start(ctx context.Context, out *DesiredOutcome, r *Request) {
 		out.Action = DesiredCurrent
 		return
 	}
-	if s.o.Jobs.Active() != "" {
-		out.Action = DesiredBusy
-		return
-	}
-	err := env.CheckPayload(env.Payload)
-	switch {
-	case err == nil && env.PayloadRef != nil:
+	var err error
+	if env.PayloadRef != nil {
 		err = wire.Errorf(wire.ErrInvalid, "desired state carries its payload inline")
-	case err == nil && int64(len(env.Payload)) > s.limit():
-		err = wire.Errorf(wire.ErrTooLarge, "payload is %d bytes (limit %d)", len(env.Payload), s.limit())
-	}
-	if err == nil {
-		r.Payload, r.Size, r.Close = bytes.NewReader(env.Payload), int64(len(env.Payload)), func() {}
+	} else if err = s.inlinePayload(r); err == nil {
+		r.Close = func() {}
 		_, err = s.apply(ctx, r)
 	}
 	switch {

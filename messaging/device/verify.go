@@ -115,13 +115,9 @@ func (s *Service) verify(ctx context.Context, env *envelope.Envelope, raw []byte
 	req := &Request{Env: env, Decision: dec, Close: func() {}, raw: raw, sig: sig}
 	limit := s.limit()
 	if env.PayloadRef == nil {
-		if int64(len(env.Payload)) > limit {
-			return nil, wire.Errorf(wire.ErrTooLarge, "payload is %d bytes (limit %d)", len(env.Payload), limit)
-		}
-		if err := env.CheckPayload(env.Payload); err != nil {
+		if err := s.inlinePayload(req); err != nil {
 			return nil, err
 		}
-		req.Payload, req.Size = bytes.NewReader(env.Payload), int64(len(env.Payload))
 		return req, nil
 	}
 	if env.PayloadRef.Size > limit {
@@ -215,5 +211,19 @@ func checkDigest(f io.ReadSeeker, want string) error {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return wire.Wrap(wire.ErrInternal, "rewinding payload", err)
 	}
+	return nil
+}
+
+// inlinePayload makes r's inline payload its input, once it is within the limit and
+// matches the envelope's digest.
+func (s *Service) inlinePayload(r *Request) error {
+	env := r.Env
+	if limit := s.limit(); int64(len(env.Payload)) > limit {
+		return wire.Errorf(wire.ErrTooLarge, "payload is %d bytes (limit %d)", len(env.Payload), limit)
+	}
+	if err := env.CheckPayload(env.Payload); err != nil {
+		return err
+	}
+	r.Payload, r.Size = bytes.NewReader(env.Payload), int64(len(env.Payload))
 	return nil
 }
