@@ -249,5 +249,13 @@ func TestDurableDesiredState(t *testing.T) {
 				t.Errorf("%s is not on the resumed rollout's config", w.id)
 			}
 		}
+		// --resume with another payload is a new rollout: no device took it already.
+		y := r.variantOf(r.cfg2, "resume2-")
+		sum = durable("edge", y, func(o *fleet.PushOptions) { o.Resume = true })
+		for _, d := range sum.Devices {
+			if d.Stage == "already converged" || d.State != fleet.StateSucceeded {
+				t.Errorf("--resume of another payload: %s %s %q", d.Device, d.State, d.Stage)
+			}
+		}
 	})
 }
