@@ -2,7 +2,6 @@ package config
 
 import (
 	"regexp"
-	"sort"
 	"strings"
 )
 
@@ -72,7 +71,6 @@ func (m *Model) SecretNames() []string { return SortedKeys(m.Secrets) }
 // checkSecrets makes every Secret= reference name a declared secret and warns about
 // declared secrets no container uses.
 func checkSecrets(r *Report, m *Model) {
-	used := map[string]bool{}
 	for _, name := range SortedKeys(m.Containers.Container) {
 		c := m.Containers.Container[name]
 		for _, d := range c.Container {
@@ -89,7 +87,6 @@ func checkSecrets(r *Report, m *Model) {
 					continue
 				}
 				s := SecretRefName(v.Str)
-				used[s] = true
 				if _, ok := m.Secrets[s]; !ok {
 					declared := m.SecretNames()
 					hint := "no secrets are declared"
@@ -101,14 +98,10 @@ func checkSecrets(r *Report, m *Model) {
 			}
 		}
 	}
-	var unused []string
-	for name := range m.Secrets {
-		if !used[name] {
-			unused = append(unused, name)
+	users := m.SecretUsers()
+	for _, name := range m.SecretNames() {
+		if len(users[name]) == 0 {
+			r.Warnf(at("secrets", name), "secret %q is declared but no container uses it (Secret = [\"%s,type=env,target=...\"])", name, name)
 		}
-	}
-	sort.Strings(unused)
-	for _, name := range unused {
-		r.Warnf(at("secrets", name), "secret %q is declared but no container uses it (Secret = [\"%s,type=env,target=...\"])", name, name)
 	}
 }
