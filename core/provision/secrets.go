@@ -226,6 +226,7 @@ func (p *Provisioner) syncSecrets(ctx context.Context, m *config.Model, acc syst
 			if err := p.opts.Backend.Secrets.Put(ctx, st.acc, name, v); err != nil {
 				return nil, err
 			}
+			p.fault("secrets:put")
 			emit(record.Event{Step: "secret-install", Mode: st.mode, Status: "installed", Message: name})
 		}
 	}

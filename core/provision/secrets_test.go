@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
@@ -65,9 +66,9 @@ description = "database password"
 }
 
 // secretDevice is a simulated device with an identity key, and a sealer to it.
-func secretDevice(t *testing.T) (*provisiontest.Device, func(secrets.Values) []byte) {
+func secretDevice(t *testing.T, mutate ...func(*provision.Options)) (*provisiontest.Device, func(secrets.Values) []byte) {
 	t.Helper()
-	d := provisiontest.New(t)
+	d := provisiontest.New(t, mutate...)
 	signer, _, err := identity.LoadOrCreate(filepath.Join(d.StateDir, identity.DefaultFile), "test")
 	if err != nil {
 		t.Fatal(err)
@@ -308,8 +309,7 @@ func TestSecretRemovalFailureDoesNotFailTheApply(t *testing.T) {
 		t.Fatalf("apply with a broken secret store = %v", err)
 	}
 	// Only removals fail: drop every secret user so no put is needed.
-	noSecrets := []byte(strings.Split(string(noToken), "[containers.container.web]")[0] + "[containers.container.other]\nprivileged = true\n[containers.container.other.Container]\nImage = \"localhost/other:latest\"\n")
-	noSecrets = bytes.Replace(noSecrets, []byte(`required = ["web", "app"]`), []byte(`required = ["other"]`), 1)
+	noSecrets := noSecretUsers(noToken)
 	events, err := applyS(t, d, provision.Input{Reader: bytes.NewReader(noSecrets)})
 	if err != nil {
 		t.Fatalf("apply whose only secret step is a failing removal = %v", err)
@@ -327,5 +327,41 @@ func TestSecretRemovalFailureDoesNotFailTheApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantSecret(t, d, appStore, "api-token", "")
+	wantSecret(t, d, "system", "db-password", "")
+}
+
+// noSecretUsers is a secretsConfig whose containers are replaced by one that uses no
+// secret (so an apply of it puts none and removes what fleetprov made).
+func noSecretUsers(cfg []byte) []byte {
+	out := []byte(strings.Split(string(cfg), "[containers.container.web]")[0] + "[containers.container.other]\nprivileged = true\n[containers.container.other.Container]\nImage = \"localhost/other:latest\"\n")
+	return bytes.Replace(out, []byte(`required = ["web", "app"]`), []byte(`required = ["other"]`), 1)
+}
+
+// A crash right after a secret was put into Podman's store must not leave it there for
+// good: the record names it before the put, so the next apply that no longer uses it
+// removes it.
+func TestSecretPutThenCrashIsStillRemoved(t *testing.T) {
+	var armed atomic.Bool
+	d, seal := secretDevice(t, func(o *provision.Options) {
+		o.Fault = func(point string) {
+			if point == "secrets:put" && armed.CompareAndSwap(true, false) {
+				panic("crash after a put")
+			}
+		}
+	})
+	armed.Store(true)
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("the apply did not reach the crash point")
+			}
+		}()
+		applyS(t, d, provision.Input{Reader: bytes.NewReader(secretsConfig(false, "")),
+			Secrets: seal(secrets.Values{"db-password": []byte("pw"), "api-token": []byte("tok")})})
+	}()
+	wantSecret(t, d, "system", "db-password", "pw")
+	if _, err := applyS(t, d, provision.Input{Reader: bytes.NewReader(noSecretUsers(secretsConfig(false, "")))}); err != nil {
+		t.Fatalf("the next apply = %v", err)
+	}
 	wantSecret(t, d, "system", "db-password", "")
 }
