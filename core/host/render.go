@@ -212,7 +212,9 @@ func firewall(m config.Model, bridgePort int) string {
 	b.WriteString("table " + FirewallTable + " {\n")
 	b.WriteString("\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n")
 	b.WriteString("\t\tct state established,related accept\n\t\tct state invalid drop\n")
-	b.WriteString("\t\tiifname \"lo\" accept\n\t\tmeta l4proto { icmp, ipv6-icmp } accept\n")
+	// ICMP and ICMPv6 by number: nft resolves protocol names through /etc/protocols,
+	// which a minimal image may not have (found on a debootstrap minbase device).
+	b.WriteString("\t\tiifname \"lo\" accept\n\t\tmeta l4proto { 1, 58 } accept\n")
 	// Rootful containers on Podman bridge networks ask aardvark-dns on the bridge; DHCPv6
 	// answers to the host's link-local address are not "established".
 	b.WriteString("\t\tiifname \"podman*\" meta l4proto { tcp, udp } th dport 53 accept\n")

@@ -226,6 +226,24 @@ func (b *Broker) LeafURL() string {
 // is up; for a hub: the connected devices).
 func (b *Broker) LeafNodes() int { return b.srv.NumLeafNodes() }
 
+// Relink closes the leafnode connections, which a device's server dials again at once
+// (its remotes reconnect). After a change of the device's own addresses a link may ride
+// on an address that is gone: TCP would notice only after minutes of unanswered pings.
+// It returns how many links it closed.
+func (b *Broker) Relink() int {
+	lz, err := b.srv.Leafz(nil)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, l := range lz.Leafs {
+		if b.srv.DisconnectClientByID(l.ID) == nil {
+			n++
+		}
+	}
+	return n
+}
+
 // Err returns the fatal error the server reported, if any.
 func (b *Broker) Err() error { return b.lg.fatal() }
 

@@ -53,3 +53,28 @@ func TestStartErrors(t *testing.T) {
 		t.Error("Start on a used port succeeded")
 	}
 }
+
+// Relink closes the hub link, which the device dials again on its own: a new connection
+// that carries messages.
+func TestRelinkDialsAgain(t *testing.T) {
+	hub, hubConn := brokertest.Hub(t)
+	dev, devConn := brokertest.Start(t, func(o *broker.Options) {
+		o.Name, o.Hub, o.ReconnectInterval = "dev1", []string{hub.LeafURL()}, 100*time.Millisecond
+	})
+	waitFor(t, "leaf link", func() bool { return dev.LeafNodes() == 1 && hub.LeafNodes() == 1 })
+	before := dev.LeafIDs()
+	if n := dev.Relink(); n != 1 {
+		t.Fatalf("Relink closed %d links; want 1", n)
+	}
+	waitFor(t, "a new leaf link", func() bool {
+		ids := dev.LeafIDs()
+		return len(ids) == 1 && ids[0] != before[0]
+	})
+	sub, _ := devConn.SubscribeSync("fleetprov.f.dev.dev1.ping")
+	devConn.Flush()
+	waitFor(t, "messages over the new link", func() bool {
+		hubConn.Publish("fleetprov.f.dev.dev1.ping", []byte("hi"))
+		_, err := sub.NextMsg(50 * time.Millisecond)
+		return err == nil
+	})
+}

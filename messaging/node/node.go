@@ -239,7 +239,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		return nil, err
 	}
 	n.Desired = devicenats.NewConverger(devicenats.ConvergerOptions{Conn: n.Conn, Service: n.Service, LinkUp: hub,
-		Poll: o.LinkPoll, Logger: o.Logger})
+		Relink: n.Broker.Relink, Poll: o.LinkPoll, Logger: o.Logger})
 	if err := n.Desired.Start(ctx); err != nil {
 		n.NATS.Stop()
 		n.Service.Close()

@@ -5,6 +5,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -41,10 +43,16 @@ func run(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
-// rootfs returns the cached base root filesystem, building it on first use (~1-3 min).
+// imagePackages is what the device image has on top of minbase: systemd and Podman for
+// the workloads; sshd, nftables and timesyncd for the host settings.
+const imagePackages = "systemd,systemd-sysv,dbus,podman,busybox-static,iproute2,ca-certificates,uidmap,passt,libpam-systemd,openssh-server,nftables,systemd-timesyncd"
+
+// rootfs returns the cached base root filesystem, building it on first use (~1-3 min). The
+// cache is keyed by the package list, so adding a package rebuilds it.
 func rootfs(t *testing.T) string {
 	t.Helper()
-	dir := filepath.Join(cacheDir(), "rootfs")
+	sum := sha256.Sum256([]byte(imagePackages))
+	dir := filepath.Join(cacheDir(), "rootfs-"+hex.EncodeToString(sum[:4]))
 	if _, err := os.Stat(filepath.Join(dir, "usr/bin/podman")); err == nil {
 		return dir
 	}
@@ -53,22 +61,28 @@ func rootfs(t *testing.T) string {
 	os.MkdirAll(cacheDir(), 0o755)
 	t.Logf("building the device root filesystem in %s (debootstrap trixie)", tmp)
 	start := time.Now()
-	run(t, "debootstrap", "--variant=minbase",
-		"--include=systemd,systemd-sysv,dbus,podman,busybox-static,iproute2,ca-certificates,uidmap,passt,libpam-systemd",
-		"trixie", tmp)
+	run(t, "debootstrap", "--variant=minbase", "--include="+imagePackages, "trixie", tmp)
 	if err := os.Rename(tmp, dir); err != nil {
 		t.Fatal(err)
+	}
+	// Older images (another package list) go.
+	old, _ := filepath.Glob(filepath.Join(cacheDir(), "rootfs*"))
+	for _, o := range old {
+		if o != dir {
+			os.RemoveAll(o)
+		}
 	}
 	t.Logf("root filesystem built in %s", time.Since(start).Round(time.Second))
 	return dir
 }
 
-// device is one booted systemd-nspawn machine sharing the host's network namespace, so
-// each gets its own ports.
+// device is one booted systemd-nspawn machine. It shares the host's network namespace
+// (each gets its own ports), or has its own (netns) with eth0 and eth1.
 type device struct {
 	t        *testing.T
 	name     string
 	dir      string
+	netns    string // /run/netns/<netns>; "" = the host's
 	nspawn   *exec.Cmd
 	pid      int // the container's systemd (PID 1 inside)
 	httpPort int
@@ -112,6 +126,10 @@ func newDevice(t *testing.T, base, bins, name string, n int, hubLeaf string, gro
 	os.MkdirAll(filepath.Join(d.dir, "etc/systemd/system/multi-user.target.wants"), 0o755)
 	os.Symlink("/etc/systemd/system/fleetprov-worker.socket", filepath.Join(d.dir, "etc/systemd/system/sockets.target.wants/fleetprov-worker.socket"))
 	os.Symlink("/etc/systemd/system/fleetprov-worker.service", filepath.Join(d.dir, "etc/systemd/system/multi-user.target.wants/fleetprov-worker.service"))
+	// sshd would listen on the host's port 22: only a device with its own network runs it.
+	for _, u := range []string{"ssh.service", "ssh.socket"} {
+		os.Symlink("/dev/null", filepath.Join(d.dir, "etc/systemd/system", u))
+	}
 	// Devices share the host's network namespace: each socket gets its own port.
 	write("etc/systemd/system/fleetprov-worker.socket.d/10-e2e.conf", fmt.Sprintf("[Socket]\nListenStream=\nListenStream=127.0.0.1:%d\n", d.httpPort), 0o644)
 	write("etc/fleetprov/worker.toml", fmt.Sprintf(`fleet = "e2e"
@@ -137,7 +155,13 @@ heartbeat = "2s"
 func (d *device) boot() {
 	t := d.t
 	t.Helper()
-	d.nspawn = exec.Command("systemd-nspawn", "-D", d.dir, "-M", d.name, "-b", "--register=no", "--keep-unit", "--console=passive")
+	args := []string{"-D", d.dir, "-M", d.name, "-b", "--register=no", "--keep-unit", "--console=passive"}
+	if d.netns != "" {
+		// Its own network namespace: nspawn keeps CAP_NET_ADMIN only for a private
+		// network, which this is (networkd and nft need it).
+		args = append(args, "--network-namespace-path=/run/netns/"+d.netns, "--capability=CAP_NET_ADMIN")
+	}
+	d.nspawn = exec.Command("systemd-nspawn", args...)
 	d.nspawn.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	var log bytes.Buffer
 	d.nspawn.Stdout, d.nspawn.Stderr = &log, &log

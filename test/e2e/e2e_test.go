@@ -181,36 +181,12 @@ func TestDevices(t *testing.T) {
 		t.Logf("e2e wall time %s; steps: %v", time.Since(start).Round(time.Second), timings)
 	}()
 
-	e := &env{t: t, bins: t.TempDir(), keys: t.TempDir()}
 	t0 := time.Now()
-	for _, b := range []string{"worker", "publisher"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(e.bins, b), "../../cmd/"+b)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", b, err, out)
-		}
-	}
-	run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(e.keys, "id"))
-	pub, _ := os.ReadFile(filepath.Join(e.keys, "id.pub"))
-	e.adminLine = strings.TrimSpace(string(pub))
+	e := newEnv(t, "127.0.0.1:-1")
 	mark("build", t0)
-
 	t0 = time.Now()
 	base := rootfs(t)
 	mark("rootfs", t0)
-
-	// The hub as the README sets it up: operator mode on the hub.conf 'publisher nats init'
-	// writes (its listen addresses replaced by free loopback ports).
-	if code, out := e.publisher("nats", "init"); code != 0 {
-		t.Fatalf("publisher nats init = %d\n%s", code, out)
-	}
-	var err error
-	e.hub, err = broker.Start(context.Background(), broker.Options{Name: "hub", Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1",
-		ConfigFile: filepath.Join(e.keys, ".config", "fleetprov", "nats", "e2e", "hub.conf"), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.hub.Shutdown()
 
 	t0 = time.Now()
 	d1 := newDevice(t, base, e.bins, "e2e-dev1", 1, e.hub.LeafURL(), `"e2e-grp"`)
@@ -297,45 +273,9 @@ func TestDevices(t *testing.T) {
 		}
 	})
 
-	// The enrolment flow: the device boots with no hub credentials (the operator-mode hub
-	// refuses it), the key and fingerprint read on its console (worker identity) are
-	// enrolled offline, with a wrong fingerprint refused as an impostor; the hub
-	// credentials minted at enrolment are installed and the worker restarted, and the
-	// device answers through the hub.
-	enrol := func(t *testing.T, d *device, id string) {
-		t.Helper()
-		lines := strings.Split(strings.TrimSpace(d.exec("worker", "identity")), "\n")
-		key, fp := lines[len(lines)-2], lines[len(lines)-1]
-		if !strings.HasPrefix(fp, "SHA256:") || !strings.HasPrefix(key, "ssh-ed25519 ") {
-			t.Fatalf("worker identity printed %q", lines)
-		}
-		if code, out := e.publisher("ls", "--device", id, "--reply-timeout", "2s"); code == 0 {
-			t.Errorf("%s answers through the hub before it has credentials: ls = %d\n%s", id, code, out)
-		}
-		if code, out := e.publisher("enroll", "--device", id, "--pubkey", key, "--fingerprint", "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"); code != 5 {
-			t.Errorf("enroll with a wrong fingerprint = %d; want 5 (impostor)\n%s", code, out)
-		}
-		creds := filepath.Join(e.keys, id+".creds")
-		if code, out := e.publisher("enroll", "--device", id, "--pubkey", key, "--fingerprint", fp, "--groups", "e2e-grp", "--creds-out", creds); code != 0 || !strings.Contains(out, "enrolled") {
-			t.Fatalf("enroll %s = %d\n%s", id, code, out)
-		}
-		raw, err := os.ReadFile(creds)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(d.dir, "etc", "fleetprov", "hub.creds"), raw, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		d.exec("systemctl", "restart", "fleetprov-worker.service")
-		d.waitFor("its hub link with the new credentials", 60*time.Second, func() bool {
-			code, out := e.publisher("ls", "--device", id)
-			return code == 0 && fptest.Cell(out, id, -1) == "enrolled"
-		})
-	}
-
 	t.Run("1b_enrol_by_fingerprint", func(t *testing.T) {
 		defer use(t)()
-		enrol(t, d1, "e2e-dev1") // ends when ls shows it enrolled through the hub
+		e.enrol(t, d1, "e2e-dev1") // ends when ls shows it enrolled through the hub
 	})
 
 	t.Run("2_rootless_over_nats", func(t *testing.T) {
@@ -523,7 +463,7 @@ func TestDevices(t *testing.T) {
 		}
 		// d2 is unprovisioned: enrolled by fingerprint, then a first-boot apply of its own
 		// config (proof of possession).
-		enrol(t, d2, "e2e-dev2")
+		e.enrol(t, d2, "e2e-dev2")
 		w2 := workload{admin: e.adminLine, webPort: d2.webPort, appPort: d2.appPort}
 		code, out = e.publisher("push", e.writeConfig("grp-d2.toml", w2), "--device", "e2e-dev2", "--timeout", "3m")
 		if code != 0 {
@@ -569,5 +509,70 @@ func TestDevices(t *testing.T) {
 		if j := d2.lastJob(e); j["id"] != want || j["state"] != "succeeded" || !d2.active("web.service") || !httpUp(d2.appPort) {
 			t.Errorf("d2's last job = %v (want %s succeeded), web active %v, app answers %v", j["id"], want, d2.active("web.service"), httpUp(d2.appPort))
 		}
+	})
+}
+
+// newEnv builds the binaries, makes the operator's key and starts the hub as the README
+// sets it up: operator mode on the hub.conf 'publisher nats init' writes, its leafnode
+// listener on leafListen.
+func newEnv(t *testing.T, leafListen string) *env {
+	t.Helper()
+	e := &env{t: t, root: t, bins: t.TempDir(), keys: t.TempDir()}
+	for _, b := range []string{"worker", "publisher"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(e.bins, b), "../../cmd/"+b)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", b, err, out)
+		}
+	}
+	run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(e.keys, "id"))
+	pub, _ := os.ReadFile(filepath.Join(e.keys, "id.pub"))
+	e.adminLine = strings.TrimSpace(string(pub))
+	if code, out := e.publisher("nats", "init"); code != 0 {
+		t.Fatalf("publisher nats init = %d\n%s", code, out)
+	}
+	var err error
+	e.hub, err = broker.Start(context.Background(), broker.Options{Name: "hub", Listen: "127.0.0.1:-1", LeafListen: leafListen,
+		ConfigFile: filepath.Join(e.keys, ".config", "fleetprov", "nats", "e2e", "hub.conf"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.hub.Shutdown)
+	return e
+}
+
+// enrol is the enrolment flow: the device boots with no hub credentials (the
+// operator-mode hub refuses it), the key and fingerprint read on its console (worker
+// identity) are enrolled offline, with a wrong fingerprint refused as an impostor; the hub
+// credentials minted at enrolment are installed and the worker restarted, and the device
+// answers through the hub.
+func (e *env) enrol(t *testing.T, d *device, id string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(d.exec("worker", "identity")), "\n")
+	key, fp := lines[len(lines)-2], lines[len(lines)-1]
+	if !strings.HasPrefix(fp, "SHA256:") || !strings.HasPrefix(key, "ssh-ed25519 ") {
+		t.Fatalf("worker identity printed %q", lines)
+	}
+	if code, out := e.publisher("ls", "--device", id, "--reply-timeout", "2s"); code == 0 {
+		t.Errorf("%s answers through the hub before it has credentials: ls = %d\n%s", id, code, out)
+	}
+	if code, out := e.publisher("enroll", "--device", id, "--pubkey", key, "--fingerprint", "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"); code != 5 {
+		t.Errorf("enroll with a wrong fingerprint = %d; want 5 (impostor)\n%s", code, out)
+	}
+	creds := filepath.Join(e.keys, id+".creds")
+	if code, out := e.publisher("enroll", "--device", id, "--pubkey", key, "--fingerprint", fp, "--groups", "e2e-grp", "--creds-out", creds); code != 0 || !strings.Contains(out, "enrolled") {
+		t.Fatalf("enroll %s = %d\n%s", id, code, out)
+	}
+	raw, err := os.ReadFile(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d.dir, "etc", "fleetprov", "hub.creds"), raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.exec("systemctl", "restart", "fleetprov-worker.service")
+	d.waitFor("its hub link with the new credentials", 60*time.Second, func() bool {
+		code, out := e.publisher("ls", "--device", id)
+		return code == 0 && fptest.Cell(out, id, -1) == "enrolled"
 	})
 }
