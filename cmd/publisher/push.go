@@ -54,6 +54,12 @@ have converged. --revert-on-failure: when --canary or --max-failures stops the r
 the devices that already took the new state get their previous desired state back.
 'publisher status' shows every device's desired state against what it applied.
 
+Plan: --plan applies nothing. Each --device gets the payload in a signed validate op and
+answers with what an apply would change there, computed against its active state and its
+host without changing them: Quadlet units added, changed or removed, and host steps
+(accounts, SSH keys, network/NTP/dnsmasq files, the firewall table, services), and whether
+the change would await a commit-confirm. Exit 1 if a device would refuse it.
+
 Output: a live view on a terminal, plain lines otherwise, --json (summary) or --jsonl
 (every state change) for scripts. Exit status 0 only if every device succeeded (durable:
 or is offline, and --wait was met); 1 if any failed, rolled back, was busy or rejected; 3 if no device answered; 4 if all were
@@ -73,6 +79,7 @@ unauthorized; 5 if a device's answer was not signed by its enrolled key (imposto
 			asJSON := fs.Bool("json", false, "print the summary as JSON")
 			asJSONL := fs.Bool("jsonl", false, "print every device state change as a JSON line")
 			noValidate := fs.Bool("no-validate", false, "skip local validation")
+			plan := fs.Bool("plan", false, "apply nothing: show what an apply would change on each --device (units, accounts, keys, files, firewall), as the device itself plans it")
 			var df durableFlags
 			df.register(fs)
 			var sf secretFlags
@@ -116,6 +123,15 @@ unauthorized; 5 if a device's answer was not signed by its enrolled key (imposto
 					}
 				}
 				o.Payload = fleet.Payload{Data: raw, ContentType: contentType(raw)}
+				if *plan {
+					if len(target.Devices) == 0 {
+						return cli.Usagef("--plan needs --device (each named device plans the change against its own state)")
+					}
+					if len(o.Secrets) > 0 {
+						return cli.Usagef("--plan sends no secrets: drop --secret/--secrets")
+					}
+					return planPush(ctx, &cf, stdio, target.Devices, o.Payload, *asJSON)
+				}
 				if err := df.apply(&o); err != nil {
 					return err
 				}

@@ -190,17 +190,23 @@ func queryErr(err error) error {
 
 // signedQuery sends a signed read-only op to one device and returns the reply data.
 func signedQuery(ctx context.Context, cf *connFlags, stdio cli.IO, dev, op string, body []byte) (*fleet.Client, func(), json.RawMessage, error) {
+	ct := envelope.TypeNone
+	if body != nil {
+		ct = envelope.TypeJSON
+	}
+	return signedRequest(ctx, cf, stdio, dev, op, fleet.Payload{Data: body, ContentType: ct})
+}
+
+// signedRequest sends op with an inline payload to one device and returns its verified
+// answer's data.
+func signedRequest(ctx context.Context, cf *connFlags, stdio cli.IO, dev, op string, p fleet.Payload) (*fleet.Client, func(), json.RawMessage, error) {
 	cf.named = true
 	cl, closeFn, err := cf.client(stdio, true)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	ct := envelope.TypeNone
-	if body != nil {
-		ct = envelope.TypeJSON
-	}
-	env := cl.NewEnvelope(op, dev, "", fleet.Payload{Data: body, ContentType: ct})
-	env.Payload = body
+	env := cl.NewEnvelope(op, dev, "", p)
+	env.Payload = p.Data
 	subj, err := subjects.Build(subjects.Subject{Fleet: cf.fleetName, Kind: subjects.Device, Name: dev, Op: op})
 	if err != nil {
 		closeFn()

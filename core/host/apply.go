@@ -42,12 +42,11 @@ type Step struct {
 	do      func(ctx context.Context, e *Env) error
 }
 
-func (s Step) String() string {
-	out := s.Kind + " " + s.Object + ": " + s.Action
-	if s.Detail != "" {
-		out += " (" + s.Detail + ")"
-	}
-	return out
+func (s Step) String() string { return s.Record().String() }
+
+// Record is the step as a plan reports it.
+func (s Step) Record() record.HostStep {
+	return record.HostStep{Kind: s.Kind, Object: s.Object, Action: s.Action, Detail: s.Detail, Network: s.Network}
 }
 
 // Plan is the ordered list of changes that makes a host match a Desired state.

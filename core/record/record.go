@@ -102,3 +102,43 @@ func (j Job) Clone() Job {
 	}
 	return c
 }
+
+// Plan is what an apply of an input would change on a device, computed without changing
+// anything (Salt's test=True): the Quadlet units it would add, change or remove against
+// the active ones, and the host steps (accounts, keys, files, firewall, services).
+type Plan struct {
+	Units []UnitChange `json:"units"`
+	// HostManaged is false when the device applies no host settings (--host none).
+	HostManaged bool       `json:"host_managed"`
+	Host        []HostStep `json:"host"`
+	// Confirm is how a network change would be confirmed ("" when the plan has none).
+	Confirm        string `json:"confirm,omitempty"`
+	ConfirmSeconds int    `json:"confirm_seconds,omitempty"`
+}
+
+// UnitChange is one Quadlet unit an apply would add, change or remove.
+type UnitChange struct {
+	Unit   string `json:"unit"` // the Quadlet file, e.g. web.container
+	Mode   string `json:"mode"` // rootful or rootless
+	Action string `json:"action"`
+}
+
+// HostStep is one change to the host: an account, a key, a file, the firewall table or a
+// service command.
+type HostStep struct {
+	Kind   string `json:"kind"`   // user, key, file, firewall, service
+	Object string `json:"object"` // an account, a path, the table, a unit or command
+	Action string `json:"action"` // create, update, lock, write, remove, load, delete, reload, restart, enable, disable
+	Detail string `json:"detail,omitempty"`
+	// Network is true for a change that can cut the device off (network, DNS, firewall,
+	// dnsmasq): an apply with one is commit-confirmed.
+	Network bool `json:"network,omitempty"`
+}
+
+func (s HostStep) String() string {
+	out := s.Kind + " " + s.Object + ": " + s.Action
+	if s.Detail != "" {
+		out += " (" + s.Detail + ")"
+	}
+	return out
+}

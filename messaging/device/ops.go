@@ -89,10 +89,20 @@ func (s *Service) Validate(ctx context.Context, r io.Reader) wire.ValidationResu
 	return wire.NewValidationResult(v.Report)
 }
 
+// validate answers a signed validate op: the report, and for a valid input the plan of
+// what an apply would change here (units and host steps), computed without changing
+// anything. A plan the host refuses (an account fleetprov may not touch, a ruleset nft
+// rejects) is an invalid input, as the apply's check-host stage would make it.
 func (s *Service) validate(ctx context.Context, r *Request) (wire.Reply, error) {
 	defer r.Close()
-	v, _ := check.Input(ctx, r.Payload, s.o.Prov.ValidateOptions())
-	return wire.OK(wire.NewValidationResult(v.Report)), nil
+	plan, rep, err := s.o.Prov.PlanFor(ctx, r.Payload)
+	res := wire.NewValidationResult(rep)
+	if err != nil && res.OK {
+		res.OK = false
+		res.Errors = append(res.Errors, config.Entry{Severity: config.SeverityError, Message: err.Error()})
+	}
+	res.Plan = plan
+	return wire.OK(res), nil
 }
 
 // Current is the device's desired state and drift.

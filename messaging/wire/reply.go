@@ -93,6 +93,9 @@ type ValidationResult struct {
 	OK       bool           `json:"ok"`
 	Errors   []config.Entry `json:"errors"`
 	Warnings []config.Entry `json:"warnings"`
+	// Plan is what an apply would change on the device (the signed validate op of a
+	// valid input; publisher push --plan shows it).
+	Plan *record.Plan `json:"plan,omitempty"`
 }
 
 // NewValidationResult folds a report into a result.

@@ -242,7 +242,21 @@ func TestHostSettings(t *testing.T) {
 
 	t.Run("2_failed_container_restores_the_host", func(t *testing.T) {
 		defer use(t)()
-		code, out := push("gw-b.toml", gatewayConfig(strings.TrimSpace(string(pub2)), wanAddr, 60, true))
+		cfg := gatewayConfig(strings.TrimSpace(string(pub2)), wanAddr, 60, true)
+		// The plan first, from the device itself (nft -c on its host): nothing changes.
+		code, out := push("gw-b.toml", cfg, "--plan")
+		for _, want := range []string{"unit  add     broken.container (rootful)", "host  key admin: write (~/.ssh/authorized_keys)"} {
+			if code != 0 || !strings.Contains(out, want) {
+				t.Errorf("push --plan = %d, without %q", code, want)
+			}
+		}
+		if strings.Contains(out, "host  file") || strings.Contains(out, "web.container") {
+			t.Errorf("push --plan lists what stays the same:\n%s", out)
+		}
+		if who, err := ssh(key2, wanAddr); err == nil {
+			t.Fatalf("push --plan installed the new key: %q", who)
+		}
+		code, out = push("gw-b.toml", cfg)
 		if code != 1 || !strings.Contains(out, "rolled-back") {
 			t.Fatalf("push with a broken container = %d\n%s", code, out)
 		}
