@@ -171,7 +171,8 @@ func (p *Provisioner) waitConfirm(ctx context.Context, pc pendingConfirm, emit f
 		what = "an operator's signed confirm (publisher confirm --device ...)"
 	}
 	left := time.Until(pc.Deadline).Round(time.Second)
-	emit(record.Event{Step: "confirm", Status: "waiting", Message: fmt.Sprintf("network changed: waiting up to %s for %s", left, what)})
+	// Service names the mode, so the Boot UI knows to offer its confirm button.
+	emit(record.Event{Step: "confirm", Service: pc.Mode, Status: "waiting", Message: fmt.Sprintf("network changed: waiting up to %s for %s", left, what)})
 	p.confirmMu.Lock()
 	p.confirmed = make(chan struct{})
 	confirmed := p.confirmed

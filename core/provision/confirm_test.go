@@ -56,7 +56,7 @@ func TestUnconfirmedNetworkChangeRollsBack(t *testing.T) {
 		if provisiontest.Tree(t, d.Prov.State().Active()) != before || firewallFile(d) {
 			t.Errorf("the previous state and host are not back")
 		}
-		if !strings.Contains(eventLines(events), "confirm | waiting | network changed: waiting up to 1m0s for a round trip through the hub") {
+		if !strings.Contains(eventLines(events), "confirm | auto | waiting | network changed: waiting up to 1m0s for a round trip through the hub") {
 			t.Errorf("events:\n%s", eventLines(events))
 		}
 		if _, _, ok := d.Prov.AwaitingConfirm(); ok {

@@ -46,6 +46,10 @@ type Server struct {
 	log       *slog.Logger
 	csrf      string
 	mux       *http.ServeMux
+	// uiJob and uiToken are the first-boot job the Boot UI started and the form token of
+	// the browser that started it: only that browser may confirm its network change.
+	uiMu           sync.Mutex
+	uiJob, uiToken string
 }
 
 // New builds the server and its routes.
@@ -110,6 +114,7 @@ func (s *Server) routes() []route {
 		{"GET /metrics", s.metrics},
 		{"GET /{$}", s.uiIndex},
 		{"POST /apply", s.uiApply},
+		{"POST /confirm", s.uiConfirm},
 	}
 }
 

@@ -189,6 +189,40 @@ func (s *Server) uiApply(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	s.uiMu.Lock()
+	s.uiJob, s.uiToken = id, token
+	s.uiMu.Unlock()
 	// The progress page is the response itself: after the job the UI routes are gone.
-	return s.render(w, http.StatusAccepted, "progress.html", page{JobID: id})
+	return s.render(w, http.StatusAccepted, "progress.html", page{JobID: id, CSRF: token})
+}
+
+// uiConfirm confirms the network change the Boot UI's own first-boot job awaits
+// (activation.confirm = "operator"): the page still reaching the device is the proof.
+// Only the browser that started the job may: its form token must match its cookie and be
+// the one the job was started with.
+func (s *Server) uiConfirm(w http.ResponseWriter, r *http.Request) error {
+	if err := s.uiHostGuard(r); err != nil {
+		return err
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	if err := r.ParseForm(); err != nil {
+		return errf(wire.ErrInvalid, "expected a form", err)
+	}
+	cookie, err := r.Cookie(csrfCookie)
+	token, job := r.FormValue("csrf"), r.FormValue("job")
+	if err != nil || token == "" || subtle.ConstantTimeCompare([]byte(cookie.Value), []byte(token)) != 1 {
+		return errf(wire.ErrForbidden, "form token missing or wrong; reload the page", nil)
+	}
+	s.uiMu.Lock()
+	mine := s.uiToken != "" && subtle.ConstantTimeCompare([]byte(s.uiToken), []byte(token)) == 1 && job == s.uiJob
+	s.uiMu.Unlock()
+	if !mine {
+		return errf(wire.ErrForbidden, "only the page that started this job may confirm it", nil)
+	}
+	if err := s.o.Service.ConfirmJob(job); err != nil {
+		return errf(wire.ErrNotFound, err.Error(), err)
+	}
+	s.log.Info("network change confirmed from the Boot UI", "job_id", job)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/check"
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/provision"
+	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/wire"
 )
@@ -81,6 +83,24 @@ func (s *Service) confirm(ctx context.Context, r *Request) (wire.Reply, error) {
 		return wire.Reply{}, wire.Errorf(wire.ErrNotFound, "%w", err)
 	}
 	return wire.OK(nil), nil
+}
+
+// ConfirmJob confirms the network change that job id awaits from an operator
+// (activation.confirm = "operator"): the Boot UI's confirm, from the browser session
+// that started that job. provision.ErrNothingToConfirm when that job awaits none.
+func (s *Service) ConfirmJob(id string) error {
+	j, err := s.Job(id)
+	if err != nil || j.State != record.Running {
+		return provision.ErrNothingToConfirm
+	}
+	mode, _, ok := s.o.Prov.AwaitingConfirm()
+	switch {
+	case !ok:
+		return provision.ErrNothingToConfirm
+	case mode != config.ConfirmOperator:
+		return fmt.Errorf("%w: this change is confirmed by the hub link answering again, not by hand", provision.ErrNothingToConfirm)
+	}
+	return s.o.Prov.Confirm()
 }
 
 // Validate checks an input offline as this device would (its validation options).

@@ -9,6 +9,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,7 +34,11 @@ func chromium(t *testing.T) string {
 // device starts a worker node with its HTTP bridge on a random loopback port.
 func device(t *testing.T) (string, *provisiontest.Device) {
 	t.Helper()
-	dev := provisiontest.New(t)
+	return serve(t, provisiontest.New(t))
+}
+
+func serve(t *testing.T, dev *provisiontest.Device) (string, *provisiontest.Device) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -153,5 +158,71 @@ func TestBootUIBrokenConfigShowsErrors(t *testing.T) {
 	chromedp.Run(ctx, chromedp.Value("#text", &text, chromedp.ByID))
 	if !bytes.Contains([]byte(text), []byte("dhcp_start")) {
 		t.Error("the pasted config was not kept in the form")
+	}
+}
+
+// TestBootUIConfirmsItsNetworkChange: a first boot through the Boot UI whose config
+// changes the firewall with activation.confirm = "operator" waits for a confirmation;
+// the page offers it, a forged form (its own cookie and token pair, the job's id) is
+// refused and leaves the window open, and the page's button confirms: provisioned.
+func TestBootUIConfirmsItsNetworkChange(t *testing.T) {
+	base, dev := serve(t, provisiontest.NewWithHost(t))
+	ctx := browser(t)
+	cfg := `version = 1
+[users.admin]
+isAdmin = true
+ssh_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfm/RhPyisFyBAwigDt2AnnOU1fMAVk4XaCj3S/k/3Z admin@a"
+[network.firewall.inbound.wan]
+tcp = [443]
+[activation]
+required = ["web"]
+confirm = "operator"
+confirm_seconds = 60
+[containers.container.web]
+privileged = true
+[containers.container.web.Container]
+Image = "docker.io/library/nginx:1"
+`
+	var job string
+	var ok bool
+	err := chromedp.Run(ctx,
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible("#text", chromedp.ByID),
+		chromedp.SetValue("#text", cfg, chromedp.ByID),
+		chromedp.Click("#apply", chromedp.ByID),
+		chromedp.WaitVisible("#confirm-button", chromedp.ByID),
+		chromedp.AttributeValue("body", "data-job", &job, &ok, chromedp.ByQuery),
+	)
+	if err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	screenshot(t, ctx, "bootui-confirm.png")
+	forged := url.Values{"csrf": {"forged-token"}, "job": {job}}
+	req, _ := http.NewRequest("POST", base+"/confirm", strings.NewReader(forged.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.AddCookie(&http.Cookie{Name: "fleetprov_csrf", Value: "forged-token"})
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusForbidden {
+		t.Errorf("a forged confirm = %d; want 403", res.StatusCode)
+	}
+	if _, _, waiting := dev.Prov.AwaitingConfirm(); !waiting {
+		t.Fatal("a forged confirm ended the window")
+	}
+	var state, events string
+	err = chromedp.Run(ctx,
+		chromedp.Click("#confirm-button", chromedp.ByID),
+		chromedp.WaitVisible("#result", chromedp.ByID),
+		chromedp.Text("#state", &state, chromedp.ByID),
+		chromedp.Text("#events", &events, chromedp.ByID),
+	)
+	if err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	if state != "Provisioned" || !strings.Contains(events, "confirm operator waiting") || !strings.Contains(events, "confirm confirmed") {
+		t.Errorf("state %q, events:\n%s", state, events)
 	}
 }

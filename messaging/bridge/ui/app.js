@@ -30,7 +30,23 @@
     if (ev.message) { parts.push("— " + ev.message); }
     li.textContent = parts.join(" ");
     list.appendChild(li);
+    // A network change that waits for an operator: this page reaching the device is
+    // the proof, so offer to confirm it (POST /confirm with this page's form token).
+    if (confirmForm && ev.step === "confirm") {
+      confirmForm.hidden = !(ev.status === "waiting" && ev.service === "operator");
+    }
   };
+  var confirmForm = document.getElementById("confirm");
+  if (confirmForm) {
+    confirmForm.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var err = document.getElementById("confirm-error");
+      fetch("/confirm", { method: "POST", body: new URLSearchParams(new FormData(confirmForm)) }).then(function (r) {
+        if (r.ok) { confirmForm.hidden = true; return; }
+        return r.json().then(function (j) { err.textContent = j.error || ("HTTP " + r.status); err.hidden = false; });
+      }).catch(function (x) { err.textContent = String(x); err.hidden = false; });
+    });
+  }
   var es = new EventSource("/api/jobs/" + encodeURIComponent(job) + "/events");
   es.onmessage = function (m) { add(JSON.parse(m.data)); };
   es.addEventListener("done", function (m) {
