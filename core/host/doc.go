@@ -1,6 +1,6 @@
 // Package host turns a config's host settings into the host state they ask for (accounts
 // with their SSH keys, systemd-networkd and resolved files, an nftables table of our own,
-// timesyncd and dnsmasq settings, the OS upgrade server) and converges a host to it
+// timesyncd (or chrony) and dnsmasq settings, the OS upgrade server) and converges a host to it
 // through system.Host and files under a host root. It is idempotent: converging to the
 // previous config's state is how a failed activation rolls the host back.
 //

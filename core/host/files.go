@@ -28,6 +28,10 @@ var reloads = map[string]struct{ written, removed [][]string }{
 		written: [][]string{{"systemctl", "try-restart", "systemd-timesyncd.service"}},
 		removed: [][]string{{"systemctl", "try-restart", "systemd-timesyncd.service"}},
 	},
+	KindChrony: {
+		written: [][]string{{"chronyc", "reload", "sources"}},
+		removed: [][]string{{"chronyc", "reload", "sources"}},
+	},
 	KindDnsmasq: {
 		written: [][]string{{"systemctl", "enable", "dnsmasq.service"}, {"systemctl", "restart", "dnsmasq.service"}},
 		removed: [][]string{{"systemctl", "disable", "--now", "dnsmasq.service"}},
@@ -36,12 +40,12 @@ var reloads = map[string]struct{ written, removed [][]string }{
 
 // kindOrder is the order kinds are applied in: the firewall first, so a network change
 // never runs unprotected, then the network, what rides on it, and the rest.
-var kindOrder = []string{KindFirewall, KindNetwork, KindDNS, KindNTP, KindDnsmasq, KindOSUpgrade}
+var kindOrder = []string{KindFirewall, KindNetwork, KindDNS, KindNTP, KindChrony, KindDnsmasq, KindOSUpgrade}
 
 // managedPaths lists the files of ours that exist under the root r, by kind.
 func managedPaths(r *os.Root) (map[string]string, error) {
 	out := map[string]string{}
-	for p, kind := range map[string]string{ResolvedDropIn: KindDNS, TimesyncDropIn: KindNTP, DnsmasqConf: KindDnsmasq,
+	for p, kind := range map[string]string{ResolvedDropIn: KindDNS, TimesyncDropIn: KindNTP, ChronySources: KindChrony, DnsmasqConf: KindDnsmasq,
 		OSUpgradeConf: KindOSUpgrade, FirewallRuleset: KindFirewall, FirewallUnit: KindFirewall} {
 		if _, err := r.Lstat(rel(p)); err == nil {
 			out[p] = kind
@@ -102,7 +106,7 @@ func planFiles(r *os.Root, d Desired) ([]Step, error) {
 		if c == nil {
 			continue
 		}
-		network := kind != KindNTP && kind != KindOSUpgrade
+		network := kind != KindNTP && kind != KindChrony && kind != KindOSUpgrade
 		if kind == KindFirewall && d.Firewall == nil {
 			steps = append(steps, firewallSteps(d, false)...)
 		}

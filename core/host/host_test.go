@@ -292,3 +292,42 @@ func TestFailedCreateIsForgotten(t *testing.T) {
 		t.Errorf("an account made by someone else after the failure = %v; want it foreign", err)
 	}
 }
+
+// TestChronyWhenTheImageRunsIt: on an image with chronyd the NTP servers go to chrony's
+// sources dir and chrony reloads its sources; switching back to timesyncd (the image
+// changed) removes our sources file.
+func TestChronyWhenTheImageRunsIt(t *testing.T) {
+	r := newRig(t)
+	if host.HasChrony(r.root) {
+		t.Fatal("HasChrony on a root without chronyd")
+	}
+	must(t, os.MkdirAll(filepath.Join(r.root, "usr/sbin"), 0o755))
+	must(t, os.WriteFile(filepath.Join(r.root, host.Chronyd), nil, 0o755))
+	if !host.HasChrony(r.root) {
+		t.Fatal("HasChrony misses chronyd")
+	}
+	m := cfg(t, fmt.Sprintf("[users.admin]\nisAdmin = true\nssh_key = %q\n[network.ntp]\nservers = [\"time.example.com\", \"192.0.2.123\"]\n", keyA))
+	if _, err := host.Apply(context.Background(), r.env, host.Render(m, host.Options{Chrony: true}), func(record.Event) {}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(filepath.Join(r.root, host.ChronySources))
+	if !strings.Contains(string(got), "server time.example.com iburst\nserver 192.0.2.123 iburst\n") {
+		t.Errorf("chrony sources:\n%s", got)
+	}
+	if _, err := os.Stat(filepath.Join(r.root, host.TimesyncDropIn)); err == nil {
+		t.Error("a timesyncd drop-in on a chrony image")
+	}
+	if tr := r.sim.Transcript(); !strings.Contains(tr, "host: chronyc reload sources") || strings.Contains(tr, "timesyncd") {
+		t.Errorf("transcript:\n%s", tr)
+	}
+	r.sim.Reset()
+	if _, err := host.Apply(context.Background(), r.env, host.Render(m, host.Options{}), func(record.Event) {}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(r.root, host.ChronySources)); err == nil {
+		t.Error("our chrony sources stayed after the switch to timesyncd")
+	}
+	if tr := r.sim.Transcript(); !strings.Contains(tr, "host: chronyc reload sources") || !strings.Contains(tr, "systemd-timesyncd") {
+		t.Errorf("transcript after the switch:\n%s", tr)
+	}
+}

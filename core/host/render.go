@@ -3,7 +3,9 @@ package host
 import (
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -14,10 +16,15 @@ import (
 
 // Paths of the files this package manages, on the host (joined to the host root).
 const (
-	NetworkDir      = "/etc/systemd/network"
-	NetworkPrefix   = "50-fleetprov-" // + ethN.network
-	ResolvedDropIn  = "/etc/systemd/resolved.conf.d/50-fleetprov.conf"
-	TimesyncDropIn  = "/etc/systemd/timesyncd.conf.d/50-fleetprov.conf"
+	NetworkDir     = "/etc/systemd/network"
+	NetworkPrefix  = "50-fleetprov-" // + ethN.network
+	ResolvedDropIn = "/etc/systemd/resolved.conf.d/50-fleetprov.conf"
+	TimesyncDropIn = "/etc/systemd/timesyncd.conf.d/50-fleetprov.conf"
+	// ChronySources is where the NTP servers go on an image that runs chrony (Debian's
+	// chrony.conf reads sourcedir /etc/chrony/sources.d).
+	ChronySources = "/etc/chrony/sources.d/50-fleetprov.sources"
+	// Chronyd is how an image that runs chrony is recognised.
+	Chronyd         = "/usr/sbin/chronyd"
 	DnsmasqConf     = "/etc/dnsmasq.d/fleetprov.conf"
 	OSUpgradeConf   = "/etc/fleetprov/os-upgrade.conf"
 	FirewallRuleset = "/etc/fleetprov/firewall.nft"
@@ -33,6 +40,7 @@ const (
 	KindNetwork   = "network"
 	KindDNS       = "dns"
 	KindNTP       = "ntp"
+	KindChrony    = "ntp-chrony"
 	KindDnsmasq   = "dnsmasq"
 	KindOSUpgrade = "os-upgrade"
 	KindFirewall  = "firewall"
@@ -72,6 +80,14 @@ type File struct {
 type Options struct {
 	// BridgePort is the HTTP bridge's port, a platform port on the LAN (default 8080).
 	BridgePort int
+	// Chrony: the image keeps time with chrony, not systemd-timesyncd (see HasChrony).
+	Chrony bool
+}
+
+// HasChrony reports whether the host under root runs chrony (its daemon is installed).
+func HasChrony(root string) bool {
+	_, err := os.Stat(filepath.Join(root, Chronyd))
+	return err == nil
 }
 
 const header = "# Written by fleetprov from the device's config.toml; changes here are overwritten.\n"
@@ -113,7 +129,15 @@ func Render(m config.Model, o Options) Desired {
 			add(ResolvedDropIn, KindDNS, b.String())
 		}
 		if n.NTP != nil && len(n.NTP.Servers) > 0 {
-			add(TimesyncDropIn, KindNTP, "[Time]\nNTP="+strings.Join(n.NTP.Servers, " ")+"\n")
+			if o.Chrony {
+				var b strings.Builder
+				for _, srv := range n.NTP.Servers {
+					b.WriteString("server " + srv + " iburst\n")
+				}
+				add(ChronySources, KindChrony, b.String())
+			} else {
+				add(TimesyncDropIn, KindNTP, "[Time]\nNTP="+strings.Join(n.NTP.Servers, " ")+"\n")
+			}
 		}
 		if n.Dnsmasq != nil {
 			add(DnsmasqConf, KindDnsmasq, dnsmasqConf(m))

@@ -21,11 +21,15 @@ func (p *Provisioner) hostEnv() *host.Env {
 	if p.opts.Backend.Host == nil {
 		return nil
 	}
-	root := p.opts.HostRoot
-	if root == "" {
-		root = "/"
+	return &host.Env{Root: p.hostRoot(), Host: p.opts.Backend.Host, Record: filepath.Join(p.opts.State.Root, hostAccountsFile)}
+}
+
+// hostRoot is the root the host settings go under (--host-root, default /).
+func (p *Provisioner) hostRoot() string {
+	if p.opts.HostRoot == "" {
+		return "/"
 	}
-	return &host.Env{Root: root, Host: p.opts.Backend.Host, Record: filepath.Join(p.opts.State.Root, hostAccountsFile)}
+	return p.opts.HostRoot
 }
 
 // hostDesired is the host state of a model (nil: of no config, which keeps no account of
@@ -34,7 +38,7 @@ func (p *Provisioner) hostDesired(m *config.Model) host.Desired {
 	if m == nil {
 		return host.Desired{}
 	}
-	return host.Render(*m, host.Options{BridgePort: p.opts.Config.BridgePort})
+	return host.Render(*m, host.Options{BridgePort: p.opts.Config.BridgePort, Chrony: host.HasChrony(p.hostRoot())})
 }
 
 // checkHost vets the candidate's host settings against this host before anything is

@@ -13,6 +13,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/check"
 	"github.com/fleetprov/fleetprov/core/config"
 	"github.com/fleetprov/fleetprov/core/config/configtest"
+	"github.com/fleetprov/fleetprov/core/host"
 	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/core/record"
@@ -181,5 +182,21 @@ func TestRenderToWritesHostSettings(t *testing.T) {
 	rules, _ := os.ReadFile(filepath.Join(out, "host", "etc", "fleetprov", "firewall.nft"))
 	if !strings.Contains(string(rules), "tcp dport { 22, 53, 8181, 9000 } accept") {
 		t.Errorf("firewall.nft:\n%s", rules)
+	}
+}
+
+// TestChronyImageGetsChronySources: the device looks at its own host: with chronyd
+// installed, [network.ntp] goes to chrony's sources dir.
+func TestChronyImageGetsChronySources(t *testing.T) {
+	d := provisiontest.NewWithHost(t)
+	os.MkdirAll(filepath.Join(d.HostRoot, "usr/sbin"), 0o755)
+	os.WriteFile(filepath.Join(d.HostRoot, host.Chronyd), nil, 0o755)
+	_, key := configtest.NewKey(t)
+	d.Provision(t, hostConfig(key, "[network.ntp]\nservers = [\"time.example.com\"]\n"))
+	if got, _ := os.ReadFile(filepath.Join(d.HostRoot, host.ChronySources)); !strings.Contains(string(got), "server time.example.com iburst") {
+		t.Errorf("chrony sources = %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(d.HostRoot, host.TimesyncDropIn)); err == nil {
+		t.Error("a timesyncd drop-in on a chrony image")
 	}
 }
