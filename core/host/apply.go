@@ -84,15 +84,42 @@ func Apply(ctx context.Context, e *Env, d Desired, emit func(record.Event)) (Pla
 // steps that ran.
 func Run(ctx context.Context, e *Env, p Plan, emit func(record.Event)) (Plan, error) {
 	for i, s := range p.Steps {
-		ev := record.Event{Step: "host", Service: s.Kind + " " + s.Object, Status: s.Action, Message: s.Detail}
-		if err := s.do(ctx, e); err != nil {
-			ev.Status, ev.Message = "failed", err.Error()
-			emit(ev)
-			return Plan{Steps: p.Steps[:i+1]}, fmt.Errorf("host %s %s: %s: %w", s.Kind, s.Object, s.Action, err)
+		if err := s.run(ctx, e, emit); err != nil {
+			return Plan{Steps: p.Steps[:i+1]}, err
 		}
-		emit(ev)
 	}
 	return p, nil
+}
+
+// Restore converges the host to d as far as it can: a step that fails is reported and
+// the others still run (a rollback restores all it can rather than stop at the first
+// failure). The error joins every failure.
+func Restore(ctx context.Context, e *Env, d Desired, emit func(record.Event)) error {
+	p, err := plan(ctx, e, d, false)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, s := range p.Steps {
+		if ctx.Err() != nil {
+			return errors.Join(append(errs, ctx.Err())...)
+		}
+		if err := s.run(ctx, e, emit); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s Step) run(ctx context.Context, e *Env, emit func(record.Event)) error {
+	ev := record.Event{Step: "host", Service: s.Kind + " " + s.Object, Status: s.Action, Message: s.Detail}
+	err := s.do(ctx, e)
+	if err != nil {
+		ev.Status, ev.Message = "failed", err.Error()
+		err = fmt.Errorf("host %s %s: %s: %w", s.Kind, s.Object, s.Action, err)
+	}
+	emit(ev)
+	return err
 }
 
 type accountRecord struct {

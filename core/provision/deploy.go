@@ -47,9 +47,11 @@ func (p *Provisioner) deploy(ctx context.Context, m *config.Model, hostPlan *hos
 	} else {
 		m = nil
 	}
-	// Host settings first: the accounts, network and firewall the containers run with.
-	if err := p.applyHost(ctx, m, hostPlan, emit); err != nil {
-		return d, err
+	// Host settings first: the accounts, network and firewall the containers run with. An
+	// apply stops at a failure; a restore goes on to the containers and reports it last.
+	hostErr := p.applyHost(ctx, m, hostPlan, emit)
+	if hostErr != nil && (hostPlan != nil || ctx.Err() != nil) {
+		return d, hostErr
 	}
 	rootful, rootless := quadlet.ByMode(d.rendered.Files)
 	d.rootless = len(rootless) > 0
@@ -140,6 +142,9 @@ func (p *Provisioner) deploy(ctx context.Context, m *config.Model, hostPlan *hos
 		return d, err
 	}
 	p.fault("deploy:restarted")
+	if hostErr != nil {
+		return d, fmt.Errorf("restoring the host settings: %w", hostErr)
+	}
 	return d, nil
 }
 

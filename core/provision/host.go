@@ -65,18 +65,18 @@ func (a *applyRun) checkHost(ctx context.Context) error {
 }
 
 // applyHost converges the host to the active model (m, or none when there is no active
-// state), by plan when the caller checked one under the same lock (an apply), else by a
-// new one. Each change is an event.
+// state). An apply runs the plan it checked under the same lock, and stops at the first
+// failing step (the apply then rolls back). Without a plan (a rollback, a discard,
+// recovery) it restores all it can: a failing step is reported and the rest still run.
+// Each change is an event.
 func (p *Provisioner) applyHost(ctx context.Context, m *config.Model, plan *host.Plan, emit func(record.Event)) error {
 	env := p.hostEnv()
 	if env == nil {
 		return nil
 	}
-	var err error
 	if plan != nil {
-		_, err = host.Run(ctx, env, *plan, emit)
-	} else {
-		_, err = host.Apply(ctx, env, p.hostDesired(m), emit)
+		_, err := host.Run(ctx, env, *plan, emit)
+		return err
 	}
-	return err
+	return host.Restore(ctx, env, p.hostDesired(m), emit)
 }

@@ -200,3 +200,34 @@ func TestChronyImageGetsChronySources(t *testing.T) {
 		t.Error("a timesyncd drop-in on a chrony image")
 	}
 }
+
+// TestRollbackRestoresAllItCan: a host step that fails while a rollback restores the
+// previous state does not stop the rest: the firewall and network files still go back,
+// the previous containers are restarted, and the rollback reports the failing command.
+func TestRollbackRestoresAllItCan(t *testing.T) {
+	d := provisiontest.NewWithHost(t)
+	_, keyA := configtest.NewKey(t)
+	_, keyB := configtest.NewKey(t)
+	d.Provision(t, hostConfig(keyA, "[network.firewall.inbound.wan]\ntcp = [443]\n"))
+	// Only the rollback runs "usermod carol": the apply creates carol, the rollback locks her.
+	d.Sim.SetHostFail("usermod carol", errors.New("usermod: cannot lock /etc/passwd; try again later."))
+	res, events, err := apply(t, d, failingWeb(hostConfig(keyB, "[users.carol]\n[network.interfaces.eth0]\nmode = \"dhcp\"\n[network.firewall.inbound.wan]\ntcp = [8443]\n")))
+	if err == nil || res.RollbackStatus != record.RollbackFailed {
+		t.Fatalf("apply = %+v, %v; want a rollback that reports its failure", res, err)
+	}
+	lines := eventLines(events)
+	failed := strings.Index(lines, "host | user carol | failed | usermod: cannot lock")
+	restarted := strings.LastIndex(lines, "service-deploy | web.service | restarted")
+	if failed < 0 || restarted < failed {
+		t.Errorf("the rollback stopped at the failing step (or never reached it):\n%s", lines)
+	}
+	if fw, _ := os.ReadFile(filepath.Join(d.HostRoot, "etc/fleetprov/firewall.nft")); !strings.Contains(string(fw), "tcp dport { 443 }") {
+		t.Errorf("the firewall after the rollback:\n%s", fw)
+	}
+	if _, err := os.Stat(filepath.Join(d.HostRoot, "etc/systemd/network/50-fleetprov-eth0.network")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the new network file survived the rollback: %v", err)
+	}
+	if key, _ := os.ReadFile(filepath.Join(d.HostRoot, "home/admin/.ssh/authorized_keys")); string(key) != keyA+"\n" {
+		t.Errorf("admin's key after the rollback = %q; want the old one", key)
+	}
+}
