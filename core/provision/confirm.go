@@ -63,6 +63,16 @@ func (p *Provisioner) SetReach(r Reach) {
 	p.reach = r
 }
 
+// SetRelink sets how the device drops its hub link so that it is dialled again: once at
+// the start of an auto confirm window, since a link made before the change may ride on
+// an address the change removed (TCP would notice only after minutes of unanswered
+// pings), and the proof must come over the network as it is now.
+func (p *Provisioner) SetRelink(fn func() int) {
+	p.confirmMu.Lock()
+	defer p.confirmMu.Unlock()
+	p.relink = fn
+}
+
 func (p *Provisioner) currentReach() Reach {
 	p.confirmMu.Lock()
 	defer p.confirmMu.Unlock()
@@ -178,11 +188,17 @@ func (p *Provisioner) waitConfirm(ctx context.Context, pc pendingConfirm, emit f
 	confirmed := p.confirmed
 	p.confirmMu.Unlock()
 	reach := p.currentReach()
+	p.confirmMu.Lock()
+	relink := p.relink
+	p.confirmMu.Unlock()
 	defer func() {
 		p.confirmMu.Lock()
 		p.confirmed = nil
 		p.confirmMu.Unlock()
 	}()
+	if pc.Mode == config.ConfirmAuto && reach != nil && relink != nil {
+		p.log.Info("network changed: dialling the hub link again over the new settings", "closed", relink())
+	}
 	wctx, cancel := context.WithDeadline(ctx, pc.Deadline)
 	defer cancel()
 	start := time.Now()

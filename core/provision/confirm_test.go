@@ -79,10 +79,17 @@ func TestConfirmedNetworkChangeCommits(t *testing.T) {
 			}
 			return nil
 		})
+		// The hub link is dialled again once per window, after the change: never for the
+		// proof before it, never on each failed try.
+		var relinks, triesAtRelink atomic.Int32
+		d.Prov.SetRelink(func() int { triesAtRelink.Store(tries.Load()); return int(relinks.Add(1)) })
 		start := time.Now()
 		_, events, err := apply(t, d, confirmConfig(key, wanFirewall, "auto"))
 		if err != nil {
 			t.Fatalf("apply = %v\n%s", err, eventLines(events))
+		}
+		if relinks.Load() != 1 || triesAtRelink.Load() != 1 {
+			t.Errorf("relinked %d times, after %d tries; want once, after the proof before the change", relinks.Load(), triesAtRelink.Load())
 		}
 		if time.Since(start) > 10*time.Second || !strings.Contains(eventLines(events), "confirm | confirmed") || !firewallFile(d) {
 			t.Errorf("after %s:\n%s", time.Since(start), eventLines(events))

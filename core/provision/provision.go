@@ -62,6 +62,7 @@ type Provisioner struct {
 	// and the channel an operator's confirm closes (nil when nothing waits).
 	confirmMu sync.Mutex
 	reach     Reach
+	relink    func() int
 	confirmed chan struct{}
 }
 

@@ -226,10 +226,11 @@ func (b *Broker) LeafURL() string {
 // is up; for a hub: the connected devices).
 func (b *Broker) LeafNodes() int { return b.srv.NumLeafNodes() }
 
-// Relink closes the leafnode connections, which a device's server dials again at once
-// (its remotes reconnect). After a change of the device's own addresses a link may ride
-// on an address that is gone: TCP would notice only after minutes of unanswered pings.
-// It returns how many links it closed.
+// Relink closes the leafnode links this server dialled (a device's link to its hub; a
+// hub's accepted links are never touched), which it dials again after its reconnect
+// interval. After a change of the device's own addresses a link may ride on an address
+// that is gone: TCP would notice only after minutes of unanswered pings. It returns how
+// many links it closed.
 func (b *Broker) Relink() int {
 	lz, err := b.srv.Leafz(nil)
 	if err != nil {
@@ -237,7 +238,7 @@ func (b *Broker) Relink() int {
 	}
 	n := 0
 	for _, l := range lz.Leafs {
-		if b.srv.DisconnectClientByID(l.ID) == nil {
+		if l.IsSpoke && b.srv.DisconnectClientByID(l.ID) == nil {
 			n++
 		}
 	}

@@ -70,6 +70,9 @@ func TestRelinkDialsAgain(t *testing.T) {
 		ids := dev.LeafIDs()
 		return len(ids) == 1 && ids[0] != before[0]
 	})
+	if n := hub.Relink(); n != 0 {
+		t.Errorf("a hub's Relink closed %d links; want 0 (it never drops its devices)", n)
+	}
 	sub, _ := devConn.SubscribeSync("fleetprov.f.dev.dev1.ping")
 	devConn.Flush()
 	waitFor(t, "messages over the new link", func() bool {

@@ -29,9 +29,6 @@ type ConvergerOptions struct {
 	// LinkUp reports whether the hub link is up; a link that comes back makes the device
 	// read its desired state again. nil: no hub (the converger does nothing).
 	LinkUp func() bool
-	// Relink closes the hub link so that it is dialled again over the network as it is
-	// now (Reach uses it after a failed round trip). nil: Reach only waits.
-	Relink func() int
 	// Poll is how often LinkUp is looked at (default 1s), Resync how often the desired
 	// state is read anyway, in case a notification was lost (default 5m), and Timeout
 	// bounds each read (default 2s).
@@ -354,14 +351,9 @@ func (c *Converger) Reach(ctx context.Context) error {
 	if !c.o.LinkUp() {
 		return errors.New("the hub link is down")
 	}
-	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
 	defer cancel()
-	if _, err := c.get(rctx, subjects.DeviceKey(c.svc.Device())); err != nil {
-		// The link may predate a change of the device's addresses and ride on one that is
-		// gone; the next try goes over a link dialled now, which proves the network as it is.
-		if c.o.Relink != nil && ctx.Err() == nil {
-			c.log.Info("no round trip over the hub link: dialling it again", "err", err, "closed", c.o.Relink())
-		}
+	if _, err := c.get(ctx, subjects.DeviceKey(c.svc.Device())); err != nil {
 		return fmt.Errorf("no round trip through the hub: %w", err)
 	}
 	return nil

@@ -239,7 +239,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		return nil, err
 	}
 	n.Desired = devicenats.NewConverger(devicenats.ConvergerOptions{Conn: n.Conn, Service: n.Service, LinkUp: hub,
-		Relink: n.Broker.Relink, Poll: o.LinkPoll, Logger: o.Logger})
+		Poll: o.LinkPoll, Logger: o.Logger})
 	if err := n.Desired.Start(ctx); err != nil {
 		n.NATS.Stop()
 		n.Service.Close()
@@ -247,6 +247,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		return nil, err
 	}
 	o.Prov.SetReach(n.Desired.Reach)
+	o.Prov.SetRelink(n.Broker.Relink)
 	if n.Recovered == provision.ActionAwaitingConfirm {
 		// A network change was waiting for its confirmation when the worker stopped: wait
 		// for the rest of its window, then commit it or roll it back.
