@@ -22,26 +22,36 @@ type devicePlan struct {
 // planPush sends the payload in a signed validate op to each named device, which plans
 // it against its active state and host without changing anything, and prints what an
 // apply would change there. Exit 0 when every device would take it, 1 when one refuses
-// it (invalid there, or its host refuses it); an unreachable device is an error.
+// it (invalid there, or its host refuses it), else 3/4/5 when one did not answer, was not
+// authorized, or answered with another key, as for every other command.
 func planPush(ctx context.Context, cf *connFlags, stdio cli.IO, devices []string, p fleet.Payload, asJSON bool) error {
+	cf.named = true
+	cl, closeFn, err := cf.client(stdio, true)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
 	var plans []devicePlan
-	refused := 0
+	refused, worst := 0, 0
 	for _, dev := range devices {
 		dp := devicePlan{Device: dev}
-		_, done, data, err := signedRequest(ctx, cf, stdio, dev, "validate", p)
-		if err != nil {
+		data, err := sendSigned(ctx, cl, cf, dev, "validate", p)
+		switch {
+		case err != nil:
 			var ee *cli.ExitError
-			if errors.As(err, &ee) && ee.Code == cli.ExitUsage {
-				return err
+			code := cli.ExitFailed
+			if errors.As(err, &ee) {
+				if ee.Code == cli.ExitUsage {
+					return err
+				}
+				code = ee.Code
 			}
+			worst = max(worst, code)
 			dp.Error = err.Error()
-		} else {
-			done()
-			if err := json.Unmarshal(data, &dp.ValidationResult); err != nil {
-				dp.Error = fmt.Sprintf("reading the plan: %v", err)
-			}
-		}
-		if dp.Error != "" || !dp.OK {
+		case json.Unmarshal(data, &dp.ValidationResult) != nil:
+			dp.Error = "the device's answer is not a validation result"
+			worst = max(worst, cli.ExitFailed)
+		case !dp.OK:
 			refused++
 		}
 		plans = append(plans, dp)
@@ -54,8 +64,12 @@ func planPush(ctx context.Context, cf *connFlags, stdio cli.IO, devices []string
 			printPlan(stdio.Stdout, dp)
 		}
 	}
-	if refused > 0 {
-		return cli.Exit(cli.ExitFailed, fmt.Errorf("%d of %d device(s) would not take it; nothing was applied", refused, len(plans)))
+	switch {
+	case refused > 0:
+		return cli.Exit(cli.ExitFailed, fmt.Errorf("%d of %d device(s) would refuse it; nothing was applied", refused, len(plans)))
+	case worst != 0:
+		// Unreachable (3), unauthorized (4) or impostor (5), as the other commands say.
+		return cli.Exit(worst, fmt.Errorf("not every device answered with a plan; nothing was applied"))
 	}
 	return nil
 }
@@ -77,11 +91,11 @@ func printPlan(w io.Writer, dp devicePlan) {
 	}
 	pl := dp.Plan
 	if pl == nil {
-		fmt.Fprintf(w, "%s: valid (this device does not plan)\n", dp.Device)
+		fmt.Fprintf(w, "%s: valid; no plan (the signing key may validate but not apply here)\n", dp.Device)
 		return
 	}
 	if len(pl.Units) == 0 && len(pl.Host) == 0 {
-		fmt.Fprintf(w, "%s: valid; an apply would change nothing\n", dp.Device)
+		fmt.Fprintf(w, "%s: valid; no unit or host setting would change (an apply would still restart the units)\n", dp.Device)
 		return
 	}
 	fmt.Fprintf(w, "%s: valid; an apply would change:\n", dp.Device)

@@ -124,6 +124,16 @@ unauthorized; 5 if a device's answer was not signed by its enrolled key (imposto
 				}
 				o.Payload = fleet.Payload{Data: raw, ContentType: contentType(raw)}
 				if *plan {
+					var conflict []string
+					fs.Visit(func(f *flag.Flag) {
+						switch f.Name {
+						case "batch", "batch-sleep", "canary", "max-failures", "detach", "jsonl", "durable", "wait", "resume", "revert-on-failure":
+							conflict = append(conflict, "--"+f.Name)
+						}
+					})
+					if len(conflict) > 0 {
+						return cli.Usagef("--plan applies nothing: %s do not go with it", strings.Join(conflict, ", "))
+					}
 					if len(target.Devices) == 0 {
 						return cli.Usagef("--plan needs --device (each named device plans the change against its own state)")
 					}

@@ -205,22 +205,31 @@ func signedRequest(ctx context.Context, cf *connFlags, stdio cli.IO, dev, op str
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	data, err := sendSigned(ctx, cl, cf, dev, op, p)
+	if err != nil {
+		closeFn()
+		return nil, nil, nil, err
+	}
+	return cl, closeFn, data, nil
+}
+
+// sendSigned sends op with an inline payload to one device over cl and returns its
+// verified answer's data (errors mapped to exit codes).
+func sendSigned(ctx context.Context, cl *fleet.Client, cf *connFlags, dev, op string, p fleet.Payload) (json.RawMessage, error) {
 	env := cl.NewEnvelope(op, dev, "", p)
 	env.Payload = p.Data
 	subj, err := subjects.Build(subjects.Subject{Fleet: cf.fleetName, Kind: subjects.Device, Name: dev, Op: op})
 	if err != nil {
-		closeFn()
-		return nil, nil, nil, cli.Usagef("%v", err)
+		return nil, cli.Usagef("%v", err)
 	}
 	r, err := cl.Send(ctx, subj, env, cf.timeout)
 	if err == nil {
 		err = r.Err()
 	}
 	if err != nil {
-		closeFn()
-		return nil, nil, nil, queryErr(err)
+		return nil, queryErr(err)
 	}
-	return cl, closeFn, r.Data, nil
+	return r.Data, nil
 }
 
 // deviceOpCommand is the command named op that sends that signed op, with no arguments,

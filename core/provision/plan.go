@@ -3,6 +3,7 @@ package provision
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -15,6 +16,10 @@ import (
 	"github.com/fleetprov/fleetprov/core/record"
 )
 
+// ErrHostRefused: the host refuses the input's host settings (an account fleetprov did
+// not create, a ruleset nft rejects), as an apply's check-host stage would.
+var ErrHostRefused = errors.New("this device's host refuses it")
+
 // PlanFor validates an input as an apply would and plans it (record.Plan) against the active state and
 // this host. Read-only: it takes no lock, so a job running at the same time may make the
 // plan stale. The report says why an invalid input has no plan.
@@ -22,6 +27,10 @@ func (p *Provisioner) PlanFor(ctx context.Context, r io.Reader) (*record.Plan, c
 	v, err := check.Input(ctx, r, p.ValidateOptions())
 	if err != nil {
 		return nil, v.Report, err
+	}
+	if _, _, waiting := p.AwaitingConfirm(); waiting {
+		// An apply would be refused until the change before it is confirmed.
+		return nil, v.Report, ErrAwaitingConfirm
 	}
 	pl := &record.Plan{Units: []record.UnitChange{}, Host: []record.HostStep{}}
 	active := map[string][]byte{}
@@ -57,7 +66,7 @@ func (p *Provisioner) PlanFor(ctx context.Context, r io.Reader) (*record.Plan, c
 		pl.HostManaged = true
 		hp, err := host.Check(ctx, env, p.hostDesired(&v.Model))
 		if err != nil {
-			return nil, v.Report, fmt.Errorf("host settings: %w", err)
+			return nil, v.Report, fmt.Errorf("%w: host settings: %w", ErrHostRefused, err)
 		}
 		for _, st := range hp.Steps {
 			pl.Host = append(pl.Host, st.Record())

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"time"
 
+	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/bundle"
 	"github.com/fleetprov/fleetprov/core/check"
 	"github.com/fleetprov/fleetprov/core/config"
@@ -111,15 +113,28 @@ func (s *Service) Validate(ctx context.Context, r io.Reader) wire.ValidationResu
 
 // validate answers a signed validate op: the report, and for a valid input the plan of
 // what an apply would change here (units and host steps), computed without changing
-// anything. A plan the host refuses (an account fleetprov may not touch, a ruleset nft
-// rejects) is an invalid input, as the apply's check-host stage would make it.
+// anything. The plan tells about the device's state and host (its accounts, its units),
+// so only a signer who may also apply gets it; others get the plain validation. A plan
+// the host refuses (an account fleetprov may not touch, a ruleset nft rejects) is an
+// invalid input, as the apply's check-host stage would make it.
 func (s *Service) validate(ctx context.Context, r *Request) (wire.Reply, error) {
 	defer r.Close()
+	target := auth.Target{Kind: r.Env.Target, Group: r.Env.Group}
+	if _, err := s.o.Trust.Verify(r.raw, r.sig, auth.NamespaceEnvelope, "apply", target, s.Groups()); err != nil {
+		v, _ := check.Input(ctx, r.Payload, s.o.Prov.ValidateOptions())
+		return wire.OK(wire.NewValidationResult(v.Report)), nil
+	}
 	plan, rep, err := s.o.Prov.PlanFor(ctx, r.Payload)
 	res := wire.NewValidationResult(rep)
-	if err != nil && res.OK {
+	switch {
+	case err == nil || !res.OK:
+	case errors.Is(err, provision.ErrAwaitingConfirm):
+		return wire.Reply{}, wire.Errorf(wire.ErrBusy, "%w", err)
+	case errors.Is(err, provision.ErrHostRefused):
 		res.OK = false
-		res.Errors = append(res.Errors, config.Entry{Severity: config.SeverityError, Message: err.Error()})
+		res.Errors = append(res.Errors, config.Entry{Severity: config.SeverityError, Path: "host", Message: err.Error()})
+	default:
+		return wire.Reply{}, wire.Errorf(wire.ErrInternal, "planning: %w", err)
 	}
 	res.Plan = plan
 	return wire.OK(res), nil

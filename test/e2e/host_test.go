@@ -243,11 +243,11 @@ func TestHostSettings(t *testing.T) {
 	t.Run("2_failed_container_restores_the_host", func(t *testing.T) {
 		defer use(t)()
 		cfg := gatewayConfig(strings.TrimSpace(string(pub2)), wanAddr, 60, true)
-		// The plan first, from the device itself (nft -c on its host): nothing changes.
+		// The plan first, from the device itself (nft -c on its host); it applies nothing.
 		code, out := push("gw-b.toml", cfg, "--plan")
 		for _, want := range []string{"unit  add     broken.container (rootful)", "host  key admin: write (~/.ssh/authorized_keys)"} {
 			if code != 0 || !strings.Contains(out, want) {
-				t.Errorf("push --plan = %d, without %q", code, want)
+				t.Errorf("push --plan = %d, without %q\n%s", code, want, out)
 			}
 		}
 		if strings.Contains(out, "host  file") || strings.Contains(out, "web.container") {
