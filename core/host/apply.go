@@ -30,23 +30,16 @@ type Env struct {
 	Record string
 }
 
-// Step is one host change of a plan.
+// Step is one host change of a plan: what a plan reports (record.HostStep) and how it is
+// done.
 type Step struct {
-	Kind   string `json:"kind"`   // user, key, file, firewall, service
-	Object string `json:"object"` // an account, a path, the table, a unit or command
-	Action string `json:"action"` // create, update, lock, write, remove, load, delete, reload, restart, enable, disable
-	Detail string `json:"detail,omitempty"`
-	// Network is true for a change that can cut the device off (network, DNS, firewall,
-	// dnsmasq): an apply with one is commit-confirmed.
-	Network bool `json:"network,omitempty"`
-	do      func(ctx context.Context, e *Env) error
+	record.HostStep
+	do func(ctx context.Context, e *Env) error
 }
 
-func (s Step) String() string { return s.Record().String() }
-
-// Record is the step as a plan reports it.
-func (s Step) Record() record.HostStep {
-	return record.HostStep{Kind: s.Kind, Object: s.Object, Action: s.Action, Detail: s.Detail, Network: s.Network}
+// newStep is a step that runs do.
+func newStep(kind, object, action, detail string, network bool, do func(ctx context.Context, e *Env) error) Step {
+	return Step{HostStep: record.HostStep{Kind: kind, Object: object, Action: action, Detail: detail, Network: network}, do: do}
 }
 
 // Plan is the ordered list of changes that makes a host match a Desired state.
@@ -278,7 +271,7 @@ func (e *Env) planUser(ctx context.Context, r *os.Root, u User, rec accountRecor
 	var steps []Step
 	switch {
 	case !exists:
-		steps = append(steps, Step{Kind: "user", Object: u.Name, Action: "create", Detail: spec.String(), do: func(ctx context.Context, e *Env) error {
+		steps = append(steps, newStep("user", u.Name, "create", spec.String(), false, func(ctx context.Context, e *Env) error {
 			if err := e.remember(u.Name, true); err != nil {
 				return err
 			}
@@ -293,11 +286,11 @@ func (e *Env) planUser(ctx context.Context, r *os.Root, u User, rec accountRecor
 				}
 			}
 			return err
-		}})
+		}))
 	case cur.Shell != spec.Shell || !slices.Equal(cur.Groups, spec.Groups) || cur.Expired:
-		steps = append(steps, Step{Kind: "user", Object: u.Name, Action: "update", Detail: spec.String(), do: func(ctx context.Context, e *Env) error {
+		steps = append(steps, newStep("user", u.Name, "update", spec.String(), false, func(ctx context.Context, e *Env) error {
 			return e.Host.SetUser(ctx, spec)
-		}})
+		}))
 	}
 	var curKey []byte
 	if exists {
@@ -321,17 +314,17 @@ func (e *Env) planUser(ctx context.Context, r *os.Root, u User, rec accountRecor
 	}
 	switch {
 	case want != nil && !bytes.Equal(curKey, want):
-		steps = append(steps, Step{Kind: "key", Object: u.Name, Action: "write", Detail: "~/.ssh/authorized_keys", do: func(ctx context.Context, e *Env) error {
+		steps = append(steps, newStep("key", u.Name, "write", "~/.ssh/authorized_keys", false, func(ctx context.Context, e *Env) error {
 			acc, err := account(ctx, e)
 			if err != nil {
 				return err
 			}
 			return e.writeKey(acc, want)
-		}})
+		}))
 	case want == nil && curKey != nil:
-		steps = append(steps, Step{Kind: "key", Object: u.Name, Action: "remove", Detail: "~/.ssh/authorized_keys", do: func(ctx context.Context, e *Env) error {
+		steps = append(steps, newStep("key", u.Name, "remove", "~/.ssh/authorized_keys", false, func(ctx context.Context, e *Env) error {
 			return e.writeKey(cur, nil)
-		}})
+		}))
 	}
 	return steps, nil
 }
@@ -347,14 +340,14 @@ func (e *Env) planStale(ctx context.Context, name string) ([]Step, error) {
 	var steps []Step
 	if !cur.Expired {
 		spec := system.UserSpec{Name: name, Shell: cur.Shell, Locked: true}
-		steps = append(steps, Step{Kind: "user", Object: name, Action: "lock", Detail: "no longer in the config", do: func(ctx context.Context, e *Env) error {
+		steps = append(steps, newStep("user", name, "lock", "no longer in the config", false, func(ctx context.Context, e *Env) error {
 			return e.Host.SetUser(ctx, spec)
-		}})
+		}))
 	}
 	if e.readKey(cur.Home) != nil {
-		steps = append(steps, Step{Kind: "key", Object: name, Action: "remove", Detail: "~/.ssh/authorized_keys", do: func(ctx context.Context, e *Env) error {
+		steps = append(steps, newStep("key", name, "remove", "~/.ssh/authorized_keys", false, func(ctx context.Context, e *Env) error {
 			return e.writeKey(cur, nil)
-		}})
+		}))
 	}
 	return steps, nil
 }

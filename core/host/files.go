@@ -111,12 +111,12 @@ func planFiles(r *os.Root, d Desired) ([]Step, error) {
 			steps = append(steps, firewallSteps(d, false)...)
 		}
 		for _, f := range c.writes {
-			steps = append(steps, Step{Kind: "file", Object: f.Path, Action: "write", Detail: kind, Network: network,
-				do: func(ctx context.Context, e *Env) error { return e.writeFile(f) }})
+			steps = append(steps, newStep("file", f.Path, "write", kind, network,
+				func(ctx context.Context, e *Env) error { return e.writeFile(f) }))
 		}
 		for _, p := range c.removes {
-			steps = append(steps, Step{Kind: "file", Object: p, Action: "remove", Detail: kind, Network: network,
-				do: func(ctx context.Context, e *Env) error { return e.removeFile(p) }})
+			steps = append(steps, newStep("file", p, "remove", kind, network,
+				func(ctx context.Context, e *Env) error { return e.removeFile(p) }))
 		}
 		if kind == KindFirewall && d.Firewall != nil {
 			steps = append(steps, firewallSteps(d, len(c.writes) > 0)...)
@@ -152,9 +152,9 @@ func firewallSteps(d Desired, written bool) []Step {
 }
 
 func command(kind, object, action string, argv []string, stdin []byte, network bool) Step {
-	return Step{Kind: kind, Object: object, Action: action, Network: network, do: func(ctx context.Context, e *Env) error {
+	return newStep(kind, object, action, "", network, func(ctx context.Context, e *Env) error {
 		return e.Host.Run(ctx, stdin, argv...)
-	}}
+	})
 }
 
 func (e *Env) writeFile(f File) error {

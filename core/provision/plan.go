@@ -69,7 +69,7 @@ func (p *Provisioner) PlanFor(ctx context.Context, r io.Reader) (*record.Plan, c
 			return nil, v.Report, fmt.Errorf("%w: host settings: %w", ErrHostRefused, err)
 		}
 		for _, st := range hp.Steps {
-			pl.Host = append(pl.Host, st.Record())
+			pl.Host = append(pl.Host, st.HostStep)
 		}
 		if hp.Network() && v.Model.Activation.Confirm != config.ConfirmNone {
 			pl.Confirm, pl.ConfirmSeconds = string(v.Model.Activation.Confirm), v.Model.Activation.ConfirmSeconds

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetprov/fleetprov/messaging/broker/brokertest"
@@ -18,11 +17,7 @@ import (
 // round-trip time to a remote one.
 func BenchmarkReadStatuses(b *testing.B) {
 	hub, f := brokertest.AuthHub(b, "bench")
-	nc, err := nats.Connect(hub.ClientURL(), nats.UserCredentials(brokertest.PublisherCreds(b, f)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
+	nc := brokertest.PublisherConn(b, hub, f)
 	c, _ := New(nc, "bench")
 	ctx := context.Background()
 	d, err := c.OpenDesired(ctx)

@@ -44,15 +44,7 @@ func (w workload) toml() string {
 	if w.slow {
 		b.WriteString("settle_seconds = 10\n")
 	}
-	fmt.Fprintf(&b, `
-[containers.container.web]
-privileged = true
-[containers.container.web.Container]
-Image = "localhost/busybox:latest"
-Pull = "never"
-Exec = ["/bin/httpd", "-f", "-p", "%d"]
-StopTimeout = 1
-`, w.webPort)
+	b.WriteString(webContainer(w.webPort))
 	if w.secret {
 		b.WriteString("Secret = [\"tok,type=mount,target=/run/secrets/tok\"]\n")
 	}
@@ -78,16 +70,32 @@ PublishPort = ["%d:8080"]
 		b.WriteString("\n[secrets.tok]\ndescription = \"e2e token\"\n")
 	}
 	if w.broken {
-		b.WriteString(`
+		b.WriteString(brokenContainer)
+	}
+	return b.String()
+}
+
+// webContainer is the rootful web container: busybox httpd on port (the host network).
+func webContainer(port int) string {
+	return fmt.Sprintf(`
+[containers.container.web]
+privileged = true
+[containers.container.web.Container]
+Image = "localhost/busybox:latest"
+Pull = "never"
+Exec = ["/bin/httpd", "-f", "-p", "%d"]
+StopTimeout = 1
+`, port)
+}
+
+// brokenContainer is a required container whose image is missing: it never starts.
+const brokenContainer = `
 [containers.container.broken]
 privileged = true
 [containers.container.broken.Container]
 Image = "localhost/missing:latest"
 Pull = "never"
-`)
-	}
-	return b.String()
-}
+`
 
 type env struct {
 	t, root    *testing.T

@@ -95,23 +95,10 @@ tcp = [22, %d]
 required = [%s]
 timeout_seconds = 30
 confirm_seconds = %d
-
-[containers.container.web]
-privileged = true
-[containers.container.web.Container]
-Image = "localhost/busybox:latest"
-Pull = "never"
-Exec = ["/bin/httpd", "-f", "-p", "%d"]
-StopTimeout = 1
-`, eth0Addr, lanAddr, wanHost, webPort, required, confirmSeconds, webPort)
+`, eth0Addr, lanAddr, wanHost, webPort, required, confirmSeconds)
+	b.WriteString(webContainer(webPort))
 	if broken {
-		b.WriteString(`
-[containers.container.broken]
-privileged = true
-[containers.container.broken.Container]
-Image = "localhost/missing:latest"
-Pull = "never"
-`)
+		b.WriteString(brokenContainer)
 	}
 	return b.String()
 }

@@ -87,6 +87,17 @@ func PublisherCreds(t testing.TB, f *natsauth.Fleet) string {
 	return writeCreds(t, creds, err)
 }
 
+// PublisherConn connects to hub as a fleet publisher; the connection closes with the test.
+func PublisherConn(t testing.TB, hub *broker.Broker, f *natsauth.Fleet) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(hub.ClientURL(), nats.UserCredentials(PublisherCreds(t, f)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
 func writeCreds(t testing.TB, creds []byte, err error) string {
 	t.Helper()
 	if err != nil {
