@@ -395,7 +395,14 @@ func (e *Env) writeKey(u system.HostUser, key []byte) error {
 		return fmt.Errorf("opening the home of %s: %w", name, err)
 	}
 	defer home.Close()
-	// Whatever is there that is not a regular file goes first (inside the home only).
+	// Whatever is there that is not what it should be goes first (inside the home only):
+	// a .ssh that is not a directory (a file, a link out of the home), then a key entry
+	// that is not a regular file.
+	if st, err := home.Lstat(".ssh"); err == nil && !st.IsDir() {
+		if err := home.RemoveAll(".ssh"); err != nil {
+			return fmt.Errorf("removing the .ssh of %s: %w", name, err)
+		}
+	}
 	if st, err := home.Lstat(".ssh/authorized_keys"); err == nil && (key == nil || !st.Mode().IsRegular()) {
 		if err := home.RemoveAll(".ssh/authorized_keys"); err != nil {
 			return fmt.Errorf("removing the key of %s: %w", name, err)

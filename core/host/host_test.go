@@ -245,6 +245,12 @@ func TestPlantedKeyEntryCannotBlockTheLock(t *testing.T) {
 		"loop":      func(dir string) error { return os.Symlink("authorized_keys", filepath.Join(dir, "authorized_keys")) },
 		"link out":  func(dir string) error { return os.Symlink("/dev/zero", filepath.Join(dir, "authorized_keys")) },
 		"directory": func(dir string) error { return os.MkdirAll(filepath.Join(dir, "authorized_keys", "x"), 0o700) },
+		// The user replaces ~/.ssh itself.
+		".ssh a file": func(dir string) error { os.RemoveAll(dir); return os.WriteFile(dir, []byte("x"), 0o600) },
+		".ssh links out": func(dir string) error {
+			os.RemoveAll(dir)
+			return os.Symlink(filepath.Join(filepath.Dir(filepath.Dir(dir)), "elsewhere"), dir)
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := newRig(t)
