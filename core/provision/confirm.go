@@ -79,12 +79,21 @@ func (p *Provisioner) currentReach() Reach {
 	return p.reach
 }
 
-// Confirm confirms the network change that awaits an operator's confirmation.
-func (p *Provisioner) Confirm() error {
+// Confirm confirms the network change that awaits confirmation (a signed confirm op).
+func (p *Provisioner) Confirm() error { return p.confirm(false) }
+
+// ConfirmOperator confirms only a window that waits for an operator (activation.confirm
+// = "operator"): one the hub link confirms is not confirmed by hand.
+func (p *Provisioner) ConfirmOperator() error { return p.confirm(true) }
+
+func (p *Provisioner) confirm(operatorOnly bool) error {
 	p.confirmMu.Lock()
 	defer p.confirmMu.Unlock()
 	if p.confirmed == nil {
 		return ErrNothingToConfirm
+	}
+	if operatorOnly && p.confirmMode != config.ConfirmOperator {
+		return fmt.Errorf("%w: this change is confirmed by the hub link answering again, not by hand", ErrNothingToConfirm)
 	}
 	select {
 	case <-p.confirmed:
@@ -184,16 +193,12 @@ func (p *Provisioner) waitConfirm(ctx context.Context, pc pendingConfirm, emit f
 	// Service names the mode, so the Boot UI knows to offer its confirm button.
 	emit(record.Event{Step: "confirm", Service: pc.Mode, Status: "waiting", Message: fmt.Sprintf("network changed: waiting up to %s for %s", left, what)})
 	p.confirmMu.Lock()
-	p.confirmed = make(chan struct{})
-	confirmed := p.confirmed
-	p.confirmMu.Unlock()
-	reach := p.currentReach()
-	p.confirmMu.Lock()
-	relink := p.relink
+	p.confirmed, p.confirmMode = make(chan struct{}), pc.Mode
+	confirmed, reach, relink := p.confirmed, p.reach, p.relink
 	p.confirmMu.Unlock()
 	defer func() {
 		p.confirmMu.Lock()
-		p.confirmed = nil
+		p.confirmed, p.confirmMode = nil, ""
 		p.confirmMu.Unlock()
 	}()
 	if pc.Mode == config.ConfirmAuto && reach != nil && relink != nil {

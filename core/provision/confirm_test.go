@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -41,11 +42,24 @@ func TestUnconfirmedNetworkChangeRollsBack(t *testing.T) {
 		d.Provision(t, hostConfig(key, ""))
 		before := provisiontest.Tree(t, d.Prov.State().Active())
 		reach, tries := reachBeforeOnly()
-		d.Prov.SetReach(reach)
+		// Inside the window, a confirmation by hand (the Boot UI's) is refused: the hub
+		// link confirms this change.
+		var byHand error
+		var once sync.Once
+		d.Prov.SetReach(func(ctx context.Context) error {
+			err := reach(ctx)
+			if tries.Load() > 1 {
+				once.Do(func() { byHand = d.Prov.ConfirmOperator() })
+			}
+			return err
+		})
 		start := time.Now()
 		res, events, err := apply(t, d, confirmConfig(key, wanFirewall, "auto"))
 		if !errors.Is(err, provision.ErrNotConfirmed) || !strings.Contains(err.Error(), "a round trip through the hub did not come within 60s (last try: hub link down)") {
 			t.Fatalf("apply = %v", err)
+		}
+		if !errors.Is(byHand, provision.ErrNothingToConfirm) || !strings.Contains(byHand.Error(), "not by hand") {
+			t.Errorf("ConfirmOperator in an auto window = %v", byHand)
 		}
 		if waited := time.Since(start); waited < 60*time.Second || waited > 62*time.Second {
 			t.Errorf("rolled back after %s; want the 60s window", waited)

@@ -64,6 +64,8 @@ type Provisioner struct {
 	reach     Reach
 	relink    func() int
 	confirmed chan struct{}
+	// confirmMode is the mode of the window confirmed waits on.
+	confirmMode string
 }
 
 // New returns a Provisioner.

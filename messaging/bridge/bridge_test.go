@@ -6,14 +6,17 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -49,8 +52,14 @@ type rig struct {
 
 func newRig(t *testing.T, maxBody int64) *rig {
 	t.Helper()
+	return newRigWith(t, maxBody, provisiontest.New(t))
+}
+
+// newRigWith serves dev (e.g. provisiontest.NewWithHost, for host settings).
+func newRigWith(t *testing.T, maxBody int64, dev *provisiontest.Device) *rig {
+	t.Helper()
 	admin, line := configtest.NewKey(t)
-	r := &rig{t: t, dev: provisiontest.New(t), admin: admin, line: line, now: time.Now()}
+	r := &rig{t: t, dev: dev, admin: admin, line: line, now: time.Now()}
 	r.cfg = configtest.FixtureWithAdmin(t, "vm-full.config.toml", line)
 	var err error
 	metrics := bridge.NewMetrics(nil)
@@ -425,24 +434,8 @@ func TestBootUIGuards(t *testing.T) {
 	if res := r.do("GET", "/", nil, map[string]string{"Host": "evil.example"}); res.status != 403 {
 		t.Errorf("rebinding host = %d; want 403", res.status)
 	}
-	form := func(token string, text string, hdr map[string]string) resp {
-		var b bytes.Buffer
-		mw := multipart.NewWriter(&b)
-		mw.WriteField("csrf", token)
-		mw.WriteField("text", text)
-		mw.Close()
-		h := map[string]string{"Content-Type": mw.FormDataContentType()}
-		for k, v := range hdr {
-			h[k] = v
-		}
-		return r.do("POST", "/apply", b.Bytes(), h)
-	}
-	token := ""
-	for _, c := range strings.Split(page.header.Get("Set-Cookie"), ";") {
-		if strings.HasPrefix(c, "fleetprov_csrf=") {
-			token = strings.TrimPrefix(c, "fleetprov_csrf=")
-		}
-	}
+	form := r.uiForm
+	token := csrfToken(page)
 	cookie := map[string]string{"Cookie": "fleetprov_csrf=" + token}
 	if res := form("", string(r.cfg), cookie); res.status != 403 {
 		t.Errorf("no form token = %d", res.status)
@@ -460,6 +453,93 @@ func TestBootUIGuards(t *testing.T) {
 	if res.status != 202 || !strings.Contains(string(res.body), "data-job=") {
 		t.Fatalf("form apply = %d %s", res.status, res.body)
 	}
+}
+
+// uiForm posts the Boot UI's apply form.
+func (r *rig) uiForm(token string, text string, hdr map[string]string) resp {
+	var b bytes.Buffer
+	mw := multipart.NewWriter(&b)
+	mw.WriteField("csrf", token)
+	mw.WriteField("text", text)
+	mw.Close()
+	h := map[string]string{"Content-Type": mw.FormDataContentType()}
+	for k, v := range hdr {
+		h[k] = v
+	}
+	return r.do("POST", "/apply", b.Bytes(), h)
+}
+
+// csrfToken is the form token a Boot UI page set in its cookie.
+func csrfToken(page resp) string {
+	for _, c := range strings.Split(page.header.Get("Set-Cookie"), ";") {
+		if strings.HasPrefix(c, "fleetprov_csrf=") {
+			return strings.TrimPrefix(c, "fleetprov_csrf=")
+		}
+	}
+	return ""
+}
+
+// TestBootUIConfirmGuards attacks POST /confirm: only the page that started the waiting
+// job may confirm it, with its own token, for that job, while it runs.
+func TestBootUIConfirmGuards(t *testing.T) {
+	r := newRigWith(t, 0, provisiontest.NewWithHost(t))
+	page := r.do("GET", "/", nil, nil)
+	token := csrfToken(page)
+	cookie := map[string]string{"Cookie": "fleetprov_csrf=" + token}
+	cfg := fmt.Sprintf("version = 1\n[users.admin]\nisAdmin = true\nssh_key = %q\n[network.firewall.inbound.wan]\ntcp = [443]\n"+
+		"[activation]\nrequired = [\"web\"]\nconfirm = \"operator\"\nconfirm_seconds = 60\n"+
+		"[containers.container.web]\nprivileged = true\n[containers.container.web.Container]\nImage = \"docker.io/library/nginx:1\"\n", r.line)
+	res := r.uiForm(token, cfg, cookie)
+	m := regexp.MustCompile(`data-job="([^"]+)"`).FindSubmatch(res.body)
+	if res.status != 202 || m == nil {
+		t.Fatalf("form apply = %d %s", res.status, res.body)
+	}
+	job := string(m[1])
+	fptest.WaitFor(t, 10*time.Second, "the confirm window", func() bool { _, _, ok := r.dev.Prov.AwaitingConfirm(); return ok })
+	confirm := func(tok, cookieTok, job string) int {
+		body := url.Values{"csrf": {tok}, "job": {job}}.Encode()
+		return r.do("POST", "/confirm", []byte(body), map[string]string{"Content-Type": "application/x-www-form-urlencoded", "Cookie": "fleetprov_csrf=" + cookieTok}).status
+	}
+	for name, c := range map[string]struct{ tok, cookie, job string }{
+		"another page's matching pair":     {"forged", "forged", job},
+		"the right token, another job":     {token, token, "01a00000-0000-7000-8000-000000000000"},
+		"no token":                         {"", token, job},
+		"a token that is not the cookie's": {token, "other", job},
+	} {
+		if st := confirm(c.tok, c.cookie, c.job); st != http.StatusForbidden {
+			t.Errorf("%s: POST /confirm = %d; want 403", name, st)
+		}
+	}
+	if _, _, ok := r.dev.Prov.AwaitingConfirm(); !ok {
+		t.Fatal("a refused confirm ended the window")
+	}
+	if st := confirm(token, token, job); st != http.StatusNoContent {
+		t.Fatalf("the page's own confirm = %d", st)
+	}
+	fptest.WaitFor(t, 10*time.Second, "the job to finish", func() bool { j, err := r.jobs.Get(job); return err == nil && j.State.Finished() })
+	if j, _ := r.jobs.Get(job); j.State != record.Succeeded {
+		t.Errorf("the confirmed job = %s (%s)", j.State, j.Error)
+	}
+	if st := confirm(token, token, job); st != http.StatusNotFound {
+		t.Errorf("confirming a finished job = %d; want 404", st)
+	}
+	// A later change, signed by the admin, waits for its own operator: the old page
+	// (its token, its finished job) cannot confirm it.
+	res = r.signed(r.admin, "POST", "/api/config", []byte(strings.Replace(cfg, "tcp = [443]", "tcp = [8443]", 1)), nil)
+	if res.status != 202 {
+		t.Fatalf("signed apply = %d %s", res.status, res.body)
+	}
+	fptest.WaitFor(t, 10*time.Second, "the second window", func() bool { _, _, ok := r.dev.Prov.AwaitingConfirm(); return ok })
+	if st := confirm(token, token, job); st != http.StatusNotFound {
+		t.Errorf("the old page confirming another job's window = %d; want 404", st)
+	}
+	if _, _, ok := r.dev.Prov.AwaitingConfirm(); !ok {
+		t.Fatal("the old page ended another job's window")
+	}
+	if err := r.dev.Prov.Confirm(); err != nil {
+		t.Fatal(err)
+	}
+	r.wait(res)
 }
 
 // firstBoot is what a legitimate unsigned first-boot client sends.

@@ -154,10 +154,9 @@ func (s *Server) uiApply(w http.ResponseWriter, r *http.Request) error {
 	if err := r.ParseMultipartForm(1 << 20); err != nil { // past 1 MiB the file goes to disk
 		return errf(wire.ErrInvalid, "expected a multipart form", err)
 	}
-	cookie, err := r.Cookie(csrfCookie)
-	token := r.FormValue("csrf")
-	if err != nil || token == "" || subtle.ConstantTimeCompare([]byte(cookie.Value), []byte(token)) != 1 {
-		return errf(wire.ErrForbidden, "form token missing or wrong; reload the page", nil)
+	token, err := formToken(r)
+	if err != nil {
+		return err
 	}
 	var body []byte
 	if f, _, err := r.FormFile("file"); err == nil {
@@ -196,6 +195,16 @@ func (s *Server) uiApply(w http.ResponseWriter, r *http.Request) error {
 	return s.render(w, http.StatusAccepted, "progress.html", page{JobID: id, CSRF: token})
 }
 
+// formToken is the parsed form's CSRF token, which must match its cookie (double submit).
+func formToken(r *http.Request) (string, error) {
+	cookie, err := r.Cookie(csrfCookie)
+	token := r.FormValue("csrf")
+	if err != nil || token == "" || subtle.ConstantTimeCompare([]byte(cookie.Value), []byte(token)) != 1 {
+		return "", errf(wire.ErrForbidden, "form token missing or wrong; reload the page", nil)
+	}
+	return token, nil
+}
+
 // uiConfirm confirms the network change the Boot UI's own first-boot job awaits
 // (activation.confirm = "operator"): the page still reaching the device is the proof.
 // Only the browser that started the job may: its form token must match its cookie and be
@@ -208,11 +217,11 @@ func (s *Server) uiConfirm(w http.ResponseWriter, r *http.Request) error {
 	if err := r.ParseForm(); err != nil {
 		return errf(wire.ErrInvalid, "expected a form", err)
 	}
-	cookie, err := r.Cookie(csrfCookie)
-	token, job := r.FormValue("csrf"), r.FormValue("job")
-	if err != nil || token == "" || subtle.ConstantTimeCompare([]byte(cookie.Value), []byte(token)) != 1 {
-		return errf(wire.ErrForbidden, "form token missing or wrong; reload the page", nil)
+	token, err := formToken(r)
+	if err != nil {
+		return err
 	}
+	job := r.FormValue("job")
 	s.uiMu.Lock()
 	mine := s.uiToken != "" && subtle.ConstantTimeCompare([]byte(s.uiToken), []byte(token)) == 1 && job == s.uiJob
 	s.uiMu.Unlock()

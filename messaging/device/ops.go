@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"time"
 
@@ -91,18 +90,10 @@ func (s *Service) confirm(ctx context.Context, r *Request) (wire.Reply, error) {
 // (activation.confirm = "operator"): the Boot UI's confirm, from the browser session
 // that started that job. provision.ErrNothingToConfirm when that job awaits none.
 func (s *Service) ConfirmJob(id string) error {
-	j, err := s.Job(id)
-	if err != nil || j.State != record.Running {
+	if j, err := s.Job(id); err != nil || j.State != record.Running {
 		return provision.ErrNothingToConfirm
 	}
-	mode, _, ok := s.o.Prov.AwaitingConfirm()
-	switch {
-	case !ok:
-		return provision.ErrNothingToConfirm
-	case mode != config.ConfirmOperator:
-		return fmt.Errorf("%w: this change is confirmed by the hub link answering again, not by hand", provision.ErrNothingToConfirm)
-	}
-	return s.o.Prov.Confirm()
+	return s.o.Prov.ConfirmOperator()
 }
 
 // Validate checks an input offline as this device would (its validation options).
