@@ -175,11 +175,32 @@ func (a *applyRun) confirm(ctx context.Context) error {
 	pc := pendingConfirm{Mode: pol.Confirm, Deadline: time.Now().Add(time.Duration(pol.ConfirmSeconds) * time.Second).UTC(),
 		BootID: p.bootID(), Initial: !a.res.Reapply}
 	b, _ := json.Marshal(pc)
+	p.openWindow(pc.Mode)
 	if err := state.WriteFileAtomic(p.pendingPath(), b, 0o600); err != nil {
+		p.closeWindow()
 		return fmt.Errorf("recording the confirm window: %w", err)
 	}
 	p.fault("confirm:pending")
 	return p.waitConfirm(ctx, pc, a.emit)
+}
+
+// openWindow opens the in-memory window a confirmation closes (or returns the open one).
+// It opens before the pending record is written, and when recovery finds one, so that a
+// confirmation that comes as soon as the record exists is never lost.
+func (p *Provisioner) openWindow(mode string) chan struct{} {
+	p.confirmMu.Lock()
+	defer p.confirmMu.Unlock()
+	if p.confirmed == nil {
+		p.confirmed = make(chan struct{})
+	}
+	p.confirmMode = mode
+	return p.confirmed
+}
+
+func (p *Provisioner) closeWindow() {
+	p.confirmMu.Lock()
+	defer p.confirmMu.Unlock()
+	p.confirmed, p.confirmMode = nil, ""
 }
 
 // waitConfirm waits for the proof pc asks for until its deadline. Either way the pending
@@ -192,15 +213,11 @@ func (p *Provisioner) waitConfirm(ctx context.Context, pc pendingConfirm, emit f
 	left := time.Until(pc.Deadline).Round(time.Second)
 	// Service names the mode, so the Boot UI knows to offer its confirm button.
 	emit(record.Event{Step: "confirm", Service: pc.Mode, Status: "waiting", Message: fmt.Sprintf("network changed: waiting up to %s for %s", left, what)})
+	confirmed := p.openWindow(pc.Mode)
+	defer p.closeWindow()
 	p.confirmMu.Lock()
-	p.confirmed, p.confirmMode = make(chan struct{}), pc.Mode
-	confirmed, reach, relink := p.confirmed, p.reach, p.relink
+	reach, relink := p.reach, p.relink
 	p.confirmMu.Unlock()
-	defer func() {
-		p.confirmMu.Lock()
-		p.confirmed, p.confirmMode = nil, ""
-		p.confirmMu.Unlock()
-	}()
 	if pc.Mode == config.ConfirmAuto && reach != nil && relink != nil {
 		p.log.Info("network changed: dialling the hub link again over the new settings", "closed", relink())
 	}
@@ -260,6 +277,7 @@ func (p *Provisioner) recoverPending() (act state.Action, handled bool, err erro
 	boot := p.bootID()
 	if pc.BootID == boot && time.Now().Before(pc.Deadline) {
 		p.log.Warn("a network change awaits confirmation", "mode", pc.Mode, "deadline", pc.Deadline)
+		p.openWindow(pc.Mode)
 		return ActionAwaitingConfirm, true, nil
 	}
 	why := "its confirm window closed while the worker was down"

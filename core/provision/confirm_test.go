@@ -270,3 +270,27 @@ func reachBeforeOnly() (provision.Reach, *atomic.Int32) {
 func quadletDirs(d *provisiontest.Device) quadlet.Dirs {
 	return quadlet.Dirs{Rootful: d.Rootful, Rootless: d.Rootless}
 }
+
+// A confirmation that comes as soon as the window's record exists (a page that saw the
+// record, an operator quick on the key) is not lost: the window is open before the record
+// is written, so the change commits at once.
+func TestConfirmAsSoonAsTheRecordExists(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var d *provisiontest.Device
+		early := errors.New("not called")
+		d = provisiontest.NewWithHost(t, func(o *provision.Options) {
+			o.Fault = func(point string) {
+				if point == "confirm:pending" {
+					early = d.Prov.Confirm()
+				}
+			}
+		})
+		_, key := configtest.NewKey(t)
+		d.Provision(t, hostConfig(key, ""))
+		start := time.Now()
+		_, events, err := apply(t, d, confirmConfig(key, wanFirewall, "operator"))
+		if early != nil || err != nil || time.Since(start) > time.Second {
+			t.Errorf("a confirm right after the record = %v; apply = %v after %s\n%s", early, err, time.Since(start), eventLines(events))
+		}
+	})
+}
