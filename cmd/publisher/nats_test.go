@@ -111,7 +111,7 @@ func TestNATSInitEnrolOfflineAndConnect(t *testing.T) {
 	if code, out := runEnv(t, home, env, "nats", "init", "--fleet", "prod"); code == 0 || !strings.Contains(out, "already holds") {
 		t.Errorf("a second init = %d (must refuse to replace the keys)\n%s", code, out)
 	}
-	if code, out := runEnv(t, home, env, "nats", "creds", "--fleet", "other"); code != 2 {
+	if code, out := runEnv(t, home, env, "nats", "creds", "--fleet", "prod"); code != 2 || !strings.Contains(out, "exactly one of --device or --publisher") {
 		t.Errorf("creds without --device/--publisher = %d\n%s", code, out)
 	}
 

@@ -3,6 +3,7 @@ package device
 import (
 	"context"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -162,5 +163,33 @@ func TestTakeDesiredOrder(t *testing.T) {
 	}
 	if m := r.svc.AppliedMark(); m.ID != id(t, newer) {
 		t.Errorf("the mark was not caught up: %+v", m)
+	}
+}
+
+// A mark file that does not parse (torn, or written by something else) never blocks the
+// device: it starts from no mark and takes its desired state, and the mark is then
+// written anew.
+func TestUnreadableMarkStartsWithoutOne(t *testing.T) {
+	r := newDesiredRig(t)
+	if err := os.WriteFile(r.opts.MarkFile, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	svc := New(r.opts)
+	defer svc.Close()
+	if m := svc.AppliedMark(); m != (Mark{}) {
+		t.Fatalf("mark from a torn file = %+v", m)
+	}
+	ctx := context.Background()
+	c := r.cand(t, subjects.DeviceKey("d1"), time.Now().UTC(), r.admin)
+	if out := svc.TakeDesired(ctx, []Candidate{c}); out.Action != DesiredStarted {
+		t.Fatalf("desired state with a torn mark: %+v", out)
+	}
+	if _, err := r.jobs.Wait(ctx, id(t, c)); err != nil {
+		t.Fatal(err)
+	}
+	again := New(r.opts)
+	defer again.Close()
+	if again.AppliedMark().ID != id(t, c) {
+		t.Errorf("the mark was not written anew: %+v", again.AppliedMark())
 	}
 }

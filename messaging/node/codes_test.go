@@ -192,6 +192,12 @@ func TestSameCodeOnBothTransports(t *testing.T) {
 			make: func() ([]byte, string) {
 				return b.env(admin, "validate", []byte("version = 1\n"), func(e *envelope.Envelope) { e.PayloadSHA256 = strings.Repeat("0", 64) })
 			}},
+		// Durable desired state is read from the hub's store; sent as a request it would
+		// skip the replay guard and the anti-rollback check.
+		{name: "invalid_durable_as_request", want: "invalid", rig: b, op: "apply",
+			make: func() ([]byte, string) {
+				return b.env(admin, "apply", cfg, func(e *envelope.Envelope) { e.Durable = true })
+			}},
 		{name: "invalid_patch", want: "invalid", rig: b, op: "patch",
 			make: func() ([]byte, string) {
 				return b.env(admin, "patch", []byte(`{"kind":"users","name":"bob","op":"put","value":{"isAdmin":"yes"}}`), nil)
