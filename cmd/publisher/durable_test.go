@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -91,7 +89,7 @@ func TestDurablePushAndStatus(t *testing.T) {
 
 	// status --watch, running while gw2 comes back, redraws its row from the status
 	// record gw2 signs once it converged.
-	var watched syncBuffer
+	var watched fptest.Buffer
 	wctx, stopWatch := context.WithCancel(context.Background())
 	watchDone := make(chan int)
 	go func() {
@@ -123,7 +121,7 @@ func TestDurablePushAndStatus(t *testing.T) {
 	// --wait holds the push open past the rollout: gw2 is off while it runs, comes back
 	// once it is reported offline, and the push ends when it converged.
 	nodes["gw2"].Shutdown(context.Background())
-	var pushed syncBuffer
+	var pushed fptest.Buffer
 	pushDone := make(chan int)
 	go func() {
 		pushDone <- run(context.Background(), append([]string{"push", cfgA, "--all", "--key", keyPath, "--wait", "100%", "--timeout", "2m"}, hubFlags...),
@@ -164,24 +162,6 @@ func TestDurablePushAndStatus(t *testing.T) {
 	if code != cli.ExitUnreachable || !strings.Contains(out, "no JetStream") {
 		t.Errorf("--durable on against a device's own server = %d\n%s", code, out)
 	}
-}
-
-// syncBuffer is a bytes.Buffer a command writes to while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // envOf is the environment runEnv gives the publisher: HOME and env.

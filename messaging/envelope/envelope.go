@@ -222,12 +222,9 @@ func (e *Envelope) CheckTime(now time.Time) error {
 	return nil
 }
 
-// CheckIssued is CheckTime for durable desired state: it must not be issued in the
-// future (beyond the clock skew), and its expiry does not apply.
+// CheckIssued is CheckTime for durable desired state (callers check Durable): it must not
+// be issued in the future (beyond the clock skew), and its expiry does not apply.
 func (e *Envelope) CheckIssued(now time.Time) error {
-	if !e.Durable {
-		return wire.Errorf(wire.ErrInvalid, "envelope %s is not durable desired state", e.ID)
-	}
 	if e.IssuedAt.After(now.Add(ClockSkew)) {
 		return wire.Errorf(wire.ErrExpired, "envelope issued in the future (%s); check the clocks", e.IssuedAt.Format(time.RFC3339))
 	}

@@ -165,12 +165,6 @@ func (d *DesiredStore) encode(env *envelope.Envelope) ([]byte, error) {
 	return raw, nil
 }
 
-// fits checks, before a rollout, that env's payload fits durable desired state.
-func (d *DesiredStore) fits(env *envelope.Envelope) error {
-	_, err := d.encode(env)
-	return err
-}
-
 // entry decodes a stored message.
 func entry(key string, m *jetstream.RawStreamMsg) (DesiredEntry, error) {
 	env, err := envelope.Decode(m.Data)
@@ -347,17 +341,6 @@ type Convergence struct {
 	Detail     string    `json:"detail,omitempty"`
 	Seen       time.Time `json:"seen,omitzero"` // the status record's time
 	Enrollment string    `json:"enrollment,omitempty"`
-}
-
-// Convergences compares every device's desired state (the newest of its own key, its
-// groups' and the fleet's) with its last status record, for the devices the status stream
-// knows plus extra (devices named by the caller).
-func (d *DesiredStore) Convergences(ctx context.Context, extra ...string) ([]Convergence, error) {
-	v, err := d.View(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return v.Convergences(extra...), nil
 }
 
 // View is the fleet's desired state and statuses as read at one time; a watcher keeps it

@@ -132,7 +132,7 @@ func (c *Client) startDurable(ctx context.Context, o PushOptions, devices []stri
 	}
 	groupEnv, err := o.Desired.Stamp(key, o.Payload)
 	if err == nil {
-		err = o.Desired.fits(groupEnv)
+		_, err = o.Desired.encode(groupEnv) // it fits durable desired state
 	}
 	if err != nil {
 		return nil, nil, nil, err
@@ -301,11 +301,10 @@ func unproven(o PushOptions, devices []DeviceState) string {
 	}
 	took, failed := false, []string{}
 	for _, d := range devices {
-		switch d.State {
-		case StateSucceeded:
+		switch {
+		case d.State == StateSucceeded:
 			took = true
-		case StateAccepted, StateSkipped, StateOffline:
-		default:
+		case d.failed():
 			failed = append(failed, d.Device+" ("+d.State+")")
 		}
 	}

@@ -57,6 +57,16 @@ func (d DeviceState) Final() bool {
 	return true
 }
 
+// failed reports whether the state counts against a rollout: anything but succeeded,
+// accepted (detached), skipped or offline (durable: it converges when it comes back).
+func (d DeviceState) failed() bool {
+	switch d.State {
+	case StateSucceeded, StateAccepted, StateSkipped, StateOffline:
+		return false
+	}
+	return true
+}
+
 // Count is a number or a percentage of the targeted devices.
 type Count struct {
 	N       int
@@ -203,7 +213,7 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var err error
-	prep := &Prepared{p: o.Payload} // durable state carries its payload inline
+	var prep *Prepared // one-shot requests only: durable state carries its payload inline
 	if du == nil {
 		if prep, err = c.Prepare(pctx, o.Payload); err != nil {
 			return Summary{}, err
@@ -236,7 +246,7 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 		defer mu.Unlock()
 		n := 0
 		for _, s := range states {
-			if s.Final() && s.State != StateSucceeded && s.State != StateAccepted && s.State != StateSkipped && s.State != StateOffline {
+			if s.Final() && s.failed() {
 				n++
 			}
 		}
