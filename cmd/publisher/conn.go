@@ -50,10 +50,7 @@ func (c *connFlags) register(fs *flag.FlagSet, signing bool) {
 // connect opens the NATS connection; a failure is exit code 3.
 func (c *connFlags) connect() (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name("fleetprov-publisher"), nats.Timeout(5 * time.Second)}
-	creds, err := c.credsFile()
-	if err != nil {
-		return nil, err
-	}
+	creds := c.credsFile()
 	if creds != "" {
 		opt, err := credsOption(creds)
 		if err != nil {
@@ -79,19 +76,19 @@ func (c *connFlags) connect() (*nats.Conn, error) {
 // credsFile is --creds (or $FLEETPROV_CREDS, like every flag), else the fleet's
 // publisher.creds when 'publisher nats init' made one ("" when none: an anonymous
 // connection).
-func (c *connFlags) credsFile() (string, error) {
+func (c *connFlags) credsFile() string {
 	if c.creds != "" {
-		return c.creds, nil
+		return c.creds
 	}
 	dir, err := natsDir("", c.fleetName, c.env)
 	if err != nil {
-		return "", nil
+		return ""
 	}
 	p := filepath.Join(dir, natsauth.PublisherCreds)
 	if _, err := os.Stat(p); err == nil {
-		return p, nil
+		return p
 	}
-	return "", nil
+	return ""
 }
 
 // credsOption authenticates with a creds file (JWT and seed) or a bare nkey seed file.

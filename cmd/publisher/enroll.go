@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -136,7 +135,7 @@ for keys checked against a fingerprint or given with --pubkey.`,
 				for _, id := range ids {
 					o := outcome{Device: id.Device, Fingerprint: id.Fingerprint}
 					prev, had := known.Lookup(cf.fleetName, id.Device)
-					same := had && bytes.Equal(prev.Marshal(), id.Key.Marshal())
+					same := had && fleet.SameKey(prev, id.Key)
 					switch {
 					case id.Conflict != "":
 						o.Status, o.Error, impostor = "refused", id.Device+" "+id.Conflict+"; enrol it with --fingerprint (from 'worker identity' on its console)", true
@@ -158,8 +157,8 @@ for keys checked against a fingerprint or given with --pubkey.`,
 						o.Status = "enrolled"
 					}
 					if authority != nil && o.Status != "refused" {
-						id.Groups = groupList // the operator's word, not the device's
-						if o.Creds, err = mintDeviceCreds(authority, id, *credsOut, len(t.Devices) == 1, stdio); err != nil {
+						// The groups are the operator's word, not the device's.
+						if o.Creds, err = mintDeviceCreds(authority, id.Device, groupList, *credsOut, len(t.Devices) == 1); err != nil {
 							o.Status, o.Error = "refused", "minting credentials: "+err.Error()
 						}
 					}
@@ -207,16 +206,16 @@ func confirm(stdio cli.IO, id fleet.Identity) bool {
 
 // mintDeviceCreds writes an enrolled device's hub credentials: to out itself for a single
 // --device, else to out/<device>.creds.
-func mintDeviceCreds(f *natsauth.Fleet, id fleet.Identity, out string, single bool, stdio cli.IO) (string, error) {
-	creds, err := f.DeviceCreds(id.Device, id.Groups, 0)
+func mintDeviceCreds(f *natsauth.Fleet, device string, groups []string, out string, single bool) (string, error) {
+	creds, err := f.DeviceCreds(device, groups, 0)
 	if err != nil {
 		return "", err
 	}
 	path := out
 	if !single {
-		path = filepath.Join(out, id.Device+".creds")
+		path = filepath.Join(out, device+".creds")
 	}
-	return path, writeCreds(path, creds, stdio)
+	return path, writeCreds(path, creds, cli.IO{}) // a file: never stdout
 }
 
 // offlineIdentity is a device's identity from its public key (authorized_keys format, or

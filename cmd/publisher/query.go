@@ -189,28 +189,18 @@ func queryErr(err error) error {
 }
 
 // signedQuery sends a signed read-only op to one device and returns the reply data.
-func signedQuery(ctx context.Context, cf *connFlags, stdio cli.IO, dev, op string, body []byte) (*fleet.Client, func(), json.RawMessage, error) {
+func signedQuery(ctx context.Context, cf *connFlags, stdio cli.IO, dev, op string, body []byte) (json.RawMessage, error) {
 	ct := envelope.TypeNone
 	if body != nil {
 		ct = envelope.TypeJSON
 	}
-	return signedRequest(ctx, cf, stdio, dev, op, fleet.Payload{Data: body, ContentType: ct})
-}
-
-// signedRequest sends op with an inline payload to one device and returns its verified
-// answer's data.
-func signedRequest(ctx context.Context, cf *connFlags, stdio cli.IO, dev, op string, p fleet.Payload) (*fleet.Client, func(), json.RawMessage, error) {
 	cf.named = true
 	cl, closeFn, err := cf.client(stdio, true)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	data, err := sendSigned(ctx, cl, cf, dev, op, p)
-	if err != nil {
-		closeFn()
-		return nil, nil, nil, err
-	}
-	return cl, closeFn, data, nil
+	defer closeFn()
+	return sendSigned(ctx, cl, cf, dev, op, fleet.Payload{Data: body, ContentType: ct})
 }
 
 // sendSigned sends op with an inline payload to one device over cl and returns its
@@ -249,11 +239,10 @@ func deviceOpCommand(op, short, long string, show func(stdio cli.IO, dev string,
 				if *dev == "" {
 					return cli.Usagef("--device is required")
 				}
-				_, done, data, err := signedQuery(ctx, &cf, stdio, *dev, op, nil)
+				data, err := signedQuery(ctx, &cf, stdio, *dev, op, nil)
 				if err != nil {
 					return err
 				}
-				defer done()
 				show(stdio, *dev, data)
 				return nil
 			}
@@ -288,11 +277,10 @@ func exportCommand() *cli.Command {
 					return cli.Usagef("--device and -o are required")
 				}
 				body, _ := json.Marshal(map[string]string{"format": *format})
-				_, done, data, err := signedQuery(ctx, &cf, stdio, *dev, "export", body)
+				data, err := signedQuery(ctx, &cf, stdio, *dev, "export", body)
 				if err != nil {
 					return err
 				}
-				defer done()
 				var res wire.ExportResult
 				if err := json.Unmarshal(data, &res); err != nil {
 					return fmt.Errorf("decoding export: %w", err)

@@ -207,11 +207,10 @@ Examples:
 
 // secretsLs prints a device's secrets from its signed current.
 func secretsLs(ctx context.Context, cf *connFlags, stdio cli.IO, dev string, asJSON bool) error {
-	_, done, data, err := signedQuery(ctx, cf, stdio, dev, "current", nil)
+	data, err := signedQuery(ctx, cf, stdio, dev, "current", nil)
 	if err != nil {
 		return err
 	}
-	defer done()
 	var cur struct {
 		Provisioned bool `json:"provisioned"`
 		Secrets     []struct {

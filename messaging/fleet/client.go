@@ -87,7 +87,7 @@ func (c *Client) verifyDeviceTOFU(device string, body []byte, sig64 string, tofu
 	fp := ssh.FingerprintSHA256(pub)
 	known, ok := c.known.Lookup(c.fleet, device)
 	switch {
-	case ok && sameKey(known, pub):
+	case ok && SameKey(known, pub):
 		return nil
 	case ok:
 		return fmt.Errorf("%w: %s signed with %s, but its enrolled key is %s (if the device was reinstalled, check its new key with 'worker identity' and re-enrol: publisher enroll --device %s --fingerprint %s)",
@@ -95,7 +95,7 @@ func (c *Client) verifyDeviceTOFU(device string, body []byte, sig64 string, tofu
 	case tofu:
 		if err := c.known.Add(c.fleet, device, pub, nil); err != nil {
 			if errors.Is(err, ErrEnrolmentChanged) {
-				if now, ok := c.known.Lookup(c.fleet, device); ok && sameKey(now, pub) {
+				if now, ok := c.known.Lookup(c.fleet, device); ok && SameKey(now, pub) {
 					return nil // another publisher enrolled the same key meanwhile
 				}
 				return fmt.Errorf("%w: %s signed with %s on first use, but another key was enrolled meanwhile: %w", ErrImpostor, device, fp, err)

@@ -17,7 +17,7 @@ import (
 // round-trip time to a remote one.
 func BenchmarkReadStatuses(b *testing.B) {
 	hub, f := brokertest.AuthHub(b, "bench")
-	nc := brokertest.PublisherConn(b, hub, f)
+	nc := brokertest.PublisherConn(b, hub.ClientURL(), f)
 	c, _ := New(nc, "bench")
 	ctx := context.Background()
 	d, err := c.OpenDesired(ctx)

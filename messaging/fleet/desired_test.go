@@ -30,7 +30,7 @@ import (
 // them becomes a target of --all.
 func TestStatusRecordsAreBoundToTheirDevice(t *testing.T) {
 	hub, f := brokertest.AuthHub(t, "f")
-	nc := brokertest.PublisherConn(t, hub, f)
+	nc := brokertest.PublisherConn(t, hub.ClientURL(), f)
 	known, err := LoadKnownDevices(filepath.Join(t.TempDir(), "known_devices"))
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +99,7 @@ func TestStatusRecordsAreBoundToTheirDevice(t *testing.T) {
 // rollout proved it: not when a canary rollout reached no device, nor when a device failed.
 func TestGroupKeyNeedsProof(t *testing.T) {
 	hub, f := brokertest.AuthHub(t, "f")
-	nc := brokertest.PublisherConn(t, hub, f)
+	nc := brokertest.PublisherConn(t, hub.ClientURL(), f)
 	signer, _ := configtest.NewKey(t)
 	c, err := New(nc, "f", WithSigner(signer))
 	if err != nil {

@@ -128,7 +128,7 @@ func (k *KnownDevices) Add(fleet, device string, pub, expect ssh.PublicKey) erro
 	for n, p := range disk {
 		k.keys[n] = p // the file is newer than what this process loaded
 	}
-	if cur := disk[fleet+"/"+device]; !sameKey(cur, expect) {
+	if cur := disk[fleet+"/"+device]; !SameKey(cur, expect) {
 		fp := "no key"
 		if cur != nil {
 			fp = ssh.FingerprintSHA256(cur)
@@ -150,7 +150,7 @@ func (k *KnownDevices) Add(fleet, device string, pub, expect ssh.PublicKey) erro
 }
 
 // sameKey reports whether a and b are the same key (or both nil).
-func sameKey(a, b ssh.PublicKey) bool {
+func SameKey(a, b ssh.PublicKey) bool {
 	if a == nil || b == nil {
 		return a == nil && b == nil
 	}
@@ -166,8 +166,6 @@ type Identity struct {
 	Device      string        `json:"device"`
 	Key         ssh.PublicKey `json:"-"`
 	Fingerprint string        `json:"fingerprint"`
-	// Groups are the groups its signed presence names.
-	Groups []string `json:"groups,omitempty"`
 	// Conflict, when set, says that presences signed with different keys answered for
 	// this device id: at most one of them is the device.
 	Conflict string `json:"conflict,omitempty"`
@@ -200,10 +198,8 @@ func (c *Client) Identities(ctx context.Context, t Target, quiet, max time.Durat
 		sig, _ := base64.StdEncoding.DecodeString(m.Header.Get(wire.DeviceSignatureHeader))
 		if json.Unmarshal(m.Data, &r) == nil && r.Device != "" {
 			if pub, err := auth.VerifySelf(m.Data, sig, auth.NamespaceDevice); err == nil {
-				var p wire.Presence
-				json.Unmarshal(r.Data, &p)
-				id := Identity{Device: r.Device, Key: pub, Fingerprint: ssh.FingerprintSHA256(pub), Groups: p.Groups}
-				if prev, ok := seen[r.Device]; ok && !sameKey(prev.Key, pub) {
+				id := Identity{Device: r.Device, Key: pub, Fingerprint: ssh.FingerprintSHA256(pub)}
+				if prev, ok := seen[r.Device]; ok && !SameKey(prev.Key, pub) {
 					id.Conflict = "answered with two keys: " + prev.Fingerprint + " and " + id.Fingerprint
 					if prev.Conflict != "" {
 						id.Conflict = prev.Conflict + " and " + id.Fingerprint

@@ -72,7 +72,7 @@ func TestKnownDevicesAddIsACompareAndSet(t *testing.T) {
 		t.Fatalf("a second first use = %v; want ErrEnrolmentChanged", err)
 	}
 	got, _ := LoadKnownDevices(path)
-	if k, _ := got.Lookup("f", "d1"); !sameKey(k, first) {
+	if k, _ := got.Lookup("f", "d1"); !SameKey(k, first) {
 		t.Errorf("the first enrolment was overwritten")
 	}
 	if err := b.Add("f", "d1", second, first); err != nil {

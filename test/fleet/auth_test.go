@@ -162,7 +162,7 @@ func TestLargeExportThroughAuthenticatedHub(t *testing.T) {
 		o.Broker = broker.Options{Listen: "127.0.0.1:-1", Hub: []string{hub.LeafURL()}, HubCreds: brokertest.DeviceCreds(t, auth, "dev-00", "edge"),
 			ReconnectInterval: 100 * time.Millisecond, MaxPayload: 4096}
 	})
-	nc := publisherConn(t, hub.ClientURL(), auth)
+	nc := brokertest.PublisherConn(t, hub.ClientURL(), auth)
 	c := r.client(nc)
 	waitDiscover(t, c, fleet.Target{All: true}, 1)
 	// Incompressible bytes make the export larger than half a message.
@@ -201,7 +201,7 @@ func TestLargeExportThroughAuthenticatedHub(t *testing.T) {
 func TestDeviceReadsOnlyItsOwnDesiredState(t *testing.T) {
 	hub, auth := brokertest.AuthHub(t, "fleet")
 	admin, _ := configtest.NewKey(t)
-	pc, err := fleet.New(publisherConn(t, hub.ClientURL(), auth), "fleet", fleet.WithSigner(admin))
+	pc, err := fleet.New(brokertest.PublisherConn(t, hub.ClientURL(), auth), "fleet", fleet.WithSigner(admin))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/internal/fptest"
+	"github.com/fleetprov/fleetprov/messaging/broker/brokertest"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
 	"github.com/fleetprov/fleetprov/messaging/node"
@@ -67,7 +68,7 @@ func (r *fleetRig) restart(w *worker, hubURL, creds string, groups ...string) {
 func TestDurableDesiredState(t *testing.T) {
 	hub := startStockHub(t)
 	r := newFleet(t, hub.leafURL(), hub.auth, 3, func(int) string { return "edge" })
-	nc := publisherConn(t, hub.url(), hub.auth, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc := brokertest.PublisherConn(t, hub.url(), hub.auth, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	c := r.client(nc)
 	ctx := context.Background()
 	waitDiscover(t, c, fleet.Target{All: true}, 3)

@@ -128,21 +128,10 @@ func groupHalf(i int) string {
 	return "core"
 }
 
-// publisherConn connects to url with a publisher's credentials from auth.
-func publisherConn(t *testing.T, url string, auth *natsauth.Fleet, opts ...nats.Option) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(url, append(opts, nats.UserCredentials(brokertest.PublisherCreds(t, auth)))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
-}
-
 func TestFleetOfTwentyOnEmbeddedHub(t *testing.T) {
 	hub, auth := brokertest.AuthHub(t, "fleet")
 	r := newFleet(t, hub.LeafURL(), auth, 20, groupHalf)
-	nc := publisherConn(t, hub.ClientURL(), auth)
+	nc := brokertest.PublisherConn(t, hub.ClientURL(), auth)
 	c := r.client(nc)
 	waitDiscover(t, c, fleet.Target{All: true}, 20)
 
@@ -266,7 +255,7 @@ func (h *stockHub) leafURL() string { return "nats-leaf://127.0.0.1:" + strconv.
 func TestStockNATSHubAndLeafLoss(t *testing.T) {
 	hub := startStockHub(t)
 	r := newFleet(t, hub.leafURL(), hub.auth, 4, func(i int) string { return "edge" })
-	nc := publisherConn(t, hub.url(), hub.auth, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc := brokertest.PublisherConn(t, hub.url(), hub.auth, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	c := r.client(nc)
 	waitDiscover(t, c, fleet.Target{All: true}, 4)
 	if sum := r.push(c, fleet.PushOptions{Target: fleet.Target{All: true}}); !sum.OK() {

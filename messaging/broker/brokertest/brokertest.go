@@ -87,10 +87,11 @@ func PublisherCreds(t testing.TB, f *natsauth.Fleet) string {
 	return writeCreds(t, creds, err)
 }
 
-// PublisherConn connects to hub as a fleet publisher; the connection closes with the test.
-func PublisherConn(t testing.TB, hub *broker.Broker, f *natsauth.Fleet) *nats.Conn {
+// PublisherConn connects to url (a hub's client URL) as a fleet publisher; the connection
+// closes with the test.
+func PublisherConn(t testing.TB, url string, f *natsauth.Fleet, opts ...nats.Option) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(hub.ClientURL(), nats.UserCredentials(PublisherCreds(t, f)))
+	nc, err := nats.Connect(url, append(opts, nats.UserCredentials(PublisherCreds(t, f)))...)
 	if err != nil {
 		t.Fatal(err)
 	}
