@@ -113,7 +113,7 @@ func (s *secretFlags) values(stdin io.Reader) (secrets.Values, error) {
 	return v, nil
 }
 
-// readSecretFile reads one value: a regular file (state.OpenRegularIn: a link only within
+// readSecretFile reads one value: a regular file (state.ReadRegularIn: a link only within
 // the file's directory, no blocking on a FIFO), at most MaxValue+1 bytes, so the size
 // check that follows sees an oversized file.
 func readSecretFile(path string) ([]byte, error) {
@@ -122,12 +122,7 @@ func readSecretFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	defer root.Close()
-	f, _, err := state.OpenRegularIn(root, filepath.Base(path))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, secrets.MaxValue+1))
+	return state.ReadRegularIn(root, filepath.Base(path), secrets.MaxValue+1)
 }
 
 // checkDeclared fails when a value is given for a secret the config does not declare.

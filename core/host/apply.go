@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -63,25 +62,15 @@ func Check(ctx context.Context, e *Env, d Desired) (Plan, error) {
 	return plan(ctx, e, d, true)
 }
 
-// Apply converges the host to d: it plans, then runs the plan.
-func Apply(ctx context.Context, e *Env, d Desired, emit func(record.Event)) (Plan, error) {
-	p, err := plan(ctx, e, d, false)
-	if err != nil {
-		return p, err
-	}
-	return Run(ctx, e, p, emit)
-}
-
 // Run runs each step of a plan, reporting each as a "host" event. The first step that
-// fails stops the run; its error names the command and why it failed. It returns the
-// steps that ran.
-func Run(ctx context.Context, e *Env, p Plan, emit func(record.Event)) (Plan, error) {
-	for i, s := range p.Steps {
+// fails stops the run; its error names the command and why it failed.
+func Run(ctx context.Context, e *Env, p Plan, emit func(record.Event)) error {
+	for _, s := range p.Steps {
 		if err := s.run(ctx, e, emit); err != nil {
-			return Plan{Steps: p.Steps[:i+1]}, err
+			return err
 		}
 	}
-	return p, nil
+	return nil
 }
 
 // Restore converges the host to d as far as it can: a step that fails is reported and
@@ -174,15 +163,11 @@ func rel(p string) string { return strings.TrimPrefix(path.Clean(p), "/") }
 // readFile reads a managed file through r (the host root), as a regular file only; ok is
 // false when there is none.
 func readFile(r *os.Root, p string) (b []byte, ok bool, err error) {
-	f, _, err := state.OpenRegularIn(r, rel(p))
+	b, err = state.ReadRegularIn(r, rel(p), 1<<20)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("reading %s: %w", p, err)
-	}
-	defer f.Close()
-	if b, err = io.ReadAll(io.LimitReader(f, 1<<20)); err != nil {
 		return nil, false, fmt.Errorf("reading %s: %w", p, err)
 	}
 	return b, true, nil
@@ -366,18 +351,13 @@ func (e *Env) readKey(home string) []byte {
 		return nil
 	}
 	defer r.Close()
-	f, _, err := state.OpenRegularIn(r, ".ssh/authorized_keys")
+	b, err := state.ReadRegularIn(r, ".ssh/authorized_keys", 64<<10)
 	if errors.Is(err, fs.ErrNotExist) {
 		if _, lerr := r.Lstat(".ssh/authorized_keys"); lerr != nil {
 			return nil
 		}
 		return unreadableKey // a dangling link
 	}
-	if err != nil {
-		return unreadableKey
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
 	if err != nil {
 		return unreadableKey
 	}

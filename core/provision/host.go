@@ -75,8 +75,7 @@ func (p *Provisioner) applyHost(ctx context.Context, m *config.Model, plan *host
 		return nil
 	}
 	if plan != nil {
-		_, err := host.Run(ctx, env, *plan, emit)
-		return err
+		return host.Run(ctx, env, *plan, emit)
 	}
 	return host.Restore(ctx, env, p.hostDesired(m), emit)
 }

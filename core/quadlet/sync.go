@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -296,12 +295,7 @@ const maxUnitFile = 1 << 20
 // FIFO or a device the app user may have put there (opened non-blocking, checked by
 // descriptor, bounded).
 func readRegular(root *os.Root, name string) ([]byte, error) {
-	f, _, err := state.OpenRegularIn(root, name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, maxUnitFile))
+	return state.ReadRegularIn(root, name, maxUnitFile)
 }
 
 // ReadUnit reads a unit file of t.Dir the way SyncFiles does: inside t.Base, regular

@@ -144,6 +144,17 @@ func OpenRegularIn(root *os.Root, name string) (*os.File, fs.FileInfo, error) {
 	return openIn(root, name, false)
 }
 
+// ReadRegularIn reads at most limit bytes of name inside root, a regular file
+// (OpenRegularIn).
+func ReadRegularIn(root *os.Root, name string, limit int64) ([]byte, error) {
+	f, _, err := OpenRegularIn(root, name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, limit))
+}
+
 func openIn(root *os.Root, name string, dirOK bool) (*os.File, fs.FileInfo, error) {
 	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0) // os.Root ignores O_NOFOLLOW: links resolve inside root only
 	if err != nil {
