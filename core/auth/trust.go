@@ -134,6 +134,26 @@ func (t *Trust) verifyAdmin(msg, armored []byte, namespace, op string, target Ta
 	return Decision{Principal: p, Basis: "admin"}, nil
 }
 
+// Allows reports whether the signer of a decision already made may also run op (the
+// [fleet.signers] policy for an admin; a fleet-trust signer may do everything; proof of
+// possession allows apply only), without verifying the signature again.
+func (t *Trust) Allows(d Decision, op string, target Target, deviceGroups []string) error {
+	switch d.Basis {
+	case "admin":
+		fleet, err := t.activeFleet()
+		if err != nil {
+			return err
+		}
+		return Authorize(fleet, d.Principal, op, target, deviceGroups)
+	case "fleet-trust":
+		return nil
+	}
+	if op != "apply" {
+		return fmt.Errorf("%w: proof of possession allows apply only", ErrUnknownSigner)
+	}
+	return nil
+}
+
 // activeFleet is the [fleet] table of the active config, parsed again only when the
 // config's bytes change (parsing is most of a signed request's cost).
 func (t *Trust) activeFleet() (*config.Fleet, error) {
