@@ -109,6 +109,7 @@ type durable struct {
 	sent     map[string]string        // device -> envelope id
 	fallback *DesiredEntry            // with RevertOnFailure: the newest of the target group's and the fleet's keys before
 	status   map[string]DeviceStatus  // for --all or Resume: the statuses at the start
+	desired  map[string]DesiredEntry  // for RevertOnFailure or Resume: every key's state at the start
 }
 
 // startDurable prepares a durable rollout: its targets, the group's or fleet's envelope
@@ -140,17 +141,15 @@ func (c *Client) startDurable(ctx context.Context, o PushOptions, devices []stri
 	if len(o.Target.Devices) > 0 {
 		groupEnv = nil
 	}
-	if o.RevertOnFailure {
-		keys := []string{subjects.AllKey}
-		if key != subjects.AllKey {
-			keys = append(keys, key)
+	if o.RevertOnFailure || o.Resume {
+		// What every device had, read once (one ordered consumer), not a request a device.
+		if du.desired, err = o.Desired.All(ctx); err != nil {
+			return nil, nil, nil, err
 		}
-		for _, k := range keys {
-			e, ok, err := o.Desired.Get(ctx, k)
-			if err != nil {
-				return nil, nil, nil, err
-			}
-			if ok && (du.fallback == nil || e.Env.Newer(du.fallback.Env.IssuedAt, du.fallback.Env.ID)) {
+	}
+	if o.RevertOnFailure {
+		for _, k := range []string{subjects.AllKey, key} {
+			if e, ok := du.desired[k]; ok && (du.fallback == nil || e.Env.Newer(du.fallback.Env.IssuedAt, du.fallback.Env.ID)) {
 				du.fallback = &e
 			}
 		}
@@ -201,15 +200,8 @@ func (c *Client) pushDesired(ctx context.Context, o PushOptions, du *durable, hu
 		done(func(s *DeviceState) { s.State, s.Error = st, err.Error() })
 		return
 	}
-	// What it had, for a revert or a resume (one JetStream API call a device: only then).
-	var prev DesiredEntry
-	var ok bool
-	if o.RevertOnFailure || o.Resume {
-		if prev, ok, err = du.d.Get(ctx, key); err != nil {
-			fail(err)
-			return
-		}
-	}
+	// What it had, for a revert or a resume (read at the start).
+	prev, ok := du.desired[key]
 	if st, known := du.status[dev]; o.Resume && ok && known && prev.Env.PayloadSHA256 == env.PayloadSHA256 &&
 		st.Enrollment != EnrollmentImpostor && st.Applied == prev.Env.ID && st.JobState == record.Succeeded {
 		// Resumed: this device took this payload already.
