@@ -91,11 +91,8 @@ for keys checked against a fingerprint or given with --pubkey.`,
 					if err != nil {
 						return err
 					}
-					if authority, err = natsauth.Load(d); err != nil {
+					if authority, err = loadAuthority(d, cf.fleetName); err != nil {
 						return cli.Usagef("--creds-out: %v", err)
-					}
-					if authority.Name != cf.fleetName {
-						return cli.Usagef("--creds-out: %s holds fleet %q's keys, not %q", d, authority.Name, cf.fleetName)
 					}
 				}
 				var ids []fleet.Identity

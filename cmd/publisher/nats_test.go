@@ -114,6 +114,9 @@ func TestNATSInitEnrolOfflineAndConnect(t *testing.T) {
 	if code, out := runEnv(t, home, env, "nats", "creds", "--fleet", "prod"); code != 2 || !strings.Contains(out, "exactly one of --device or --publisher") {
 		t.Errorf("creds without --device/--publisher = %d\n%s", code, out)
 	}
+	if code, out := runEnv(t, home, env, "nats", "creds", "--fleet", "other", "--nats-dir", dir, "--device", "x"); code != 2 || !strings.Contains(out, `holds fleet "prod"'s keys, not "other"`) {
+		t.Errorf("creds from another fleet's keys = %d\n%s", code, out)
+	}
 
 	fh.start(t)
 	hub := fh.hub

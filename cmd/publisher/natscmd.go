@@ -72,12 +72,9 @@ Examples:
 				if (*device == "") == (*publisher == "") {
 					return cli.Usagef("creds needs exactly one of --device or --publisher")
 				}
-				f, err := natsauth.Load(d)
+				f, err := loadAuthority(d, *fleetName)
 				if err != nil {
 					return cli.Usagef("%v", err)
-				}
-				if f.Name != *fleetName {
-					return cli.Usagef("%s holds fleet %q's keys, not %q", d, f.Name, *fleetName)
 				}
 				var creds []byte
 				if *device != "" {
@@ -120,6 +117,18 @@ func natsInit(dir, fleet, listen, leafListen string, stdio cli.IO) error {
 }
 
 // writeCreds writes creds to path (0600), or to stdout when path is "" or "-".
+// loadAuthority loads the fleet's NATS keys from dir, which must hold fleet's.
+func loadAuthority(dir, fleet string) (*natsauth.Fleet, error) {
+	f, err := natsauth.Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	if f.Name != fleet {
+		return nil, fmt.Errorf("%s holds fleet %q's keys, not %q", dir, f.Name, fleet)
+	}
+	return f, nil
+}
+
 func writeCreds(path string, creds []byte, stdio cli.IO) error {
 	if path == "" || path == "-" {
 		_, err := stdio.Stdout.Write(creds)
