@@ -218,17 +218,16 @@ func mintDeviceCreds(f *natsauth.Fleet, device string, groups []string, out stri
 // offlineIdentity is a device's identity from its public key (authorized_keys format, or
 // a file holding one line of it).
 func offlineIdentity(device, key string) (fleet.Identity, error) {
-	raw := []byte(key)
-	if !strings.HasPrefix(key, "ssh-") {
-		b, err := os.ReadFile(key)
-		if err != nil {
-			return fleet.Identity{}, cli.Usagef("--pubkey %q is neither a public key (ssh-ed25519 AAAA...) nor a readable file: %v", key, err)
-		}
-		raw = b
-	}
-	pub, _, _, _, err := ssh.ParseAuthorizedKey(raw)
+	// A key line of any type (ssh-ed25519, ecdsa-sha2-*, sk-ssh-*...), else a file.
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(key))
 	if err != nil {
-		return fleet.Identity{}, cli.Usagef("--pubkey: %v", err)
+		raw, rerr := os.ReadFile(key)
+		if rerr != nil {
+			return fleet.Identity{}, cli.Usagef("--pubkey %q is neither a public key (ssh-ed25519 AAAA...) nor a readable file: %v", key, rerr)
+		}
+		if pub, _, _, _, err = ssh.ParseAuthorizedKey(raw); err != nil {
+			return fleet.Identity{}, cli.Usagef("--pubkey: %v", err)
+		}
 	}
 	return fleet.Identity{Device: device, Key: pub, Fingerprint: ssh.FingerprintSHA256(pub)}, nil
 }
