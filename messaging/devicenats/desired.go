@@ -217,7 +217,7 @@ func (c *Converger) sync(ctx context.Context, force bool) {
 func (c *Converger) notified(key string, m *nats.Msg) {
 	c.mu.Lock()
 	if c.view != nil {
-		if subjects.KVDeleted(m.Header.Get("KV-Operation")) {
+		if subjects.KVDeleted(m.Header) {
 			delete(c.view, key)
 		} else {
 			c.view[key] = device.Candidate{Key: key, Raw: m.Data, Sig: m.Header.Get(envelope.SignatureHeader)}
@@ -335,7 +335,7 @@ func (c *Converger) get(ctx context.Context, k string) (*device.Candidate, error
 	default:
 		return nil, errors.New("direct get " + k + ": " + m.Header.Get("Status") + " " + m.Header.Get("Description"))
 	}
-	if subjects.KVDeleted(m.Header.Get("KV-Operation")) {
+	if subjects.KVDeleted(m.Header) {
 		return nil, nil
 	}
 	return &device.Candidate{Key: k, Raw: m.Data, Sig: m.Header.Get(envelope.SignatureHeader)}, nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -32,7 +33,8 @@ const DesiredHistory = 10
 type DesiredStore struct {
 	c      *Client
 	js     jetstream.JetStream
-	kv     jetstream.KeyValue
+	kvMu   sync.Mutex
+	kv     jetstream.KeyValue // made by OpenDesired; looked up by Delete after LookupDesired
 	bucket jetstream.Stream
 	status jetstream.Stream
 }
@@ -82,7 +84,9 @@ func (c *Client) openDesired(ctx context.Context, create bool) (*DesiredStore, e
 				Subjects:    []string{subjects.StatusOf(c.fleet, "*")}, MaxMsgsPerSubject: 1, Storage: jetstream.FileStorage,
 				AllowDirect: true, Discard: jetstream.DiscardOld})
 		}
-	} else if d.kv, err = js.KeyValue(ctx, b); err == nil {
+	} else if d.bucket, err = js.Stream(ctx, "KV_"+b); err == nil {
+		// Looked up, not made: the bucket's stream is all a reader needs (Delete opens
+		// the key-value handle when it is used).
 		d.status, err = js.Stream(ctx, subjects.StatusStream(c.fleet))
 	}
 	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -91,8 +95,10 @@ func (c *Client) openDesired(ctx context.Context, create bool) (*DesiredStore, e
 	if err != nil {
 		return nil, fmt.Errorf("the fleet's durable state on the hub: %w", err)
 	}
-	if d.bucket, err = js.Stream(ctx, "KV_"+b); err != nil {
-		return nil, fmt.Errorf("desired-state bucket %s: %w", b, err)
+	if d.bucket == nil {
+		if d.bucket, err = js.Stream(ctx, "KV_"+b); err != nil {
+			return nil, fmt.Errorf("desired-state bucket %s: %w", b, err)
+		}
 	}
 	return d, nil
 }
@@ -183,7 +189,7 @@ func (d *DesiredStore) Get(ctx context.Context, key string) (DesiredEntry, bool,
 	if err != nil {
 		return DesiredEntry{}, false, fmt.Errorf("reading desired state %s: %w", key, err)
 	}
-	if subjects.KVDeleted(m.Header.Get("KV-Operation")) {
+	if subjects.KVDeleted(m.Header) {
 		return DesiredEntry{}, false, nil
 	}
 	e, err := entry(key, m)
@@ -193,7 +199,18 @@ func (d *DesiredStore) Get(ctx context.Context, key string) (DesiredEntry, bool,
 // Delete removes key's desired state (the device falls back to its groups' and the
 // fleet's keys; nothing it applied is undone).
 func (d *DesiredStore) Delete(ctx context.Context, key string) error {
-	if err := d.kv.Delete(ctx, key); err != nil {
+	d.kvMu.Lock()
+	if d.kv == nil {
+		kv, err := d.js.KeyValue(ctx, subjects.DesiredBucket(d.c.fleet))
+		if err != nil {
+			d.kvMu.Unlock()
+			return fmt.Errorf("desired-state bucket: %w", err)
+		}
+		d.kv = kv
+	}
+	kv := d.kv
+	d.kvMu.Unlock()
+	if err := kv.Delete(ctx, key); err != nil {
 		return fmt.Errorf("deleting desired state %s: %w", key, err)
 	}
 	return nil
@@ -204,7 +221,7 @@ func (d *DesiredStore) All(ctx context.Context) (map[string]DesiredEntry, error)
 	prefix := subjects.DesiredKV(d.c.fleet, "")
 	out := map[string]DesiredEntry{}
 	err := lastPerSubject(ctx, d.bucket, prefix+">", func(m jetstream.Msg) error {
-		if subjects.KVDeleted(m.Headers().Get("KV-Operation")) {
+		if subjects.KVDeleted(m.Headers()) {
 			return nil
 		}
 		key := strings.TrimPrefix(m.Subject(), prefix)

@@ -242,6 +242,12 @@ func DirectGet(domain, fleet, key string) string {
 	return "$JS." + domain + ".API.DIRECT.GET.KV_" + DesiredBucket(fleet) + "." + DesiredKV(fleet, key)
 }
 
-// KVDeleted reports whether a KV message's KV-Operation header value marks its key
-// deleted or purged (the value is then no desired state).
-func KVDeleted(kvOperation string) bool { return kvOperation == "DEL" || kvOperation == "PURGE" }
+// KVOperationHeader is the header a JetStream key-value message carries its operation in.
+const KVOperationHeader = "KV-Operation"
+
+// KVDeleted reports whether a KV message's headers mark its key deleted or purged (the
+// value is then no desired state).
+func KVDeleted(h map[string][]string) bool {
+	v := h[KVOperationHeader]
+	return len(v) > 0 && (v[0] == "DEL" || v[0] == "PURGE")
+}

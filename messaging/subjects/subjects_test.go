@@ -63,3 +63,15 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestKVDeleted(t *testing.T) {
+	for op, want := range map[string]bool{"DEL": true, "PURGE": true, "": false, "PUT": false} {
+		h := map[string][]string{}
+		if op != "" {
+			h[KVOperationHeader] = []string{op}
+		}
+		if got := KVDeleted(h); got != want {
+			t.Errorf("KVDeleted(%q) = %v", op, got)
+		}
+	}
+}
