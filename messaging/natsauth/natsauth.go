@@ -72,7 +72,7 @@ func (f *Fleet) Save(dir, clientListen, leafListen string) error {
 	if err != nil {
 		return fmt.Errorf("resolving %s: %w", dir, err)
 	}
-	hub, err := f.HubConfig(clientListen, leafListen, filepath.Join(abs, "jetstream"))
+	hub, err := f.hubConfig(clientListen, leafListen, filepath.Join(abs, "jetstream"))
 	if err != nil {
 		return err
 	}
@@ -91,7 +91,8 @@ func (f *Fleet) Save(dir, clientListen, leafListen string) error {
 	return state.WriteFileAtomic(filepath.Join(dir, HubConfFile), hub, 0o644)
 }
 
-// Load reads a fleet's NATS authority from dir.
+// Load reads what minting credentials needs from dir: the fleet's name and its account
+// key. The operator and system keys stay on disk (nil here): only Save signs with them.
 func Load(dir string) (*Fleet, error) {
 	f := &Fleet{}
 	name, err := os.ReadFile(filepath.Join(dir, "fleet"))
@@ -102,14 +103,8 @@ func Load(dir string) (*Fleet, error) {
 		return nil, fmt.Errorf("reading fleet NATS keys: %w", err)
 	}
 	f.Name = strings.TrimSpace(string(name))
-	for _, s := range []struct {
-		name string
-		kp   *nkeys.KeyPair
-	}{{OperatorSeedFile, &f.Operator}, {AccountSeedFile, &f.Account}, {SystemSeedFile, &f.System}} {
-		var err error
-		if *s.kp, err = readSeed(filepath.Join(dir, s.name)); err != nil {
-			return nil, fmt.Errorf("fleet NATS keys: %w", err)
-		}
+	if f.Account, err = readSeed(filepath.Join(dir, AccountSeedFile)); err != nil {
+		return nil, fmt.Errorf("fleet NATS keys: %w", err)
 	}
 	return f, nil
 }
@@ -143,11 +138,11 @@ func (f *Fleet) jwts() (op, acc, sys string, err error) {
 	return op, acc, sys, nil
 }
 
-// HubConfig is a stock nats-server configuration for the fleet's hub: operator mode with
+// hubConfig is a stock nats-server configuration for the fleet's hub: operator mode with
 // the fleet's account preloaded in a memory resolver, so every client and leafnode needs
 // credentials signed by the fleet account and anonymous ones are refused. JetStream keeps
 // the fleet's durable state in storeDir.
-func (f *Fleet) HubConfig(clientListen, leafListen, storeDir string) ([]byte, error) {
+func (f *Fleet) hubConfig(clientListen, leafListen, storeDir string) ([]byte, error) {
 	op, acc, sys, err := f.jwts()
 	if err != nil {
 		return nil, err
