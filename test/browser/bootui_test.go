@@ -87,6 +87,16 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Logf("screenshot: %s", p)
 }
 
+// pasteAndApply opens the Boot UI, pastes cfg and applies it.
+func pasteAndApply(base, cfg string) chromedp.Tasks {
+	return chromedp.Tasks{
+		chromedp.Navigate(base + "/"),
+		chromedp.WaitVisible("#text", chromedp.ByID),
+		chromedp.SetValue("#text", cfg, chromedp.ByID),
+		chromedp.Click("#apply", chromedp.ByID),
+	}
+}
+
 func TestBootUIUploadProgressSuccess(t *testing.T) {
 	base, dev := device(t)
 	ctx := browser(t)
@@ -135,10 +145,7 @@ func TestBootUIBrokenConfigShowsErrors(t *testing.T) {
 	broken = strings.Replace(broken, "[activation]", "[activation]\ntimeout_seconds = 0", 1)
 	var errs string
 	err := chromedp.Run(ctx,
-		chromedp.Navigate(base+"/"),
-		chromedp.WaitVisible("#text", chromedp.ByID),
-		chromedp.SetValue("#text", broken, chromedp.ByID),
-		chromedp.Click("#apply", chromedp.ByID),
+		pasteAndApply(base, broken),
 		chromedp.WaitVisible("#errors", chromedp.ByID),
 		chromedp.Text("#errors", &errs, chromedp.ByID),
 	)
@@ -186,10 +193,7 @@ Image = "docker.io/library/nginx:1"
 	var job string
 	var ok bool
 	err := chromedp.Run(ctx,
-		chromedp.Navigate(base+"/"),
-		chromedp.WaitVisible("#text", chromedp.ByID),
-		chromedp.SetValue("#text", cfg, chromedp.ByID),
-		chromedp.Click("#apply", chromedp.ByID),
+		pasteAndApply(base, cfg),
 		chromedp.WaitVisible("#confirm-button", chromedp.ByID),
 		chromedp.AttributeValue("body", "data-job", &job, &ok, chromedp.ByQuery),
 	)

@@ -23,24 +23,20 @@ type hostSim struct{ sim *Sim }
 func (s *Sim) hostInit() {
 	s.users = map[string]system.HostUser{}
 	s.nextUID = 1001
-	for _, u := range s.opts.HostUsers {
-		s.users[u.Name] = u
-	}
 	if s.opts.HostGroups == nil {
 		s.opts.HostGroups = []string{"sudo"}
 	}
-	if s.opts.HostRoot == "" {
-		return
-	}
-	for _, sh := range []string{"bin/sh", "bin/bash"} {
-		p := filepath.Join(s.opts.HostRoot, sh)
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		if _, err := os.Stat(p); err != nil {
-			os.WriteFile(p, []byte("#!simulated shell\n"), 0o755)
+	if s.opts.HostRoot != "" {
+		for _, sh := range []string{"bin/sh", "bin/bash"} {
+			p := filepath.Join(s.opts.HostRoot, sh)
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			if _, err := os.Stat(p); err != nil {
+				os.WriteFile(p, []byte("#!simulated shell\n"), 0o755)
+			}
 		}
 	}
 	for _, u := range s.opts.HostUsers {
-		os.MkdirAll(filepath.Join(s.opts.HostRoot, u.Home), 0o755)
+		s.addHostUser(u)
 	}
 }
 
@@ -160,6 +156,11 @@ func (s *Sim) hostErr(cmd string) error {
 func (s *Sim) AddHostUser(u system.HostUser) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.addHostUser(u)
+}
+
+// addHostUser adds the account and its home; s.mu held (or s not shared yet).
+func (s *Sim) addHostUser(u system.HostUser) {
 	s.users[u.Name] = u
 	if s.opts.HostRoot != "" {
 		os.MkdirAll(filepath.Join(s.opts.HostRoot, u.Home), 0o755)
