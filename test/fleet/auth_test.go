@@ -62,6 +62,7 @@ func confinedDevice(t *testing.T, url string, auth *natsauth.Fleet) {
 		{"read dev-00's events", func(nc *nats.Conn) { nc.Subscribe("fleetprov.fleet.evt.dev-00.*", func(*nats.Msg) {}) }},
 		{"read another group's requests", func(nc *nats.Conn) { nc.Subscribe("fleetprov.fleet.grp.core.*", func(*nats.Msg) {}) }},
 		{"read dev-00's fetched payloads", func(nc *nats.Conn) { nc.Subscribe("fleetprov.fleet.inbox.dev-00.>", func(*nats.Msg) {}) }},
+		{"ask for chunks on dev-00's inbox", func(nc *nats.Conn) { nc.Publish("fleetprov.fleet.inbox.dev-00.blob.x", []byte(`{}`)) }},
 		{"forge dev-00's job event", func(nc *nats.Conn) { nc.Publish("fleetprov.fleet.evt.dev-00.job1", []byte(`{"state":"succeeded"}`)) }},
 		{"forge dev-00's presence", func(nc *nats.Conn) { nc.Publish("fleetprov.fleet.presence.dev-00", []byte(`{}`)) }},
 		{"send requests to devices", func(nc *nats.Conn) { nc.Publish("fleetprov.fleet.all.apply", []byte(`{}`)) }},
