@@ -139,7 +139,11 @@ func TestNATSInitEnrolOfflineAndConnect(t *testing.T) {
 		o.Broker = broker.Options{Listen: "127.0.0.1:-1", Hub: []string{hub.LeafURL()}, HubCreds: creds, ReconnectInterval: 100 * time.Millisecond}
 	})
 	fptest.WaitFor(t, 10*time.Second, "gw1's hub link", func() bool { return hub.LeafNodes() == 1 })
-	code, out = runEnv(t, home, env, "ls", "--fleet", "prod", "--group", "edge", "--server", hub.ClientURL())
+	// The link is up before the device's interest has crossed it: ask until it answers.
+	fptest.Eventually(10*time.Second, func() bool {
+		code, out = runEnv(t, home, env, "ls", "--fleet", "prod", "--group", "edge", "--server", hub.ClientURL())
+		return code == 0
+	})
 	if code != 0 || fptest.Cell(out, "gw1", -1) != "enrolled" {
 		t.Errorf("ls through the authenticated hub = %d\n%s", code, out)
 	}

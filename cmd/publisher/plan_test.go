@@ -54,9 +54,9 @@ func TestPushPlan(t *testing.T) {
 		if !slices.Contains(args, "--key") {
 			args = append(args, "--key", keyPath)
 		}
-		return runEnv(t, home, env, append(args, "--fleet", "prod", "--server", hub.ClientURL(), "--reply-timeout", "2s")...)
+		return runEnv(t, home, env, append(args, "--fleet", "prod", "--server", hub.ClientURL(), "--reply-timeout", "5s")...)
 	}
-	if code, out := pub("push", write("a.toml", "admin", 443, "none", nginx, "web", "db"), "--device", "gw1", "--tofu", "--timeout", "30s"); code != 0 {
+	if code, out := pub("push", write("a.toml", "admin", 443, "none", nginx, "web", "db"), "--device", "gw1", "--tofu", "--timeout", "30s", "--durable", "off"); code != 0 {
 		t.Fatalf("push = %d\n%s", code, out)
 	}
 	before, jobs := dev.Sim.Transcript(), countJobs(t, dev)
