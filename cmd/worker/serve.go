@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,6 +46,8 @@ Standalone demo (no root, no systemd):
 			hub := fs.String("hub", "", "comma-separated hub leafnode URLs (nats-leaf://hub:7422, tls://hub:7422)")
 			hubCreds := fs.String("hub-creds", "", "NATS creds file for the hub link")
 			hubCA := fs.String("hub-ca", "", "PEM CA file for a TLS hub link")
+			hubCompression := fs.String("hub-compression", "off", "S2 compression of the hub link: "+strings.Join(broker.HubCompressionModes, ", ")+
+				" (the hub must allow it too). Off: provisioning messages are small and each compressed link costs the hub megabytes")
 			trust := fs.String("fleet-trust", "/etc/fleetprov/allowed_signers", "fleet trust file baked into the image; when it exists, first-boot applies must be signed by it")
 			window := fs.Duration("first-boot-window", 0, "close the first-boot routes (unsigned bridge and Boot UI, proof-of-possession signatures) this long after the device's first start; 0: open until provisioned. Production images should set it, or ship a fleet trust file")
 			heartbeat := fs.Duration("heartbeat", 30*time.Second, "interval between presence heartbeats")
@@ -76,6 +79,9 @@ Standalone demo (no root, no systemd):
 					return err
 				}
 				hubs := cli.SplitList(*hub)
+				if !slices.Contains(broker.HubCompressionModes, *hubCompression) {
+					return cli.Usagef("--hub-compression %q: expected one of %s", *hubCompression, strings.Join(broker.HubCompressionModes, ", "))
+				}
 				if len(hubs) > 0 && *hubCreds != "" {
 					if _, err := os.Stat(*hubCreds); errors.Is(err, os.ErrNotExist) {
 						// The link retries with the file each time: it comes up once installed.
@@ -90,7 +96,7 @@ Standalone demo (no root, no systemd):
 				n, err := node.Start(ctx, node.Options{
 					HTTP: httpL, HTTPHosts: cli.SplitList(*httpHosts), HTTPFollowLAN: *followLAN && !inherited,
 					Device: id, Fleet: *fleetName, Groups: cli.SplitList(*groups), Version: Version, Prov: p,
-					Broker:         broker.Options{Listen: *natsListen, Hub: hubs, HubCreds: *hubCreds, HubCA: *hubCA},
+					Broker:         broker.Options{Listen: *natsListen, Hub: hubs, HubCreds: *hubCreds, HubCA: *hubCA, HubCompression: *hubCompression},
 					FleetTrustFile: *trust, FirstBootWindow: *window, Config: config.Options{AppUser: df.appUser, BridgePort: df.bridgePort},
 					HeartbeatInterval: *heartbeat, Logger: log,
 				})

@@ -81,3 +81,23 @@ func TestRelinkDialsAgain(t *testing.T) {
 		return err == nil
 	})
 }
+
+// The hub link is uncompressed unless asked for: each compressed link costs both ends
+// megabytes of S2 buffers (1,000 links took the hub 5–8 GB), for small messages.
+func TestHubLinkCompression(t *testing.T) {
+	hub, _ := brokertest.Hub(t)
+	for _, tc := range []struct{ mode, want string }{{"", "off"}, {"s2_fast", "s2_fast"}} {
+		dev, _ := brokertest.Start(t, func(o *broker.Options) {
+			o.Name, o.Hub, o.HubCompression, o.ReconnectInterval = "dev-"+tc.want, []string{hub.LeafURL()}, tc.mode, 100*time.Millisecond
+		})
+		waitFor(t, "leaf link", func() bool { return dev.LeafNodes() == 1 })
+		if got := dev.LeafCompressions(); len(got) != 1 || got[0] != tc.want {
+			t.Errorf("HubCompression %q: the link's compression is %v; want %s", tc.mode, got, tc.want)
+		}
+		dev.Shutdown()
+	}
+	_, err := broker.Start(context.Background(), broker.Options{Hub: []string{hub.LeafURL()}, HubCompression: "zstd"})
+	if err == nil || !strings.Contains(err.Error(), `hub link compression "zstd"`) {
+		t.Errorf("an unknown compression mode: %v", err)
+	}
+}

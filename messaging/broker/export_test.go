@@ -10,3 +10,13 @@ func (b *Broker) LeafIDs() []uint64 {
 	}
 	return ids
 }
+
+// LeafCompressions returns the compression mode of each leafnode connection.
+func (b *Broker) LeafCompressions() []string {
+	lz, _ := b.srv.Leafz(nil)
+	var out []string
+	for _, l := range lz.Leafs {
+		out = append(out, l.Compression)
+	}
+	return out
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -30,10 +31,12 @@ type ConvergerOptions struct {
 	// read its desired state again. nil: no hub (the converger does nothing).
 	LinkUp func() bool
 	// Poll is how often LinkUp is looked at (default 1s), Resync how often the desired
-	// state is read anyway, in case a notification was lost (default 5m), and Timeout
-	// bounds each read (default 2s).
-	Poll, Resync, Timeout time.Duration
-	Logger                *slog.Logger
+	// state is read anyway, in case a notification was lost (default 5m), Timeout bounds
+	// each read (default 5s), and Retry is the wait before a failed read is tried again
+	// (default 1s, doubled after each failure up to a minute, with jitter): a hub too busy
+	// to answer 1,000 devices at once must not leave them waiting for the next Resync.
+	Poll, Resync, Timeout, Retry time.Duration
+	Logger                       *slog.Logger
 }
 
 // Converger makes a device converge on its durable desired state: it reads its keys
@@ -73,7 +76,10 @@ func NewConverger(o ConvergerOptions) *Converger {
 		o.Resync = 5 * time.Minute
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = 2 * time.Second
+		o.Timeout = 5 * time.Second
+	}
+	if o.Retry <= 0 {
+		o.Retry = time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -133,22 +139,39 @@ func (c *Converger) loop(ctx context.Context) {
 	defer poll.Stop()
 	resync := time.NewTicker(c.o.Resync)
 	defer resync.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	failures := 0
+	// after schedules a retry when a read failed (all keys or some) and the link is up.
+	after := func(settled bool) {
+		if settled || !c.o.LinkUp() {
+			failures = 0
+			retry.Stop()
+			return
+		}
+		failures++
+		retry.Reset(retryDelay(c.o.Retry, failures))
+	}
 	up := c.o.LinkUp()
 	for {
 		select {
 		case <-c.kicks:
-			c.sync(ctx, false)
+			after(c.sync(ctx, false))
 		case <-poll.C:
 			now := c.o.LinkUp()
 			if now && !up {
 				c.log.Info("hub link up: reading desired state")
 				c.refresh()
-				c.sync(ctx, true)
+				after(c.sync(ctx, true))
 			}
 			up = now
+		case <-retry.C:
+			c.refresh()
+			after(c.sync(ctx, false))
 		case <-resync.C:
 			c.refresh()
-			c.sync(ctx, true)
+			after(c.sync(ctx, true))
 		case <-c.stop:
 			return
 		case <-ctx.Done():
@@ -179,19 +202,32 @@ func (c *Converger) subscribe() error {
 	return nil
 }
 
+// retryDelay is the wait before the nth retry of a failed read: base doubled per
+// failure up to a minute, then between 75% and 125% of it, so a fleet that failed
+// together does not retry together.
+func retryDelay(base time.Duration, n int) time.Duration {
+	d := base
+	for i := 1; i < n && d < time.Minute; i++ {
+		d *= 2
+	}
+	d = min(d, time.Minute)
+	return d*3/4 + rand.N(d/2+1)
+}
+
 // sync reads the device's desired-state keys, lets the service act on them, and records
 // the device's status when it changed (or always, with force: after a link-up and at
-// each resync, so the hub's record stays fresh).
-func (c *Converger) sync(ctx context.Context, force bool) {
+// each resync, so the hub's record stays fresh). It reports whether it is settled: every
+// key was read, or the hub has no desired state at all (a retry would not change that).
+func (c *Converger) sync(ctx context.Context, force bool) (settled bool) {
 	if err := c.subscribe(); err != nil {
 		c.log.Warn("following desired-state changes", "err", err)
 	}
-	cands, err := c.candidates(ctx)
+	cands, complete, err := c.candidates(ctx)
 	if err != nil {
 		// No hub, no JetStream on it, or the link is down: nothing to converge on now;
-		// the link coming back or a notification brings the next read.
+		// a retry, the link coming back or a notification brings the next read.
 		c.log.Debug("reading desired state", "err", err)
-		return
+		return errors.Is(err, nats.ErrNoResponders)
 	}
 	out := c.svc.TakeDesired(ctx, cands)
 	for k, err := range out.Refused {
@@ -209,6 +245,7 @@ func (c *Converger) sync(ctx context.Context, force bool) {
 	if len(cands) > 0 || out.Newest != nil {
 		c.publishStatus(ctx, out, force)
 	}
+	return complete
 }
 
 // notified takes a key's change as the bucket republished it (value and headers): the
@@ -229,8 +266,9 @@ func (c *Converger) notified(key string, m *nats.Msg) {
 
 // candidates is the device's view of its keys: the last full read with the changes
 // notified since, or a full read when there is none (at start, on link-up, after a job,
-// every Resync: each of those drops the view first).
-func (c *Converger) candidates(ctx context.Context) ([]device.Candidate, error) {
+// every Resync, at a retry: each of those drops the view first). complete is false when
+// some keys could not be read.
+func (c *Converger) candidates(ctx context.Context) (cands []device.Candidate, complete bool, err error) {
 	c.mu.Lock()
 	if c.view != nil {
 		out := make([]device.Candidate, 0, len(c.view))
@@ -240,12 +278,12 @@ func (c *Converger) candidates(ctx context.Context) ([]device.Candidate, error) 
 			}
 		}
 		c.mu.Unlock()
-		return out, nil
+		return out, true, nil
 	}
 	c.mu.Unlock()
-	cands, err := c.read(ctx)
+	cands, complete, err = c.read(ctx)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	c.mu.Lock()
 	c.view = map[string]device.Candidate{}
@@ -253,7 +291,7 @@ func (c *Converger) candidates(ctx context.Context) ([]device.Candidate, error) 
 		c.view[cand.Key] = cand
 	}
 	c.mu.Unlock()
-	return cands, nil
+	return cands, complete, nil
 }
 
 // refresh drops the view: the next Sync reads every key.
@@ -267,7 +305,7 @@ func (c *Converger) refresh() {
 // Any failure to reach JetStream is an error: the device does not act on a partial view.
 // (Over a leaf link a missing bucket is a timeout, not "no responders": hence the
 // parallel gets, so it costs one Timeout, not one per key.)
-func (c *Converger) read(ctx context.Context) ([]device.Candidate, error) {
+func (c *Converger) read(ctx context.Context) (cands []device.Candidate, complete bool, err error) {
 	c.mu.Lock()
 	keys := c.keys
 	c.mu.Unlock()
@@ -299,13 +337,13 @@ func (c *Converger) read(ctx context.Context) ([]device.Candidate, error) {
 		}
 	}
 	if len(failed) == len(keys) {
-		return nil, last // the link is down, or the hub keeps no desired state
+		return nil, false, last // the link is down, or the hub keeps no desired state
 	}
 	// Some keys may answer and some not: most likely groups this device's hub credentials
 	// do not carry (the hub drops those gets). The others still count: anti-rollback keeps
 	// a partial view from ever taking the device backwards.
 	c.failedKeys(failed, last)
-	return out, nil
+	return out, len(failed) == 0, nil
 }
 
 // failedKeys logs, once per change, the keys the device cannot read.

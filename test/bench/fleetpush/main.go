@@ -20,7 +20,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -42,6 +44,9 @@ import (
 	"github.com/fleetprov/fleetprov/messaging/subjects"
 )
 
+// profileTo, heapTo and deviceRoot are the -cpuprofile, -memprofile and -device-root flags.
+var profileTo, heapTo, deviceRoot, hubBin string
+
 const adminKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfm/RhPyisFyBAwigDt2AnnOU1fMAVk4XaCj3S/k/3Z admin@example"
 
 func main() {
@@ -52,6 +57,10 @@ func main() {
 	verify := flag.Bool("verify", true, "check device signatures against known devices (enrolled on first use), as the publisher does")
 	authn := flag.Bool("auth", true, "operator-mode hub (publisher nats init's hub.conf) with per-device credentials, as deployed; false: anonymous hub")
 	durable := flag.Bool("durable", false, "after the one-shot push, push another config as durable desired state (JetStream on the hub), then stop one device, push again, start it and time its convergence (leaf mode, -auth)")
+	flag.StringVar(&profileTo, "cpuprofile", "", "write a CPU profile of discovery and the pushes to this file")
+	flag.StringVar(&heapTo, "memprofile", "", "write a heap profile after the pushes to this file")
+	flag.StringVar(&hubBin, "hub-bin", "", "run the hub as this stock nats-server binary with the hub.conf 'publisher nats init' writes (its RSS and CPU reported apart; needs -auth); default: embedded in this process")
+	flag.StringVar(&deviceRoot, "device-root", "", "directory for the devices' state dirs (default: beside the hub's; /dev/shm gives each device a disk of its own instead of 1,000 sharing one journal)")
 	flag.Parse()
 	if *durable && (*mode != "leaf" || !*authn) {
 		fmt.Fprintln(os.Stderr, "fleetpush: -durable needs -mode leaf and -auth")
@@ -79,19 +88,34 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 		return err
 	}
 	defer os.RemoveAll(root)
+	devRoot := root
+	if deviceRoot != "" {
+		if devRoot, err = os.MkdirTemp(deviceRoot, "fleetpush-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(devRoot)
+	}
 	hubOpts := broker.Options{Name: "hub", Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Logger: log}
 	// creds mints a user's credentials file ("" without -auth).
 	creds := func(string, []string) (string, error) { return "", nil }
 	var pubOpts []nats.Option
+	var stock *stockHub
+	if hubBin != "" && !authn {
+		return fmt.Errorf("-hub-bin needs -auth")
+	}
 	if authn {
 		f, err := natsauth.Create("bench")
 		if err != nil {
 			return err
 		}
-		if err := f.Save(filepath.Join(root, "nats"), "127.0.0.1:-1", "127.0.0.1:-1"); err != nil {
+		if hubBin == "" {
+			if err := f.Save(filepath.Join(root, "nats"), "127.0.0.1:-1", "127.0.0.1:-1"); err != nil {
+				return err
+			}
+			hubOpts.ConfigFile = filepath.Join(root, "nats", natsauth.HubConfFile)
+		} else if stock, err = startStockHub(hubBin, filepath.Join(root, "nats"), f); err != nil {
 			return err
 		}
-		hubOpts.ConfigFile = filepath.Join(root, "nats", natsauth.HubConfFile)
 		creds = func(id string, groups []string) (string, error) {
 			var b []byte
 			var err error
@@ -112,11 +136,20 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 		}
 		pubOpts = append(pubOpts, nats.UserCredentials(p))
 	}
-	hub, err := broker.Start(ctx, hubOpts)
-	if err != nil {
-		return err
+	var hub hubServer = stock
+	if stock == nil {
+		if hub, err = broker.Start(ctx, hubOpts); err != nil {
+			return err
+		}
 	}
 	defer hub.Shutdown()
+	hubUsage := func() string {
+		if stock == nil {
+			return "hub in this process"
+		}
+		return stock.usage()
+	}
+	fmt.Printf("before the devices: %s\n", hubUsage())
 	t0 := time.Now()
 	var stops []func()
 	defer func() {
@@ -129,9 +162,10 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 		node *node.Node
 		opts node.Options
 	}
+	nodes := map[string]*node.Node{}
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("dev-%04d", i)
-		dir := filepath.Join(root, id)
+		dir := filepath.Join(devRoot, id)
 		sim := simulate.New(simulate.Options{Home: filepath.Join(dir, "home")})
 		prov := provision.New(provision.Options{State: state.Dir{Root: filepath.Join(dir, "state")}, Backend: sim.Backend(),
 			Quadlet: quadlet.Dirs{Rootful: filepath.Join(dir, "q"), Rootless: filepath.Join(dir, "home", "q")}, Logger: log})
@@ -141,7 +175,7 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 			if err != nil {
 				return err
 			}
-			o := node.Options{Device: id, Fleet: "bench", Prov: prov, HeartbeatInterval: time.Hour, Logger: log,
+			o := node.Options{Device: id, Fleet: "bench", Prov: prov, HeartbeatInterval: time.Hour, Logger: slog.New(devLog),
 				Broker: broker.Options{Hub: []string{hub.LeafURL()}, HubCreds: hubCreds, ReconnectInterval: 2 * time.Second}}
 			nd, err := node.Start(ctx, o)
 			if err != nil {
@@ -150,6 +184,7 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 			if i == 0 {
 				first.node, first.opts = nd, o
 			}
+			nodes[id] = nd
 			stops = append(stops, func() { nd.Shutdown(ctx) })
 		case "direct":
 			hubCreds, err := creds(id, nil)
@@ -178,6 +213,9 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 		}
 	}
 	startup := time.Since(t0)
+	pubOpts = append(pubOpts, nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
+		fmt.Fprintf(os.Stderr, "publisher connection: %v\n", err)
+	}))
 	nc, err := nats.Connect(hub.ClientURL(), pubOpts...)
 	if err != nil {
 		return err
@@ -192,6 +230,19 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 		opts = append(opts, fleet.WithKnownDevices(known, true, nil))
 	}
 	c, _ := fleet.New(nc, "bench", opts...)
+	if profileTo != "" {
+		f, err := os.Create(profileTo)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	// The fleet has settled when one discovery finds every device (their links and
+	// subscriptions have crossed to the hub); then one more discovery is timed alone.
 	t1 := time.Now()
 	var found int
 	for time.Since(t1) < 180*time.Second {
@@ -201,10 +252,18 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 			break
 		}
 	}
-	discovery := time.Since(t1)
+	settle := time.Since(t1)
 	if found != n {
 		return fmt.Errorf("discovered %d of %d devices", found, n)
 	}
+	t1 = time.Now()
+	ds, err := c.Discover(ctx, fleet.Target{All: true}, 500*time.Millisecond, 10*time.Second)
+	discovery := time.Since(t1)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("settled (all %d discovered) %s after startup; one discovery of the settled fleet: %d devices in %s; %s\n",
+		n, settle.Round(time.Millisecond), len(ds), discovery.Round(time.Millisecond), hubUsage())
 	t2 := time.Now()
 	sum, err := c.Push(ctx, fleet.PushOptions{Target: fleet.Target{All: true}, Batch: fleet.Count{N: batch}, Payload: fleet.Payload{Data: cfg, ContentType: envelope.TypeTOML},
 		Discovery: 10 * time.Second, ReplyTimeout: 60 * time.Second}, nil)
@@ -215,6 +274,8 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 	fmt.Printf("auth=%v verify=%v mode=%s devices=%d startup=%s discovery=%s push=%s devices/s=%.1f ok=%v counts=%v peakRSS=%s goroutines=%d\n",
 		authn, verify, mode, n, startup.Round(time.Millisecond), discovery.Round(time.Millisecond), push.Round(time.Millisecond),
 		float64(n)/push.Seconds(), sum.OK(), sum.Counts, peakRSS(), runtime.NumGoroutine())
+	fmt.Printf("  after the push: %s\n", hubUsage())
+	devLog.report()
 	reasons := map[string]int{}
 	for _, d := range sum.Devices {
 		if d.State != fleet.StateSucceeded {
@@ -224,15 +285,25 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 	for r, k := range reasons {
 		fmt.Printf("  %d× %s\n", k, r)
 	}
-	if !durable {
-		return nil
+	if durable {
+		if err := durablePush(ctx, c, cfg, n, batch, first.node, first.opts, nodes, hub, hubUsage); err != nil {
+			return err
+		}
 	}
-	return durablePush(ctx, c, cfg, n, batch, first.node, first.opts)
+	if heapTo != "" {
+		f, err := os.Create(heapTo)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return pprof.WriteHeapProfile(f)
+	}
+	return nil
 }
 
 // durablePush pushes cfg (marked) as durable desired state to all, then stops the first
 // device, pushes again, starts it, and times how long after its link is up it converges.
-func durablePush(ctx context.Context, c *fleet.Client, cfg []byte, n, batch int, nd *node.Node, o node.Options) error {
+func durablePush(ctx context.Context, c *fleet.Client, cfg []byte, n, batch int, nd *node.Node, o node.Options, nodes map[string]*node.Node, hub hubServer, hubUsage func() string) error {
 	ds, err := c.OpenDesired(ctx)
 	if err != nil {
 		return err
@@ -250,6 +321,25 @@ func durablePush(ctx context.Context, c *fleet.Client, cfg []byte, n, batch int,
 	}
 	fmt.Printf("durable push: devices=%d push=%s devices/s=%.1f ok=%v counts=%v peakRSS=%s\n", n, took.Round(time.Millisecond),
 		float64(n)/took.Seconds(), sum.OK(), sum.Counts, peakRSS())
+	// What the devices the push did not hear from did meanwhile.
+	late := map[string]int{}
+	for _, d := range sum.Devices {
+		if d.State == fleet.StateSucceeded || nodes[d.Device] == nil {
+			continue
+		}
+		j, err := nodes[d.Device].Jobs.Get(d.JobID)
+		switch {
+		case err != nil:
+			late["no job"]++
+		default:
+			late["job "+string(j.State)]++
+		}
+	}
+	if len(late) > 0 {
+		fmt.Printf("  devices not heard from, by their own job record: %v\n", late)
+	}
+	fmt.Printf("  hub slow consumers: %d; %s\n", hub.SlowConsumers(), hubUsage())
+	devLog.report()
 	// One device goes away, misses a push, and comes back.
 	if err := nd.Shutdown(ctx); err != nil {
 		return err
@@ -284,6 +374,45 @@ func durablePush(ctx context.Context, c *fleet.Client, cfg []byte, n, batch int,
 		time.Sleep(10 * time.Millisecond)
 	}
 	return fmt.Errorf("the restarted device did not converge on %s within a minute", want)
+}
+
+// devLog counts the devices' log records by level, message and error (first 80 bytes).
+var devLog = &countingHandler{counts: map[string]int{}}
+
+type countingHandler struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (h *countingHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelDebug }
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler           { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler                { return h }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	k := r.Level.String() + " " + r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "err" {
+			e := a.Value.String()
+			k += ": " + e[:min(len(e), 80)]
+		}
+		return true
+	})
+	h.mu.Lock()
+	h.counts[k]++
+	h.mu.Unlock()
+	return nil
+}
+
+// report prints the counts of records at Info and above (and Debug ones with an error)
+// logged more than twice since the last report (the fleet's, not one device's).
+func (h *countingHandler) report() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for k, n := range h.counts {
+		if n > 2 && (!strings.HasPrefix(k, "DEBUG") || strings.Contains(k, ": ")) {
+			fmt.Printf("    device log ×%d: %s\n", n, k)
+		}
+	}
+	clear(h.counts)
 }
 
 func peakRSS() string {
