@@ -221,11 +221,21 @@ func (s *Service) start(ctx context.Context, out *DesiredOutcome, r *Request) {
 		return
 	}
 	var err error
-	if env.PayloadRef != nil {
-		err = wire.Errorf(wire.ErrInvalid, "desired state carries its payload inline")
-	} else if err = s.inlinePayload(r); err == nil {
-		r.Close = func() {}
-		_, err = s.apply(ctx, r)
+	switch ref := env.PayloadRef; {
+	case ref == nil:
+		if err = s.inlinePayload(r); err == nil {
+			r.Close = func() {}
+			_, err = s.apply(ctx, r)
+		}
+	case ref.Object == "":
+		err = wire.Errorf(wire.ErrInvalid, "desired state carries its payload inline or in the hub's object store")
+	case ref.Size > s.limit():
+		err = wire.Errorf(wire.ErrTooLarge, "payload is %d bytes (limit %d)", ref.Size, s.limit())
+	default:
+		// Durable state outlives its window: the fetch is bounded by its size alone.
+		if err = s.fetchRef(ctx, r, s.o.Now().Add(FetchGrace+time.Duration(ref.Size/MinFetchRate)*time.Second)); err == nil {
+			_, err = s.apply(ctx, r)
+		}
 	}
 	switch {
 	case err == nil:

@@ -123,29 +123,39 @@ func (s *Service) verify(ctx context.Context, env *envelope.Envelope, raw []byte
 	if env.PayloadRef.Size > limit {
 		return nil, wire.Errorf(wire.ErrTooLarge, "payload is %d bytes (limit %d)", env.PayloadRef.Size, limit)
 	}
+	// A slow sender must not stretch the window between this check and the job: the
+	// fetch ends by the envelope's expiry and runs at MinFetchRate at least.
+	if err := s.fetchRef(ctx, req, fetchDeadline(s.o.Now(), env.ExpiresAt, env.PayloadRef.Size)); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+// fetchRef spools the payload r's envelope references, by deadline, and checks its
+// digest; r then holds it (r.Close removes it).
+func (s *Service) fetchRef(ctx context.Context, r *Request, deadline time.Time) error {
+	env := r.Env
 	if s.o.Payloads == nil {
-		return nil, wire.Errorf(wire.ErrInvalid, "payload references need a NATS connection; send the payload inline")
+		return wire.Errorf(wire.ErrInvalid, "payload references need a NATS connection; send the payload inline")
 	}
 	f, err := os.CreateTemp(s.o.SpoolDir, "fleetprov-payload-")
 	if err != nil {
-		return nil, wire.Wrap(wire.ErrInternal, "spooling payload", err)
+		return wire.Wrap(wire.ErrInternal, "spooling payload", err)
 	}
 	release := func() { f.Close(); os.Remove(f.Name()) }
-	// A slow sender must not stretch the window between this check and the job: the
-	// fetch ends by the envelope's expiry and runs at MinFetchRate at least.
-	fctx, cancel := context.WithDeadline(ctx, fetchDeadline(s.o.Now(), env.ExpiresAt, env.PayloadRef.Size))
-	err = s.o.Payloads.Fetch(fctx, *env.PayloadRef, limit, f)
+	fctx, cancel := context.WithDeadline(ctx, deadline)
+	err = s.o.Payloads.Fetch(fctx, *env.PayloadRef, s.limit(), f)
 	cancel()
 	if err != nil {
 		release()
-		return nil, wire.Wrap(wire.ErrInvalid, "fetching the payload reference failed (timed out, too slow, short or oversized)", err)
+		return wire.Wrap(wire.ErrInvalid, "fetching the payload reference failed (timed out, too slow, short or oversized)", err)
 	}
 	if err := checkDigest(f, env.PayloadSHA256); err != nil {
 		release()
-		return nil, err
+		return err
 	}
-	req.Payload, req.Close, req.Size = f, release, env.PayloadRef.Size
-	return req, nil
+	r.Payload, r.Close, r.Size = f, release, env.PayloadRef.Size
+	return nil
 }
 
 // MinFetchRate is the slowest a payload reference may be fetched (bytes per second),

@@ -186,8 +186,15 @@ func (e *Envelope) check() error {
 	case e.ReplyTo != "" && (len(e.ReplyTo) > 256 || strings.ContainsAny(e.ReplyTo, " \t\r\n*>")):
 		return wire.Errorf(wire.ErrInvalid, "reply_to must be a literal subject prefix")
 	}
-	if e.PayloadRef != nil {
-		s, err := subjects.Parse(e.PayloadRef.Subject)
+	switch r := e.PayloadRef; {
+	case r == nil:
+	case r.Object != "":
+		// Only durable desired state lives on the hub; its object is named by its digest.
+		if !e.Durable || r.Subject != "" || r.Object != e.PayloadSHA256 {
+			return wire.Errorf(wire.ErrInvalid, "payload_ref.object names a durable envelope's payload by its payload_sha256, with no subject")
+		}
+	default:
+		s, err := subjects.Parse(r.Subject)
 		if err != nil || s.Kind != subjects.Blob || s.Fleet != e.Fleet {
 			return wire.Errorf(wire.ErrInvalid, "payload_ref.subject must be a blob subject of fleet %s", e.Fleet)
 		}

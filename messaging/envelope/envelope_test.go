@@ -26,6 +26,13 @@ func TestDecodeStrict(t *testing.T) {
 	if _, err := Decode(good); err != nil {
 		t.Fatalf("Decode(valid) = %v", err)
 	}
+	obj := valid()
+	obj.Payload, obj.Durable, obj.PayloadRef = nil, true, &wire.PayloadRef{Object: obj.PayloadSHA256, Size: 1}
+	if b, _ := obj.Encode(); b == nil {
+		t.Fatal("encoding an object reference")
+	} else if _, err := Decode(b); err != nil {
+		t.Fatalf("a durable envelope referencing its object is refused: %v", err)
+	}
 	withSecrets := valid()
 	withSecrets.Op, withSecrets.Secrets = "patch", []byte("age-encryption.org/v1")
 	b, _ := withSecrets.Encode()
@@ -65,6 +72,17 @@ func TestDecodeStrict(t *testing.T) {
 		{"ref_other_fleet", mut(func(e *Envelope) {
 			e.Payload = nil
 			e.PayloadRef = &wire.PayloadRef{Subject: "fleetprov.dev.blob.x", Size: 1}
+		}), wire.ErrInvalid},
+		// An object in the hub's store is named by the payload's digest, and only durable
+		// state refers to one.
+		{"object_ref_not_durable", mut(func(e *Envelope) {
+			e.Payload, e.PayloadRef = nil, &wire.PayloadRef{Object: e.PayloadSHA256, Size: 1}
+		}), wire.ErrInvalid},
+		{"object_ref_other_name", mut(func(e *Envelope) {
+			e.Payload, e.Durable, e.PayloadRef = nil, true, &wire.PayloadRef{Object: strings.Repeat("0", 64), Size: 1}
+		}), wire.ErrInvalid},
+		{"object_ref_and_subject", mut(func(e *Envelope) {
+			e.Payload, e.Durable, e.PayloadRef = nil, true, &wire.PayloadRef{Object: e.PayloadSHA256, Subject: "fleetprov.prod.blob.x", Size: 1}
 		}), wire.ErrInvalid},
 		{"secrets_on_validate", mut(func(e *Envelope) { e.Op = "validate"; e.Secrets = []byte("age") }), wire.ErrInvalid},
 		{"secrets_on_export", mut(func(e *Envelope) { e.Op = "export"; e.Secrets = []byte("age") }), wire.ErrInvalid},

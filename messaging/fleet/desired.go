@@ -37,6 +37,9 @@ type DesiredStore struct {
 	kv     jetstream.KeyValue // made by OpenDesired; looked up by Delete after LookupDesired
 	bucket jetstream.Stream
 	status jetstream.Stream
+	// refs are the payloads put in the fleet's object store, by digest (offload).
+	refsMu sync.Mutex
+	refs   map[string]*wire.PayloadRef
 }
 
 // OpenDesired opens the fleet's durable state, creating its bucket and status stream on
@@ -128,6 +131,55 @@ func (d *DesiredStore) Stamp(key string, p Payload) (*envelope.Envelope, error) 
 	if env.Payload == nil {
 		env.Payload = []byte{}
 	}
+	d.refsMu.Lock()
+	if ref := d.refs[env.PayloadSHA256]; ref != nil {
+		r := *ref
+		env.Payload, env.PayloadRef = nil, &r
+	}
+	d.refsMu.Unlock()
+	return env, nil
+}
+
+// offload puts p in the fleet's payload object store on the hub when it is too large to
+// travel inside a KV value, so that the envelopes Stamp makes of it reference it (a
+// device reads it with direct gets and checks its digest); small payloads stay inline.
+// An object already there under the payload's digest is not written again.
+func (d *DesiredStore) offload(ctx context.Context, p Payload) error {
+	if len(p.Data) <= d.c.inlineLimit() {
+		return nil
+	}
+	sum := envelope.Digest(p.Data)
+	d.refsMu.Lock()
+	defer d.refsMu.Unlock()
+	if d.refs[sum] != nil {
+		return nil
+	}
+	obs, err := d.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: subjects.PayloadBucket(d.c.fleet),
+		Description: "fleetprov payloads of fleet " + d.c.fleet + " too large for its desired-state values, named by SHA-256",
+		Storage:     jetstream.FileStorage})
+	if err != nil {
+		return fmt.Errorf("the hub's payload store: %w", err)
+	}
+	if info, err := obs.GetInfo(ctx, sum); err != nil || info.Deleted || info.Size != uint64(len(p.Data)) {
+		if _, err := obs.PutBytes(ctx, sum, p.Data); err != nil {
+			return fmt.Errorf("storing the %d-byte payload on the hub: %w", len(p.Data), err)
+		}
+	}
+	if d.refs == nil {
+		d.refs = map[string]*wire.PayloadRef{}
+	}
+	d.refs[sum] = &wire.PayloadRef{Object: sum, Size: int64(len(p.Data))}
+	return nil
+}
+
+// restamp is a new envelope for key with prev's payload (inline or its object).
+func (d *DesiredStore) restamp(key string, prev *envelope.Envelope) (*envelope.Envelope, error) {
+	env, err := d.Stamp(key, Payload{Data: prev.Payload, ContentType: prev.ContentType})
+	if err != nil || prev.PayloadRef == nil {
+		return env, err
+	}
+	r := *prev.PayloadRef
+	env.Payload, env.PayloadRef, env.PayloadSHA256 = nil, &r, prev.PayloadSHA256
 	return env, nil
 }
 
@@ -136,8 +188,8 @@ func (d *DesiredStore) Put(ctx context.Context, key string, env *envelope.Envelo
 	if d.c.signer == nil {
 		return DesiredEntry{}, fmt.Errorf("%w: desired state needs a signing key", ErrInvalidOption)
 	}
-	if !env.Durable || env.PayloadRef != nil {
-		return DesiredEntry{}, fmt.Errorf("%w: desired state is a durable envelope with its payload inline", ErrInvalidOption)
+	if !env.Durable || (env.PayloadRef != nil && env.PayloadRef.Object == "") {
+		return DesiredEntry{}, fmt.Errorf("%w: desired state is a durable envelope with its payload inline or in the hub's object store", ErrInvalidOption)
 	}
 	raw, err := d.encode(env)
 	if err != nil {

@@ -131,6 +131,9 @@ func (c *Client) startDurable(ctx context.Context, o PushOptions, devices []stri
 	if o.Target.Group != "" {
 		key = subjects.GroupKey(o.Target.Group)
 	}
+	if err := o.Desired.offload(ctx, o.Payload); err != nil {
+		return nil, nil, nil, err
+	}
 	groupEnv, err := o.Desired.Stamp(key, o.Payload)
 	if err == nil {
 		_, err = o.Desired.encode(groupEnv) // it fits durable desired state
@@ -361,7 +364,7 @@ func (c *Client) finishDurable(ctx context.Context, o PushOptions, du *durable, 
 			sum.Devices[i].Error = "no previous desired state to return to: its key was removed, and it keeps what it runs"
 			continue
 		}
-		env, err := du.d.Stamp(key, Payload{Data: prev.Env.Payload, ContentType: prev.Env.ContentType})
+		env, err := du.d.restamp(key, prev.Env)
 		if err != nil {
 			return err
 		}

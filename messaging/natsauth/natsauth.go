@@ -206,6 +206,10 @@ func DevicePermissions(fleet, device string, groups []string) jwt.Permissions {
 		p.Pub.Allow.Add(subjects.DirectGet(subjects.Domain, fleet, k))
 		p.Sub.Allow.Add(subjects.DesiredNotify(fleet, k))
 	}
+	// Payloads too large for a KV value: any object's info, and chunks by direct get
+	// (the request body names them, so not per device: like blob payloads, a device can
+	// read the configs pushed to others; secrets are sealed per device, in envelopes).
+	p.Pub.Allow.Add(subjects.ObjectInfoGets(subjects.Domain, fleet), subjects.ObjectDirectGet(subjects.Domain, fleet))
 	return p
 }
 
@@ -213,7 +217,7 @@ func DevicePermissions(fleet, device string, groups []string) jwt.Permissions {
 // JetStream API (the hub's durable fleet state).
 func PublisherPermissions(fleet string) jwt.Permissions {
 	var p jwt.Permissions
-	p.Pub.Allow.Add(subjects.Fleet(fleet), "_INBOX.>", "$JS.API.>", "$KV.>")
+	p.Pub.Allow.Add(subjects.Fleet(fleet), "_INBOX.>", "$JS.API.>", "$KV.>", "$O.>")
 	p.Sub.Allow.Add(subjects.Fleet(fleet), "_INBOX.>", "$KV.>")
 	return p
 }

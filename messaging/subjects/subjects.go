@@ -12,6 +12,7 @@
 package subjects
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"regexp"
@@ -241,6 +242,33 @@ func DesiredKV(fleet, key string) string { return "$KV." + DesiredBucket(fleet) 
 func DirectGet(domain, fleet, key string) string {
 	return "$JS." + domain + ".API.DIRECT.GET.KV_" + DesiredBucket(fleet) + "." + DesiredKV(fleet, key)
 }
+
+// PayloadBucket is the fleet's object store of durable payloads too large for a KV
+// value (objects named by their SHA-256).
+func PayloadBucket(fleet string) string { return Prefix + "_" + fleet + "_payloads" }
+
+// ObjectInfoGet is the JetStream API subject that returns the info (meta) of object
+// name in the fleet's payload store, asked through domain.
+func ObjectInfoGet(domain, fleet, name string) string {
+	return objectInfoPrefix(domain, fleet) + base64.URLEncoding.EncodeToString([]byte(name))
+}
+
+// ObjectInfoGets matches ObjectInfoGet of every object in the fleet's payload store.
+func ObjectInfoGets(domain, fleet string) string { return objectInfoPrefix(domain, fleet) + "*" }
+
+func objectInfoPrefix(domain, fleet string) string {
+	b := PayloadBucket(fleet)
+	return "$JS." + domain + ".API.DIRECT.GET.OBJ_" + b + ".$O." + b + ".M."
+}
+
+// ObjectDirectGet is the JetStream API subject of direct gets (a JSON request body) on
+// the fleet's payload store: how a device reads an object's chunks without a consumer.
+func ObjectDirectGet(domain, fleet string) string {
+	return "$JS." + domain + ".API.DIRECT.GET.OBJ_" + PayloadBucket(fleet)
+}
+
+// ObjectChunks is the stream subject of the chunks of the object with this NUID.
+func ObjectChunks(fleet, nuid string) string { return "$O." + PayloadBucket(fleet) + ".C." + nuid }
 
 // KVOperationHeader is the header a JetStream key-value message carries its operation in.
 const KVOperationHeader = "KV-Operation"

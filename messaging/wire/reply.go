@@ -111,9 +111,12 @@ func NewValidationResult(rep config.Report) ValidationResult {
 }
 
 // PayloadRef points at a payload too large for one message: its owner serves it in
-// chunks on Subject (see messaging/blob); Size is its length in bytes.
+// chunks on Subject (see messaging/blob), or, for durable desired state, it is the object
+// named Object (its SHA-256, hex) in the fleet's payload object store on the hub; Size
+// is its length in bytes.
 type PayloadRef struct {
-	Subject string `json:"subject"`
+	Subject string `json:"subject,omitempty"`
+	Object  string `json:"object,omitempty"`
 	Size    int64  `json:"size"`
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/internal/fptest"
@@ -257,6 +258,48 @@ func TestDurableDesiredState(t *testing.T) {
 			if d.Stage == "already converged" || d.State != fleet.StateSucceeded {
 				t.Errorf("--resume of another payload: %s %s %q", d.Device, d.State, d.Stage)
 			}
+		}
+	})
+
+	t.Run("a_payload_too_large_for_a_value_goes_through_the_object_store", func(t *testing.T) {
+		w := r.byID["dev-02"]
+		w.node.Shutdown(ctx)
+		big := append(r.variantOf(r.cfg2, "big-"), bytes.Repeat([]byte("# padding past the hub's max payload\n"), 40000)...)
+		sum := durable("", big, func(o *fleet.PushOptions) { o.Target = fleet.Target{All: true} })
+		if len(sum.Devices) != 3 || sum.Devices[0].State != fleet.StateSucceeded || sum.Devices[1].State != fleet.StateSucceeded || sum.Devices[2].State != fleet.StateOffline {
+			t.Fatalf("push of %d bytes with dev-02 stopped = %+v", len(big), sum)
+		}
+		e, ok, err := d.Get(ctx, subjects.DeviceKey("dev-02"))
+		if err != nil || !ok || e.Env.PayloadRef == nil || e.Env.PayloadRef.Object != e.Env.PayloadSHA256 || e.Env.Payload != nil {
+			t.Fatalf("dev-02's desired state = %+v, %v, %v; want a reference to the object store", e.Env, ok, err)
+		}
+		// A month later, as far as the envelope's window goes: the object is still read.
+		r.restart(w, hub.leafURL(), w.creds)
+		fptest.WaitFor(t, 30*time.Second, "dev-02 to converge on the large payload", func() bool { return activeHas(w, "big-") })
+		if b, err := w.dev.Prov.State().ReadActive(); err != nil || len(b) != len(big) {
+			t.Errorf("dev-02's active config is %d bytes (%v); want %d", len(b), err, len(big))
+		}
+
+		// Whoever can write the hub's object store swaps the object under the device's
+		// feet, same name and size: the device checks the signed digest and refuses it.
+		w.node.Shutdown(ctx)
+		big2 := append(r.variantOf(r.cfg2, "big2-"), bytes.Repeat([]byte("# padding past the hub's max payload\n"), 40000)...)
+		sum = durable("", big2, func(o *fleet.PushOptions) { o.Target = fleet.Target{All: true} })
+		e, _, _ = d.Get(ctx, subjects.DeviceKey("dev-02"))
+		js, _ := jetstream.New(nc)
+		obs, err := js.ObjectStore(ctx, subjects.PayloadBucket("fleet"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		evil := append(r.variantOf(r.cfg2, "evil"), bytes.Repeat([]byte("# padding past the hub's max payload\n"), 40000)...)
+		evil = append(evil, bytes.Repeat([]byte("#"), len(big2)-len(evil))...)
+		if _, err := obs.PutBytes(ctx, e.Env.PayloadRef.Object, evil); err != nil {
+			t.Fatal(err)
+		}
+		r.restart(w, hub.leafURL(), w.creds)
+		st := waitStatus(t, d, "dev-02", "refuse the swapped object", func(s fleet.DeviceStatus) bool { return s.Desired == e.Env.ID && s.Code != "" })
+		if !strings.Contains(st.Error, "sha256") || !activeHas(w, "big-") {
+			t.Errorf("dev-02 with a swapped object: status %+v; active still big-: %v", st, activeHas(w, "big-"))
 		}
 	})
 }

@@ -47,6 +47,9 @@ import (
 // profileTo, heapTo and deviceRoot are the -cpuprofile, -memprofile and -device-root flags.
 var profileTo, heapTo, deviceRoot, hubBin string
 
+// showPhases is the -phases flag.
+var showPhases bool
+
 const adminKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfm/RhPyisFyBAwigDt2AnnOU1fMAVk4XaCj3S/k/3Z admin@example"
 
 func main() {
@@ -59,6 +62,7 @@ func main() {
 	durable := flag.Bool("durable", false, "after the one-shot push, push another config as durable desired state (JetStream on the hub), then stop one device, push again, start it and time its convergence (leaf mode, -auth)")
 	flag.StringVar(&profileTo, "cpuprofile", "", "write a CPU profile of discovery and the pushes to this file")
 	flag.StringVar(&heapTo, "memprofile", "", "write a heap profile after the pushes to this file")
+	flag.BoolVar(&showPhases, "phases", false, "print when the durable pushes' devices reach each state")
 	flag.StringVar(&hubBin, "hub-bin", "", "run the hub as this stock nats-server binary with the hub.conf 'publisher nats init' writes (its RSS and CPU reported apart; needs -auth); default: embedded in this process")
 	flag.StringVar(&deviceRoot, "device-root", "", "directory for the devices' state dirs (default: beside the hub's; /dev/shm gives each device a disk of its own instead of 1,000 sharing one journal)")
 	flag.Parse()
@@ -276,15 +280,7 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 		float64(n)/push.Seconds(), sum.OK(), sum.Counts, peakRSS(), runtime.NumGoroutine())
 	fmt.Printf("  after the push: %s\n", hubUsage())
 	devLog.report()
-	reasons := map[string]int{}
-	for _, d := range sum.Devices {
-		if d.State != fleet.StateSucceeded {
-			reasons[d.State+": "+d.Error[:min(len(d.Error), 100)]]++
-		}
-	}
-	for r, k := range reasons {
-		fmt.Printf("  %d× %s\n", k, r)
-	}
+	printReasons(sum)
 	if durable {
 		if err := durablePush(ctx, c, cfg, n, batch, first.node, first.opts, nodes, hub, hubUsage); err != nil {
 			return err
@@ -312,7 +308,7 @@ func durablePush(ctx context.Context, c *fleet.Client, cfg []byte, n, batch int,
 		t := time.Now()
 		sum, err := c.Push(ctx, fleet.PushOptions{Target: fleet.Target{All: true}, Batch: fleet.Count{N: batch}, Desired: ds,
 			Payload:   fleet.Payload{Data: append(bytes.Clone(cfg), []byte("\n# "+mark+"\n")...), ContentType: envelope.TypeTOML},
-			Discovery: 10 * time.Second, ReplyTimeout: replyTimeout}, nil)
+			Discovery: 10 * time.Second, ReplyTimeout: replyTimeout}, phases(t))
 		return sum, time.Since(t), err
 	}
 	sum, took, err := push("durable-1", 60*time.Second)
@@ -349,6 +345,7 @@ func durablePush(ctx context.Context, c *fleet.Client, cfg []byte, n, batch int,
 		return err
 	}
 	fmt.Printf("durable push with one device down (reply timeout 10s): push=%s counts=%v\n", took.Round(time.Millisecond), sum.Counts)
+	printReasons(sum)
 	var want string
 	for _, d := range sum.Devices {
 		if d.Device == o.Device {
@@ -413,6 +410,43 @@ func (h *countingHandler) report() {
 		}
 	}
 	clear(h.counts)
+}
+
+// printReasons prints why devices did not succeed, counted.
+func printReasons(sum fleet.Summary) {
+	reasons := map[string]int{}
+	for _, d := range sum.Devices {
+		if d.State != fleet.StateSucceeded {
+			reasons[d.State+": "+d.Error[:min(len(d.Error), 160)]]++
+		}
+	}
+	for r, k := range reasons {
+		fmt.Printf("  %d× %s\n", k, r)
+	}
+}
+
+// phases returns a push progress callback that prints when the first device reached
+// each state and when the last one did (-phases).
+func phases(t0 time.Time) func(fleet.DeviceState) {
+	if !showPhases {
+		return nil
+	}
+	var mu sync.Mutex
+	first, last, count := map[string]time.Duration{}, map[string]time.Duration{}, map[string]int{}
+	return func(s fleet.DeviceState) {
+		mu.Lock()
+		defer mu.Unlock()
+		at := time.Since(t0)
+		if _, ok := first[s.State]; !ok {
+			first[s.State] = at
+			fmt.Printf("    %s: first device %s\n", at.Round(time.Millisecond), s.State)
+		}
+		last[s.State] = at
+		count[s.State]++
+		if s.Final() && count[s.State]%100 == 0 {
+			fmt.Printf("    %s: %d devices %s\n", at.Round(time.Millisecond), count[s.State], s.State)
+		}
+	}
 }
 
 func peakRSS() string {
