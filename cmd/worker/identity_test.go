@@ -55,3 +55,14 @@ Secret = ["tok"]
 		t.Errorf("sync-quadlet without the key = %d; want a failure naming the identity key\n%s", code, out)
 	}
 }
+
+// An unknown hub link compression is a usage error naming the modes, before anything starts.
+func TestServeRefusesUnknownHubCompression(t *testing.T) {
+	root := t.TempDir()
+	e := crashEnv{root: root, state: filepath.Join(root, "state"), quadlet: filepath.Join(root, "quadlet")}
+	code, out := e.worker(t, "serve", "--device-id", "d1", "--hub", "nats-leaf://127.0.0.1:1", "--hub-compression", "zstd",
+		"--http", "", "--nats-listen", "")
+	if code != 2 || !strings.Contains(out, `--hub-compression "zstd"`) || !strings.Contains(out, "s2_auto") {
+		t.Errorf("serve --hub-compression zstd = %d; want 2 naming the modes\n%s", code, out)
+	}
+}
