@@ -62,13 +62,13 @@ func TestRelinkDialsAgain(t *testing.T) {
 		o.Name, o.Hub, o.ReconnectInterval = "dev1", []string{hub.LeafURL()}, 100*time.Millisecond
 	})
 	waitFor(t, "leaf link", func() bool { return dev.LeafNodes() == 1 && hub.LeafNodes() == 1 })
-	before := dev.LeafIDs()
+	before := dev.Leafs()
 	if n := dev.Relink(); n != 1 {
 		t.Fatalf("Relink closed %d links; want 1", n)
 	}
 	waitFor(t, "a new leaf link", func() bool {
-		ids := dev.LeafIDs()
-		return len(ids) == 1 && ids[0] != before[0]
+		now := dev.Leafs()
+		return len(now) == 1 && now[0].ID != before[0].ID
 	})
 	if n := hub.Relink(); n != 0 {
 		t.Errorf("a hub's Relink closed %d links; want 0 (it never drops its devices)", n)
@@ -91,8 +91,8 @@ func TestHubLinkCompression(t *testing.T) {
 			o.Name, o.Hub, o.HubCompression, o.ReconnectInterval = "dev-"+tc.want, []string{hub.LeafURL()}, tc.mode, 100*time.Millisecond
 		})
 		waitFor(t, "leaf link", func() bool { return dev.LeafNodes() == 1 })
-		if got := dev.LeafCompressions(); len(got) != 1 || got[0] != tc.want {
-			t.Errorf("HubCompression %q: the link's compression is %v; want %s", tc.mode, got, tc.want)
+		if got := dev.Leafs(); len(got) != 1 || got[0].Compression != tc.want {
+			t.Errorf("HubCompression %q: the links are %+v; want one with compression %s", tc.mode, got, tc.want)
 		}
 		dev.Shutdown()
 	}

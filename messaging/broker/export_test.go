@@ -1,22 +1,9 @@
 package broker
 
-// LeafIDs returns the server's ids of its leafnode connections (a link dialled again gets
-// a new one).
-func (b *Broker) LeafIDs() []uint64 {
-	lz, _ := b.srv.Leafz(nil)
-	var ids []uint64
-	for _, l := range lz.Leafs {
-		ids = append(ids, l.ID)
-	}
-	return ids
-}
+import "github.com/nats-io/nats-server/v2/server"
 
-// LeafCompressions returns the compression mode of each leafnode connection.
-func (b *Broker) LeafCompressions() []string {
+// Leafs describes the server's leafnode connections (a link dialled again gets a new ID).
+func (b *Broker) Leafs() []*server.LeafInfo {
 	lz, _ := b.srv.Leafz(nil)
-	var out []string
-	for _, l := range lz.Leafs {
-		out = append(out, l.Compression)
-	}
-	return out
+	return lz.Leafs
 }

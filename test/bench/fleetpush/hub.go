@@ -67,7 +67,6 @@ func (h *stockHub) LeafURL() string   { return "nats-leaf://127.0.0.1:" + strcon
 type varz struct {
 	Leafs         int   `json:"leafnodes"`
 	SlowConsumers int64 `json:"slow_consumers"`
-	Mem           int64 `json:"mem"`
 }
 
 func (h *stockHub) varz() (varz, error) {

@@ -161,12 +161,9 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 			s()
 		}
 	}()
-	// The first device, kept to stop and start it again (-durable).
-	var first struct {
-		node *node.Node
-		opts node.Options
-	}
+	// The leaf-linked devices, and the first one's options to start it again (-durable).
 	nodes := map[string]*node.Node{}
+	var first node.Options
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("dev-%04d", i)
 		dir := filepath.Join(devRoot, id)
@@ -186,7 +183,7 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 				return err
 			}
 			if i == 0 {
-				first.node, first.opts = nd, o
+				first = o
 			}
 			nodes[id] = nd
 			stops = append(stops, func() { nd.Shutdown(ctx) })
@@ -282,7 +279,7 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 	devLog.report()
 	printReasons(sum)
 	if durable {
-		if err := durablePush(ctx, c, cfg, n, batch, first.node, first.opts, nodes, hub, hubUsage); err != nil {
+		if err := durablePush(ctx, c, cfg, n, batch, first, nodes, hub, hubUsage); err != nil {
 			return err
 		}
 	}
@@ -299,7 +296,7 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 
 // durablePush pushes cfg (marked) as durable desired state to all, then stops the first
 // device, pushes again, starts it, and times how long after its link is up it converges.
-func durablePush(ctx context.Context, c *fleet.Client, cfg []byte, n, batch int, nd *node.Node, o node.Options, nodes map[string]*node.Node, hub hubServer, hubUsage func() string) error {
+func durablePush(ctx context.Context, c *fleet.Client, cfg []byte, n, batch int, o node.Options, nodes map[string]*node.Node, hub hubServer, hubUsage func() string) error {
 	ds, err := c.OpenDesired(ctx)
 	if err != nil {
 		return err
@@ -337,7 +334,7 @@ func durablePush(ctx context.Context, c *fleet.Client, cfg []byte, n, batch int,
 	fmt.Printf("  hub slow consumers: %d; %s\n", hub.SlowConsumers(), hubUsage())
 	devLog.report()
 	// One device goes away, misses a push, and comes back.
-	if err := nd.Shutdown(ctx); err != nil {
+	if err := nodes[o.Device].Shutdown(ctx); err != nil {
 		return err
 	}
 	sum, took, err = push("durable-2", 10*time.Second)
