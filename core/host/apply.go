@@ -77,11 +77,10 @@ func Run(ctx context.Context, e *Env, p Plan, emit func(record.Event)) error {
 // the others still run (a rollback restores all it can rather than stop at the first
 // failure). The error joins every failure.
 func Restore(ctx context.Context, e *Env, d Desired, emit func(record.Event)) error {
+	// A step that cannot be planned (one user's shell gone, say) is reported; the steps
+	// that could be still run.
 	p, err := plan(ctx, e, d, false)
-	if err != nil {
-		return err
-	}
-	var errs []error
+	errs := []error{err}
 	for _, s := range p.Steps {
 		if ctx.Err() != nil {
 			return errors.Join(append(errs, ctx.Err())...)

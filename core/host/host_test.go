@@ -337,3 +337,27 @@ func TestChronyWhenTheImageRunsIt(t *testing.T) {
 		t.Errorf("transcript after the switch:\n%s", tr)
 	}
 }
+
+// A rollback restores all it can: a user it can no longer plan (its shell was removed
+// meanwhile) is reported, and the firewall still goes back.
+func TestRestorePutsBackWhatItCan(t *testing.T) {
+	r := newRig(t)
+	conf := func(port int) config.Model {
+		return cfg(t, fmt.Sprintf("[users.admin]\nisAdmin = true\nssh_key = %q\n[users.guest]\nshell = \"bash\"\n"+
+			"[network.firewall.inbound.wan]\ntcp = [%d]\n", keyA, port))
+	}
+	v1, v2 := conf(443), conf(8443)
+	must(t, r.apply("v1", &v1))
+	must(t, r.apply("v2", &v2))
+	if err := os.Remove(filepath.Join(r.root, "bin", "bash")); err != nil {
+		t.Fatal(err)
+	}
+	err := host.Restore(context.Background(), r.env, host.Render(v1, host.Options{}), func(record.Event) {})
+	if err == nil || !strings.Contains(err.Error(), "shell") {
+		t.Errorf("Restore with the shell gone = %v; want the shell reported", err)
+	}
+	b, err := os.ReadFile(filepath.Join(r.root, host.FirewallRuleset))
+	if err != nil || !strings.Contains(string(b), "443") || strings.Contains(string(b), "8443") {
+		t.Errorf("after the rollback the ruleset is (%v):\n%s\nwant v1's port 443 back", err, b)
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/fleetprov/fleetprov/core/bundle"
 	"github.com/fleetprov/fleetprov/core/config"
@@ -179,15 +178,7 @@ func (a *applyRun) prepare(ctx context.Context) error {
 }
 
 func (a *applyRun) recover(ctx context.Context) error {
-	// A network change that awaits confirmation (after a worker restart) keeps its
-	// rollback: recovery must not run under it.
-	if pc, err := a.p.readPending(); err != nil || pc != nil {
-		if err != nil {
-			return err
-		}
-		return fmt.Errorf("%w (%s, until %s): confirm it or let it roll back first", ErrAwaitingConfirm, pc.Mode, pc.Deadline.Format(time.RFC3339))
-	}
-	act, err := a.p.opts.State.Recover(a.p.log)
+	act, err := a.p.recoverState()
 	if err != nil {
 		return err
 	}

@@ -269,6 +269,21 @@ func (p *Provisioner) confirmPoll() time.Duration { return max(p.opts.PollInterv
 // waits for the rest); after a reboot or past its deadline it is undone: its record goes,
 // an initial apply is discarded, and state recovery restores the previous state (the
 // marker and rollback are still there).
+// recoverState runs state recovery, unless a network change awaits confirmation (after a
+// worker restart): that change keeps its rollback, and recovery must not run under it
+// (ErrAwaitingConfirm).
+func (p *Provisioner) recoverState() (state.Action, error) {
+	pc, err := p.readPending()
+	if err != nil {
+		return state.ActionNone, err
+	}
+	if pc != nil {
+		return state.ActionNone, fmt.Errorf("%w (%s, until %s): confirm it or let it roll back first",
+			ErrAwaitingConfirm, pc.Mode, pc.Deadline.Format(time.RFC3339))
+	}
+	return p.opts.State.Recover(p.log)
+}
+
 func (p *Provisioner) recoverPending() (act state.Action, handled bool, err error) {
 	pc, err := p.readPending()
 	if err != nil || pc == nil {

@@ -1,6 +1,7 @@
 package provision_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/fleetprov/fleetprov/core/bundle"
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
@@ -229,6 +231,15 @@ func TestConfirmWindowSurvivesRestartNotReboot(t *testing.T) {
 				}
 				if _, err := p2.Apply(context.Background(), provision.Input{Reader: strings.NewReader(string(hostConfig(key, "")))}, nil); !errors.Is(err, provision.ErrAwaitingConfirm) {
 					t.Errorf("an apply inside the window = %v; want ErrAwaitingConfirm", err)
+				}
+				// An export inside the window (a request that beat ResumeConfirm to the lock)
+				// reads what runs and leaves the rollback for ResumeConfirm.
+				var exported bytes.Buffer
+				if err := p2.Export(context.Background(), &exported, bundle.FormatTOML); err != nil || exported.Len() == 0 {
+					t.Errorf("an export inside the window = %v (%d bytes)", err, exported.Len())
+				}
+				if _, err := os.Stat(d.Prov.State().Rollback()); err != nil {
+					t.Errorf("an export inside the window removed the rollback: %v", err)
 				}
 				if !tc.proof {
 					p2.SetReach(func(ctx context.Context) error { return errors.New("down") })

@@ -142,14 +142,16 @@ func (p *Provisioner) drift(ctx context.Context, m config.Model) ([]string, erro
 }
 
 // Export writes the active config as a bundle (config.toml + files/) in the given format,
-// or as raw TOML for bundle.FormatTOML. Recovery runs first, under the lock.
+// or as raw TOML for bundle.FormatTOML. Recovery runs first, under the lock; while a
+// network change awaits confirmation it exports that change (what runs) and leaves its
+// rollback alone.
 func (p *Provisioner) Export(ctx context.Context, w io.Writer, format bundle.Format) error {
 	unlock, err := p.lock(ctx)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if _, err := p.opts.State.Recover(p.log); err != nil {
+	if _, err := p.recoverState(); err != nil && !errors.Is(err, ErrAwaitingConfirm) {
 		return err
 	}
 	raw, err := p.opts.State.ReadActive()
