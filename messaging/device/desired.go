@@ -56,6 +56,8 @@ type DesiredOutcome struct {
 	Refused map[string]error
 	// Err is why Newest could not be started (Action refused).
 	Err error
+	// Retry: Newest's payload could not be read from the hub; reading again may succeed.
+	Retry bool
 }
 
 // AppliedMark returns the anti-rollback mark.
@@ -201,7 +203,7 @@ func (s *Service) TakeDesired(ctx context.Context, cands []Candidate) DesiredOut
 			continue
 		}
 		out.Newest = env
-		s.start(ctx, &out, &Request{Env: env, Decision: dec, Source: "desired", raw: f.c.Raw, sig: sig})
+		s.start(ctx, &out, &Request{Env: env, Decision: dec, Source: "desired", Close: func() {}, raw: f.c.Raw, sig: sig})
 		return out
 	}
 	return out
@@ -221,21 +223,20 @@ func (s *Service) start(ctx context.Context, out *DesiredOutcome, r *Request) {
 		return
 	}
 	var err error
-	switch ref := env.PayloadRef; {
-	case ref == nil:
-		if err = s.inlinePayload(r); err == nil {
-			r.Close = func() {}
-			_, err = s.apply(ctx, r)
-		}
-	case ref.Object == "":
-		err = wire.Errorf(wire.ErrInvalid, "desired state carries its payload inline or in the hub's object store")
-	case ref.Size > s.limit():
-		err = wire.Errorf(wire.ErrTooLarge, "payload is %d bytes (limit %d)", ref.Size, s.limit())
-	default:
-		// Durable state outlives its window: the fetch is bounded by its size alone.
-		if err = s.fetchRef(ctx, r, s.o.Now().Add(FetchGrace+time.Duration(ref.Size/MinFetchRate)*time.Second)); err == nil {
-			_, err = s.apply(ctx, r)
-		}
+	if env.PayloadRef == nil {
+		err = s.inlinePayload(r)
+	} else if s.o.Jobs.Active() != "" {
+		// Busy: the object is not downloaded only to be dropped (the job's end brings
+		// another read).
+		err = wire.Errorf(wire.ErrBusy, "a job is running")
+	} else {
+		// Durable state outlives its window: the fetch is bounded by its size alone. A
+		// hub too busy to serve it is tried again (Retry), not refused for good.
+		err = s.fetchRef(ctx, r, rateDeadline(s.o.Now(), env.PayloadRef.Size))
+		out.Retry = errors.Is(err, errFetch)
+	}
+	if err == nil {
+		_, err = s.apply(ctx, r)
 	}
 	switch {
 	case err == nil:

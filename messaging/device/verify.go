@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"time"
@@ -113,15 +114,11 @@ func (s *Service) verify(ctx context.Context, env *envelope.Envelope, raw []byte
 		}
 	}
 	req := &Request{Env: env, Decision: dec, Close: func() {}, raw: raw, sig: sig}
-	limit := s.limit()
 	if env.PayloadRef == nil {
 		if err := s.inlinePayload(req); err != nil {
 			return nil, err
 		}
 		return req, nil
-	}
-	if env.PayloadRef.Size > limit {
-		return nil, wire.Errorf(wire.ErrTooLarge, "payload is %d bytes (limit %d)", env.PayloadRef.Size, limit)
 	}
 	// A slow sender must not stretch the window between this check and the job: the
 	// fetch ends by the envelope's expiry and runs at MinFetchRate at least.
@@ -131,10 +128,17 @@ func (s *Service) verify(ctx context.Context, env *envelope.Envelope, raw []byte
 	return req, nil
 }
 
-// fetchRef spools the payload r's envelope references, by deadline, and checks its
-// digest; r then holds it (r.Close removes it).
+// errFetch marks a payload reference that could not be read (as opposed to one that was
+// read and is wrong): reading it again later may succeed.
+var errFetch = errors.New("fetching the payload")
+
+// fetchRef spools the payload r's envelope references, by deadline, and checks its size
+// against the device's limit and its digest; r then holds it (r.Close removes it).
 func (s *Service) fetchRef(ctx context.Context, r *Request, deadline time.Time) error {
 	env := r.Env
+	if limit := s.limit(); env.PayloadRef.Size > limit {
+		return wire.Errorf(wire.ErrTooLarge, "payload is %d bytes (limit %d)", env.PayloadRef.Size, limit)
+	}
 	if s.o.Payloads == nil {
 		return wire.Errorf(wire.ErrInvalid, "payload references need a NATS connection; send the payload inline")
 	}
@@ -148,7 +152,7 @@ func (s *Service) fetchRef(ctx context.Context, r *Request, deadline time.Time) 
 	cancel()
 	if err != nil {
 		release()
-		return wire.Wrap(wire.ErrInvalid, "fetching the payload reference failed (timed out, too slow, short or oversized)", err)
+		return wire.Wrap(wire.ErrInvalid, "fetching the payload reference failed (timed out, too slow, short or oversized)", fmt.Errorf("%w: %w", errFetch, err))
 	}
 	if err := checkDigest(f, env.PayloadSHA256); err != nil {
 		release()
@@ -168,11 +172,15 @@ const (
 
 // fetchDeadline is the earlier of the envelope's expiry and the minimum-rate deadline.
 func fetchDeadline(now, expires time.Time, size int64) time.Time {
-	byRate := now.Add(FetchGrace + time.Duration(size/MinFetchRate)*time.Second)
-	if expires.Before(byRate) {
-		return expires
+	if byRate := rateDeadline(now, size); byRate.Before(expires) {
+		return byRate
 	}
-	return byRate
+	return expires
+}
+
+// rateDeadline is when a fetch of size bytes begun at now has run at MinFetchRate.
+func rateDeadline(now time.Time, size int64) time.Time {
+	return now.Add(FetchGrace + time.Duration(size/MinFetchRate)*time.Second)
 }
 
 // recheck is a verified envelope's authorization again, at job start under the device

@@ -25,8 +25,6 @@ import (
 type ConvergerOptions struct {
 	Conn    *nats.Conn
 	Service *device.Service
-	// Domain is the hub's JetStream domain (default subjects.Domain).
-	Domain string
 	// LinkUp reports whether the hub link is up; a link that comes back makes the device
 	// read its desired state again. nil: no hub (the converger does nothing).
 	LinkUp func() bool
@@ -66,9 +64,6 @@ type Converger struct {
 
 // NewConverger returns a converger; Start runs it.
 func NewConverger(o ConvergerOptions) *Converger {
-	if o.Domain == "" {
-		o.Domain = subjects.Domain
-	}
 	if o.Poll <= 0 {
 		o.Poll = time.Second
 	}
@@ -245,7 +240,7 @@ func (c *Converger) sync(ctx context.Context, force bool) (settled bool) {
 	if len(cands) > 0 || out.Newest != nil {
 		c.publishStatus(ctx, out, force)
 	}
-	return complete
+	return complete && !out.Retry
 }
 
 // notified takes a key's change as the bucket republished it (value and headers): the
@@ -282,8 +277,10 @@ func (c *Converger) candidates(ctx context.Context) (cands []device.Candidate, c
 	}
 	c.mu.Unlock()
 	cands, complete, err = c.read(ctx)
-	if err != nil {
-		return nil, false, err
+	if err != nil || !complete {
+		// A partial view is acted on but not kept: a notification must not pass it off
+		// as complete (and cancel the retry of the keys that did not answer).
+		return cands, false, err
 	}
 	c.mu.Lock()
 	c.view = map[string]device.Candidate{}
@@ -362,16 +359,14 @@ func (c *Converger) failedKeys(keys []string, err error) {
 
 // get direct-gets one key (nil: no value).
 func (c *Converger) get(ctx context.Context, k string) (*device.Candidate, error) {
-	m, err := c.o.Conn.RequestWithContext(ctx, subjects.DirectGet(c.o.Domain, c.svc.Fleet(), k), nil)
+	m, err := c.o.Conn.RequestWithContext(ctx, subjects.DirectGet(subjects.Domain, c.svc.Fleet(), k), nil)
 	if err != nil {
 		return nil, err
 	}
-	switch m.Header.Get("Status") {
-	case "":
-	case "404":
+	if err := directGetStatus(m); errors.Is(err, errNotFound) {
 		return nil, nil
-	default:
-		return nil, errors.New("direct get " + k + ": " + m.Header.Get("Status") + " " + m.Header.Get("Description"))
+	} else if err != nil {
+		return nil, fmt.Errorf("direct get %s: %w", k, err)
 	}
 	if subjects.KVDeleted(m.Header) {
 		return nil, nil

@@ -307,19 +307,13 @@ type Blobs struct {
 	Fleet string
 	// Device names the inbox the device's own blobs (exports) are served under.
 	Device string
-	// Domain is the hub's JetStream domain, for objects (default subjects.Domain).
-	Domain string
 }
 
 // Fetch implements device.Payloads: a blob its sender serves, or an object in the
 // fleet's payload store on the hub (durable desired state).
 func (b Blobs) Fetch(ctx context.Context, ref wire.PayloadRef, limit int64, w io.Writer) error {
 	if ref.Object != "" {
-		domain := b.Domain
-		if domain == "" {
-			domain = subjects.Domain
-		}
-		return fetchObject(ctx, b.Conn, domain, b.Fleet, ref.Object, ref.Size, limit, w)
+		return fetchObject(ctx, b.Conn, b.Fleet, ref.Object, ref.Size, limit, w)
 	}
 	return blob.Fetch(ctx, b.Conn, ref.Subject, ref.Size, limit, 0, w)
 }

@@ -7,31 +7,61 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/fleetprov/fleetprov/messaging/subjects"
 )
 
+// errNotFound is a direct get's 404: no such message.
+var errNotFound = errors.New("not found")
+
+// directGetStatus is the JetStream status a direct get was answered with: nil for a
+// message, errNotFound for none, an error for anything else.
+func directGetStatus(m *nats.Msg) error {
+	switch st := m.Header.Get("Status"); st {
+	case "":
+		return nil
+	case "404":
+		return errNotFound
+	default:
+		return fmt.Errorf("status %s %s", st, m.Header.Get("Description"))
+	}
+}
+
 // objectInfo is what a device needs of a JetStream object's info.
 type objectInfo struct {
 	NUID    string `json:"nuid"`
 	Size    int64  `json:"size"`
-	Chunks  int    `json:"chunks"`
 	Deleted bool   `json:"deleted"`
 }
 
+// objectRequestTimeout bounds each request of an object fetch (the fetch as a whole is
+// bounded by its caller's deadline).
+const objectRequestTimeout = 10 * time.Second
+
 // fetchObject copies object name of the fleet's payload store on the hub into w with
-// direct gets through domain (no consumer on the hub): its info, then each chunk in
-// order. The object must be exactly size bytes (the signed envelope's), and no more than
-// limit; the caller checks its digest.
-func fetchObject(ctx context.Context, nc *nats.Conn, domain, fleet, name string, size, limit int64, w io.Writer) error {
-	m, err := nc.RequestWithContext(ctx, subjects.ObjectInfoGet(domain, fleet, name), nil)
+// direct gets (no consumer on the hub): its info, then its chunks in stream order until
+// it has size bytes, the signed envelope's size, at most limit. Whatever the hub answers,
+// each chunk must be non-empty, later in the stream than the one before, and within size;
+// the caller checks the digest.
+func fetchObject(ctx context.Context, nc *nats.Conn, fleet, name string, size, limit int64, w io.Writer) error {
+	if size > limit {
+		return fmt.Errorf("object %s: %d bytes (limit %d)", name, size, limit)
+	}
+	request := func(subject string, body []byte) (*nats.Msg, error) {
+		rctx, cancel := context.WithTimeout(ctx, objectRequestTimeout)
+		defer cancel()
+		m, err := nc.RequestWithContext(rctx, subject, body)
+		if err != nil {
+			return nil, err
+		}
+		return m, directGetStatus(m)
+	}
+	m, err := request(subjects.ObjectInfoGet(subjects.Domain, fleet, name), nil)
 	if err != nil {
 		return fmt.Errorf("reading object %s: %w", name, err)
-	}
-	if st := m.Header.Get("Status"); st != "" {
-		return fmt.Errorf("reading object %s: %s %s", name, st, m.Header.Get("Description"))
 	}
 	var info objectInfo
 	if err := json.Unmarshal(m.Data, &info); err != nil {
@@ -40,37 +70,35 @@ func fetchObject(ctx context.Context, nc *nats.Conn, domain, fleet, name string,
 	switch {
 	case info.Deleted:
 		return fmt.Errorf("object %s was deleted from the hub", name)
-	case info.Size != size || size > limit:
-		return fmt.Errorf("object %s is %d bytes; the envelope says %d (limit %d)", name, info.Size, size, limit)
-	case info.NUID == "" || !subjects.ValidToken(info.NUID):
+	case info.Size != size:
+		return fmt.Errorf("object %s is %d bytes; the envelope says %d", name, info.Size, size)
+	case !subjects.ValidToken(info.NUID):
 		return fmt.Errorf("object %s: bad chunk id %q", name, info.NUID)
 	}
-	req, _ := json.Marshal(map[string]any{"next_by_subj": subjects.ObjectChunks(fleet, info.NUID)})
+	chunks := subjects.ObjectChunks(fleet, info.NUID)
 	var seq uint64
-	var got int64
-	for i := 0; i < info.Chunks; i++ {
-		if seq > 0 {
-			req, _ = json.Marshal(map[string]any{"seq": seq + 1, "next_by_subj": subjects.ObjectChunks(fleet, info.NUID)})
-		}
-		m, err := nc.RequestWithContext(ctx, subjects.ObjectDirectGet(domain, fleet), req)
+	for got := int64(0); got < size; {
+		req, _ := json.Marshal(struct {
+			Seq  uint64 `json:"seq,omitempty"`
+			Next string `json:"next_by_subj"`
+		}{seq + 1, chunks})
+		m, err := request(subjects.ObjectDirectGet(subjects.Domain, fleet), req)
 		if err != nil {
-			return fmt.Errorf("reading object %s chunk %d: %w", name, i, err)
+			return fmt.Errorf("reading object %s at byte %d: %w", name, got, err)
 		}
-		if st := m.Header.Get("Status"); st != "" {
-			return fmt.Errorf("reading object %s chunk %d: %s %s", name, i, st, m.Header.Get("Description"))
-		}
-		if seq, err = strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64); err != nil {
-			return fmt.Errorf("reading object %s chunk %d: no sequence", name, i)
-		}
-		if got += int64(len(m.Data)); got > size {
+		next, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+		switch {
+		case err != nil || next <= seq:
+			return fmt.Errorf("reading object %s at byte %d: chunk sequence %q after %d", name, got, m.Header.Get("Nats-Sequence"), seq)
+		case len(m.Data) == 0:
+			return fmt.Errorf("reading object %s at byte %d: empty chunk", name, got)
+		case got+int64(len(m.Data)) > size:
 			return fmt.Errorf("object %s is longer than %d bytes", name, size)
 		}
 		if _, err := w.Write(m.Data); err != nil {
 			return err
 		}
-	}
-	if got != size {
-		return errors.New("object " + name + " is short: " + strconv.FormatInt(got, 10) + " of " + strconv.FormatInt(size, 10) + " bytes")
+		seq, got = next, got+int64(len(m.Data))
 	}
 	return nil
 }

@@ -193,6 +193,9 @@ func (e *Envelope) check() error {
 		if !e.Durable || r.Subject != "" || r.Object != e.PayloadSHA256 {
 			return wire.Errorf(wire.ErrInvalid, "payload_ref.object names a durable envelope's payload by its payload_sha256, with no subject")
 		}
+	case e.Durable:
+		// Desired state outlives whoever would serve a blob.
+		return wire.Errorf(wire.ErrInvalid, "durable desired state carries its payload inline or as payload_ref.object")
 	default:
 		s, err := subjects.Parse(r.Subject)
 		if err != nil || s.Kind != subjects.Blob || s.Fleet != e.Fleet {

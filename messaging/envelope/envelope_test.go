@@ -84,6 +84,9 @@ func TestDecodeStrict(t *testing.T) {
 		{"object_ref_and_subject", mut(func(e *Envelope) {
 			e.Payload, e.Durable, e.PayloadRef = nil, true, &wire.PayloadRef{Object: e.PayloadSHA256, Subject: "fleetprov.prod.blob.x", Size: 1}
 		}), wire.ErrInvalid},
+		{"durable_blob_ref", mut(func(e *Envelope) {
+			e.Payload, e.Durable, e.PayloadRef = nil, true, &wire.PayloadRef{Subject: "fleetprov.prod.blob.x", Size: 1}
+		}), wire.ErrInvalid},
 		{"secrets_on_validate", mut(func(e *Envelope) { e.Op = "validate"; e.Secrets = []byte("age") }), wire.ErrInvalid},
 		{"secrets_on_export", mut(func(e *Envelope) { e.Op = "export"; e.Secrets = []byte("age") }), wire.ErrInvalid},
 		{"secrets_empty", []byte(strings.Replace(string(good), `"v":1`, `"v":1,"secrets":""`, 1)), wire.ErrInvalid},
