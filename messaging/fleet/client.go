@@ -170,6 +170,15 @@ func (t Target) pingSubject(fleet string) (string, error) {
 type Payload struct {
 	Data        []byte
 	ContentType string
+	sum         string // Data's digest, once Push computed it for all its envelopes
+}
+
+// digest is Data's SHA-256 (hex), computed once per push rather than once per device.
+func (p Payload) digest() string {
+	if p.sum != "" {
+		return p.sum
+	}
+	return envelope.Digest(p.Data)
 }
 
 // NewEnvelope stamps an envelope for op addressed to one device (a group or all when
@@ -177,7 +186,7 @@ type Payload struct {
 func (c *Client) NewEnvelope(op, device, group string, p Payload) *envelope.Envelope {
 	now := c.now().UTC()
 	e := &envelope.Envelope{V: envelope.Version, ID: uuid.Must(uuid.NewV7()).String(), Op: op, Fleet: c.fleet,
-		IssuedAt: now, ExpiresAt: now.Add(c.lifetime), PayloadSHA256: envelope.Digest(p.Data), ContentType: p.ContentType}
+		IssuedAt: now, ExpiresAt: now.Add(c.lifetime), PayloadSHA256: p.digest(), ContentType: p.ContentType}
 	switch {
 	case device != "":
 		e.Target, e.Device = envelope.TargetDevice, device

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -148,7 +149,7 @@ func (d *DesiredStore) offload(ctx context.Context, p Payload) error {
 	if len(p.Data) <= d.c.inlineLimit() {
 		return nil
 	}
-	sum := envelope.Digest(p.Data)
+	sum := p.digest()
 	d.refsMu.Lock()
 	defer d.refsMu.Unlock()
 	if d.refs[sum] != nil {
@@ -160,7 +161,11 @@ func (d *DesiredStore) offload(ctx context.Context, p Payload) error {
 	if err != nil {
 		return fmt.Errorf("the hub's payload store: %w", err)
 	}
-	if info, err := obs.GetInfo(ctx, sum); err != nil || info.Deleted || info.Size != uint64(len(p.Data)) {
+	h := sha256.New()
+	h.Write(p.Data)
+	// Written again unless the object there is this payload (the store's own digest):
+	// one swapped on the hub is repaired by pushing again.
+	if info, err := obs.GetInfo(ctx, sum); err != nil || info.Deleted || info.Digest != jetstream.GetObjectDigestValue(h) {
 		if _, err := obs.PutBytes(ctx, sum, p.Data); err != nil {
 			return fmt.Errorf("storing the %d-byte payload on the hub: %w", len(p.Data), err)
 		}

@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/fleetprov/fleetprov/core/auth"
@@ -18,6 +20,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/internal/fptest"
 	"github.com/fleetprov/fleetprov/messaging/broker/brokertest"
+	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
 	"github.com/fleetprov/fleetprov/messaging/wire"
 )
@@ -145,5 +148,85 @@ func TestViewUpdateKeepsTheNewer(t *testing.T) {
 	v.Update(DeviceStatus{Status: wire.Status{Device: "d1", Desired: "newer", Time: now.Add(time.Second)}})
 	if v.Statuses["d1"].Desired != "newer" {
 		t.Errorf("a newer record was ignored: %+v", v.Statuses["d1"])
+	}
+}
+
+// openStore is a publisher client of fleet f signing with signer, and its durable store,
+// on an authenticated hub (a second signer shares the hub with newStore).
+func openStore(t *testing.T, signer ssh.Signer) (*Client, *DesiredStore, func(ssh.Signer) (*Client, *DesiredStore)) {
+	t.Helper()
+	hub, f := brokertest.AuthHub(t, "f")
+	open := func(s ssh.Signer) (*Client, *DesiredStore) {
+		c, err := New(brokertest.PublisherConn(t, hub.ClientURL(), f), "f", WithSigner(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds, err := c.OpenDesired(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, ds
+	}
+	c, ds := open(signer)
+	return c, ds, open
+}
+
+// Anyone with publisher credentials can write the bucket: a revert (which re-signs what
+// it returns to) and a resume (which trusts what it finds) keep only the values this
+// publisher's key signed.
+func TestRevertAndResumeKeepOnlyTheirOwnSignatures(t *testing.T) {
+	admin, _ := configtest.NewKey(t)
+	mallory, _ := configtest.NewKey(t)
+	c, ds, open := openStore(t, admin)
+	_, mds := open(mallory)
+	ctx := context.Background()
+	put := func(d *DesiredStore, dev, body string) {
+		env, err := d.Stamp(subjects.DeviceKey(dev), Payload{Data: []byte(body), ContentType: envelope.TypeTOML})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Put(ctx, subjects.DeviceKey(dev), env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(ds, "d1", "version = 1\n")
+	put(mds, "d2", "evil = true\n")
+	all, err := ds.All(ctx)
+	if err != nil || len(all) != 2 {
+		t.Fatalf("All = %d entries, %v; want 2", len(all), err)
+	}
+	c.keepSigned(all)
+	if _, ok := all[subjects.DeviceKey("d1")]; !ok || len(all) != 1 {
+		t.Errorf("kept %v; want only d1's, signed by this publisher", all)
+	}
+}
+
+// An object swapped on the hub under the payload's name and size (which devices refuse
+// by its digest) is written again by the next push, not trusted by name and size.
+func TestOffloadRepairsASwappedObject(t *testing.T) {
+	admin, _ := configtest.NewKey(t)
+	c, ds, open := openStore(t, admin)
+	ctx := context.Background()
+	big := []byte(strings.Repeat("# a payload too large for a KV value\n", c.inlineLimit()/30))
+	p := Payload{Data: big, ContentType: envelope.TypeTOML}
+	if err := ds.offload(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(c.nc)
+	obs, err := js.ObjectStore(ctx, subjects.PayloadBucket("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := envelope.Digest(big)
+	evil := bytes.Repeat([]byte("x"), len(big))
+	if _, err := obs.PutBytes(ctx, name, evil); err != nil {
+		t.Fatal(err)
+	}
+	_, ds2 := open(admin) // the next push: a fresh store, no memory of the first
+	if err := ds2.offload(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := obs.GetBytes(ctx, name); err != nil || !bytes.Equal(got, big) {
+		t.Errorf("after the next push the object is %d bytes, the payload: %v (%v)", len(got), bytes.Equal(got, big), err)
 	}
 }

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/subjects"
@@ -149,6 +151,7 @@ func (c *Client) startDurable(ctx context.Context, o PushOptions, devices []stri
 		if du.desired, err = o.Desired.All(ctx); err != nil {
 			return nil, nil, nil, err
 		}
+		c.keepSigned(du.desired)
 	}
 	if o.RevertOnFailure {
 		for _, k := range []string{subjects.AllKey, key} {
@@ -417,6 +420,28 @@ func (c *Client) waitConverged(ctx context.Context, du *durable, sum *Summary, w
 			return
 		case <-ctx.Done():
 			return
+		}
+	}
+}
+
+// keepSigned drops the entries this publisher's key did not sign (or whose inline
+// payload does not match its digest): anyone with publisher credentials can write the
+// bucket, and a revert re-signs what it returns to, a resume trusts what it finds.
+func (c *Client) keepSigned(entries map[string]DesiredEntry) {
+	for k, e := range entries {
+		sig, err := envelope.DecodeSignature(e.Sig)
+		if err == nil {
+			var pub ssh.PublicKey
+			if pub, err = auth.VerifySelf(e.Raw, sig, auth.NamespaceEnvelope); err == nil && !SameKey(pub, c.signer.PublicKey()) {
+				err = errors.New("signed by another key")
+			}
+		}
+		if err == nil && e.Env.Payload != nil {
+			err = e.Env.CheckPayload(e.Env.Payload)
+		}
+		if err != nil {
+			c.log.Warn("ignoring a desired-state value this publisher did not sign", "key", k, "err", err)
+			delete(entries, k)
 		}
 	}
 }

@@ -164,6 +164,7 @@ func (c *Client) Push(ctx context.Context, o PushOptions, progress func(DeviceSt
 	if o.Op == "" {
 		o.Op = "apply"
 	}
+	o.Payload.sum = envelope.Digest(o.Payload.Data)
 	if o.Timeout <= 0 {
 		o.Timeout = 5 * time.Minute
 	}
