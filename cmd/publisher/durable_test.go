@@ -143,8 +143,14 @@ func TestDurablePushAndStatus(t *testing.T) {
 	}
 	defer forger.Close()
 	fake, _ := json.Marshal(wire.Status{Device: "gw2", Fleet: "prod", Groups: []string{"edge"}, Applied: "x", JobState: record.Succeeded, Time: time.Now()})
-	other, _, _ := identity.LoadOrCreate(filepath.Join(t.TempDir(), "other"), "other")
-	sig, _ := auth.Sign(fake, other, auth.NamespaceDevice)
+	other, _, err := identity.LoadOrCreate(filepath.Join(t.TempDir(), "other"), "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := auth.Sign(fake, other, auth.NamespaceDevice)
+	if err != nil {
+		t.Fatal(err)
+	}
 	msg := nats.NewMsg("fleetprov.prod.status.gw2")
 	msg.Data = fake
 	msg.Header.Set(wire.DeviceSignatureHeader, base64.StdEncoding.EncodeToString(sig))

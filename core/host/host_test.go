@@ -268,8 +268,12 @@ func TestPlantedKeyEntryCannotBlockTheLock(t *testing.T) {
 			if b, err := os.ReadFile(filepath.Join(dir, "authorized_keys")); err != nil || string(b) != keyB+"\n" {
 				t.Errorf("bob's key = %q, %v", b, err)
 			}
-			os.Remove(filepath.Join(dir, "authorized_keys"))
-			plant(dir)
+			if err := os.Remove(filepath.Join(dir, "authorized_keys")); err != nil {
+				t.Fatal(err)
+			}
+			if err := plant(dir); err != nil {
+				t.Fatal(err)
+			}
 			v2 := cfg(t, users)
 			if err := r.apply("bob dropped", &v2); err != nil {
 				t.Fatalf("dropping bob with a planted entry = %v", err)

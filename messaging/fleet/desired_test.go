@@ -64,7 +64,10 @@ func TestStatusRecordsAreBoundToTheirDevice(t *testing.T) {
 	defer stop()
 	record := func(subjectDev, bodyDev string, key ssh.Signer) {
 		b, _ := json.Marshal(wire.Status{Device: bodyDev, Fleet: "f", Desired: "x", Applied: "x", JobState: record.Succeeded, Time: time.Now()})
-		sig, _ := auth.Sign(b, key, auth.NamespaceDevice)
+		sig, err := auth.Sign(b, key, auth.NamespaceDevice)
+		if err != nil {
+			t.Fatal(err)
+		}
 		m := nats.NewMsg(subjects.StatusOf("f", subjectDev))
 		m.Data = b
 		m.Header.Set(wire.DeviceSignatureHeader, base64.StdEncoding.EncodeToString(sig))

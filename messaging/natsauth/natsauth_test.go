@@ -81,11 +81,15 @@ func TestDeviceCreds(t *testing.T) {
 	if strings.Contains(pub+sub, "fleetprov.prod.>") || strings.Contains(sub, "_INBOX") {
 		t.Errorf("device permissions too wide: pub %q sub %q", pub, sub)
 	}
+	// Of JetStream, exactly: direct gets of its own keys, and of the payload store.
+	allowedJS := []string{"$JS.hub.API.DIRECT.GET.KV_fleetprov_prod.$KV.fleetprov_prod.dev.gw1",
+		"$JS.hub.API.DIRECT.GET.KV_fleetprov_prod.$KV.fleetprov_prod.grp.edge", "$JS.hub.API.DIRECT.GET.KV_fleetprov_prod.$KV.fleetprov_prod.all",
+		"$JS.hub.API.DIRECT.GET.OBJ_fleetprov_prod_payloads.$O.fleetprov_prod_payloads.M.*", "$JS.hub.API.DIRECT.GET.OBJ_fleetprov_prod_payloads"}
 	for _, p := range uc.Pub.Allow {
-		// No requests to devices, and of JetStream only direct gets of its own keys.
-		if strings.HasPrefix(p, "fleetprov.prod.dev.") || strings.HasPrefix(p, "$KV") ||
-			(strings.HasPrefix(p, "$JS") && !strings.HasPrefix(p, "$JS.hub.API.DIRECT.GET.KV_fleetprov_prod.$KV.fleetprov_prod.") &&
-				!strings.HasPrefix(p, "$JS.hub.API.DIRECT.GET.OBJ_fleetprov_prod_payloads")) {
+		// No requests to devices, no other device's status, no KV writes.
+		if strings.HasPrefix(p, "fleetprov.prod.dev.") || strings.HasPrefix(p, "$KV") || strings.HasPrefix(p, "$O") ||
+			(strings.HasPrefix(p, "$JS") && !slices.Contains(allowedJS, p)) ||
+			(strings.HasPrefix(p, "fleetprov.prod.status.") && p != "fleetprov.prod.status.gw1") {
 			t.Errorf("device may publish %q", p)
 		}
 	}

@@ -197,8 +197,8 @@ Image = "docker.io/library/nginx:1"
 		chromedp.WaitVisible("#confirm-button", chromedp.ByID),
 		chromedp.AttributeValue("body", "data-job", &job, &ok, chromedp.ByQuery),
 	)
-	if err != nil {
-		t.Fatalf("browser: %v", err)
+	if err != nil || !ok || job == "" {
+		t.Fatalf("browser: %v (data-job %q, present %v)", err, job, ok)
 	}
 	screenshot(t, ctx, "bootui-confirm.png")
 	forged := url.Values{"csrf": {"forged-token"}, "job": {job}}

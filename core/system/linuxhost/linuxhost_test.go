@@ -18,7 +18,9 @@ import (
 // locked and unlocked, then removed again.
 func TestAccountsForReal(t *testing.T) {
 	fptest.Need(t, os.Geteuid() == 0, "root (useradd on this machine)")
-	fptest.RequireTool(t, "passwd", "useradd", "usermod")
+	for _, tool := range []string{"useradd", "usermod", "userdel", "groupadd"} {
+		fptest.RequireTool(t, "passwd", tool) // one call per tool: the names of one call are alternatives
+	}
 	const name = "fptest-linuxhost"
 	ctx := context.Background()
 	h := linuxhost.Host{}
