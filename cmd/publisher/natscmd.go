@@ -116,7 +116,6 @@ func natsInit(dir, fleet, listen, leafListen string, stdio cli.IO) error {
 	return nil
 }
 
-// writeCreds writes creds to path (0600), or to stdout when path is "" or "-".
 // loadAuthority loads the fleet's NATS keys from dir, which must hold fleet's.
 func loadAuthority(dir, fleet string) (*natsauth.Fleet, error) {
 	f, err := natsauth.Load(dir)
@@ -129,6 +128,7 @@ func loadAuthority(dir, fleet string) (*natsauth.Fleet, error) {
 	return f, nil
 }
 
+// writeCreds writes creds to path (0600), or to stdout when path is "" or "-".
 func writeCreds(path string, creds []byte, stdio cli.IO) error {
 	if path == "" || path == "-" {
 		_, err := stdio.Stdout.Write(creds)

@@ -7,13 +7,10 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats-server/v2/server"
 )
 
 // Need fails the test under CI=true, and skips it otherwise, when ok is false; what
@@ -40,27 +37,6 @@ func RequireTool(t testing.TB, pkg string, names ...string) string {
 	}
 	Need(t, false, names[0]+" not found (Debian package "+pkg+")")
 	return ""
-}
-
-// NATSServer returns the stock nats-server the tests run as a hub: the release go.mod
-// pins, which test/install-prereqs builds from its module (Debian's 2.9 handles leafnode
-// permissions differently). Missing, or another release: the test fails under CI=true and
-// skips otherwise.
-func NATSServer(t testing.TB) string {
-	t.Helper()
-	const fix = " (run test/install-prereqs, which builds the release go.mod pins)"
-	bin, err := exec.LookPath("nats-server")
-	if err != nil {
-		Need(t, false, "nats-server not found"+fix)
-		return ""
-	}
-	// The release the tests are built with (a test binary's build info lists no module
-	// dependencies, so it cannot say).
-	want := "nats-server: v" + server.VERSION
-	out, _ := exec.Command(bin, "--version").Output()
-	got := strings.TrimSpace(string(out))
-	Need(t, got == want, bin+" is "+strconv.Quote(got)+", not "+strconv.Quote(want)+fix)
-	return bin
 }
 
 // WaitFor polls cond until it holds, failing the test with what when timeout passes

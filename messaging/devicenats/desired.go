@@ -152,6 +152,9 @@ func (c *Converger) loop(ctx context.Context) {
 	for {
 		select {
 		case <-c.kicks:
+			// A change or a job's end: the backoff of earlier failures (a bucket that did
+			// not exist yet, say) starts over, or one failed read here would wait a minute.
+			failures = 0
 			after(c.sync(ctx, false))
 		case <-poll.C:
 			now := c.o.LinkUp()

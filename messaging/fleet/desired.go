@@ -207,12 +207,23 @@ func (d *DesiredStore) Put(ctx context.Context, key string, env *envelope.Envelo
 	msg := nats.NewMsg(subjects.DesiredKV(d.c.fleet, key))
 	msg.Data = raw
 	msg.Header.Set(envelope.SignatureHeader, sig)
-	_, err = d.js.PublishMsg(ctx, msg)
+	// A hub taking 1,000 writes at once may not acknowledge one in time: it is sent
+	// again, and the message id makes the stream store it once.
+	for attempt := 1; ; attempt++ {
+		_, err = d.js.PublishMsg(ctx, msg, jetstream.WithMsgID(env.ID+"."+key))
+		if err == nil || attempt == putAttempts || ctx.Err() != nil ||
+			!(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+			break
+		}
+	}
 	if err != nil {
 		return DesiredEntry{}, fmt.Errorf("writing desired state %s: %w", key, err)
 	}
 	return DesiredEntry{Key: key, Env: env, Raw: raw, Sig: sig}, nil
 }
+
+// putAttempts is how many times Put sends a write the hub did not acknowledge in time.
+const putAttempts = 3
 
 // encode encodes env, refusing one too large for a KV value (the hub's max payload).
 func (d *DesiredStore) encode(env *envelope.Envelope) ([]byte, error) {
@@ -448,7 +459,8 @@ func (v *View) Update(s DeviceStatus) {
 	v.Statuses[s.Device] = s
 }
 
-// Convergences is Convergences on the view, sorted by device.
+// Convergences compares each device of the view (and the extra ones, which have no
+// status yet) with its desired state, sorted by device.
 func (v *View) Convergences(extra ...string) []Convergence {
 	out := make([]Convergence, 0, len(v.Statuses)+len(extra))
 	for dev, st := range v.Statuses {

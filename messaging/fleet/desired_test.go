@@ -233,3 +233,28 @@ func TestOffloadRepairsASwappedObject(t *testing.T) {
 		t.Errorf("after the next push the object is %d bytes, the payload: %v (%v)", len(got), bytes.Equal(got, big), err)
 	}
 }
+
+// Put sends a write the hub did not acknowledge in time again (seen with 1,000 at once);
+// the same envelope written twice is stored once, so a retry never doubles a revision.
+func TestPutTwiceStoresOnce(t *testing.T) {
+	admin, _ := configtest.NewKey(t)
+	c, ds, _ := openStore(t, admin)
+	ctx := context.Background()
+	env, err := ds.Stamp(subjects.DeviceKey("d1"), Payload{Data: []byte("version = 1\n"), ContentType: envelope.TypeTOML})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := ds.Put(ctx, subjects.DeviceKey("d1"), env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	js, _ := jetstream.New(c.nc)
+	st, err := js.Stream(ctx, "KV_"+subjects.DesiredBucket("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := st.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Errorf("the stream holds %v messages (%v); want 1", info.State.Msgs, err)
+	}
+}

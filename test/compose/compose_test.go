@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/fleetprov/fleetprov/internal/fptest"
+	"github.com/fleetprov/fleetprov/internal/fptest/natshub"
 	"github.com/fleetprov/fleetprov/messaging/natsauth"
 	"github.com/nats-io/jwt/v2"
 )
@@ -39,7 +40,7 @@ func TestComposeConfig(t *testing.T) {
 // makes with the stock nats-server's own configuration check; and checks that each
 // worker's credentials carry exactly the groups docker-compose.yml gives that worker.
 func TestHubConf(t *testing.T) {
-	bin := fptest.NATSServer(t)
+	bin := natshub.Binary(t)
 	bins := t.TempDir()
 	if out, err := exec.Command("go", "build", "-o", filepath.Join(bins, "publisher"), "../../cmd/publisher").CombinedOutput(); err != nil {
 		t.Fatalf("go build publisher: %v\n%s", err, out)

@@ -23,6 +23,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/config/configtest"
 	"github.com/fleetprov/fleetprov/core/provision/provisiontest"
 	"github.com/fleetprov/fleetprov/internal/fptest"
+	"github.com/fleetprov/fleetprov/internal/fptest/natshub"
 	"github.com/fleetprov/fleetprov/messaging/broker"
 	"github.com/fleetprov/fleetprov/messaging/broker/brokertest"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
@@ -210,7 +211,7 @@ type stockHub struct {
 
 func startStockHub(t *testing.T) *stockHub {
 	t.Helper()
-	bin := fptest.NATSServer(t)
+	bin := natshub.Binary(t)
 	h := &stockHub{t: t, clientPort: freePort(t), leafPort: freePort(t)}
 	var err error
 	if h.auth, err = natsauth.Create("fleet"); err != nil {

@@ -47,7 +47,7 @@ func startStockHub(bin, dir string, f *natsauth.Fleet) (*stockHub, error) {
 		return nil, err
 	}
 	h.cmd = exec.Command(bin, "-c", filepath.Join(dir, natsauth.HubConfFile), "-m", strconv.Itoa(h.monit))
-	h.cmd.Stdout, h.cmd.Stderr = nil, nil // its log: one line per leaf connection
+	// Its log (one line per leaf connection) is not kept: Stdout and Stderr stay nil.
 	if err := h.cmd.Start(); err != nil {
 		return nil, err
 	}
