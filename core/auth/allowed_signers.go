@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/base64"
 	"fmt"
@@ -21,6 +20,9 @@ type Signer struct {
 	ValidBefore time.Time // zero: no upper bound
 }
 
+// maxSignerLine bounds one allowed_signers line (a key with long options).
+const maxSignerLine = 1 << 20
+
 // AllowedSigners is a parsed OpenSSH allowed_signers file.
 type AllowedSigners []Signer
 
@@ -30,12 +32,13 @@ type AllowedSigners []Signer
 // ErrUnsupported; any other malformed line is an error naming its line number.
 func ParseAllowedSigners(data []byte) (AllowedSigners, error) {
 	var out AllowedSigners
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	n := 0
-	for sc.Scan() {
+	for raw := range strings.Lines(string(data)) {
 		n++
-		line := strings.TrimSpace(sc.Text())
+		if len(raw) > maxSignerLine {
+			return nil, fmt.Errorf("allowed_signers line %d: longer than %d bytes", n, maxSignerLine)
+		}
+		line := strings.TrimSpace(raw)
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
@@ -44,9 +47,6 @@ func ParseAllowedSigners(data []byte) (AllowedSigners, error) {
 			return nil, fmt.Errorf("allowed_signers line %d: %w", n, err)
 		}
 		out = append(out, s)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("reading allowed_signers: %w", err)
 	}
 	return out, nil
 }

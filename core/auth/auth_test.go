@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/fleetprov/fleetprov/core/config/configtest"
+	"github.com/fleetprov/fleetprov/core/state"
 	"github.com/fleetprov/fleetprov/internal/fptest"
 )
 
@@ -304,6 +306,39 @@ func TestAllowsByBasis(t *testing.T) {
 		err := tr.Allows(Decision{Basis: c.basis}, c.op, Target{}, nil)
 		if (err == nil) != c.ok {
 			t.Errorf("%s may %s: %v; want allowed %v", c.basis, c.op, err, c.ok)
+		}
+	}
+}
+
+// The active signers are parsed once and kept, but never past a change of the file: an
+// admin removed by a new config is refused by the same Trust that let it in before.
+func TestActiveSignersFollowTheFile(t *testing.T) {
+	a, lineA := configtest.NewKey(t)
+	_, lineB := configtest.NewKey(t)
+	d := state.Dir{Root: t.TempDir()}
+	if err := os.MkdirAll(d.Active(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d.Active(), "config.toml"), configtest.FixtureWithAdmin(t, "vm-full.config.toml", lineA), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr := &Trust{State: d}
+	msg := []byte("request")
+	sig, err := Sign(msg, a, NamespaceEnvelope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signers := filepath.Join(d.Active(), "allowed_signers")
+	for i, c := range []struct {
+		file string
+		ok   bool
+	}{{"admin " + lineA + "\n", true}, {"admin " + lineB + "\n", false}, {"admin " + lineA + "\n", true}} {
+		if err := os.WriteFile(signers, []byte(c.file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := tr.Verify(msg, sig, NamespaceEnvelope, "current", Target{Kind: "device"}, nil)
+		if (err == nil) != c.ok {
+			t.Fatalf("step %d: verify = %v; want accepted %v", i, err, c.ok)
 		}
 	}
 }

@@ -45,10 +45,12 @@ type Trust struct {
 	FirstBootUntil time.Time
 	Now            func() time.Time
 
-	mu          sync.Mutex // guards the parsed [fleet] table of the active config
+	mu          sync.Mutex // guards the parsed [fleet] table and signers of the active config
 	parsed      bool
 	parsedSum   [32]byte
 	parsedFleet *config.Fleet
+	signersRaw  []byte
+	signers     AllowedSigners
 }
 
 // FirstBootOpen reports whether an unprovisioned device without a fleet trust file still
@@ -116,7 +118,7 @@ func (t *Trust) Verify(msg, armored []byte, namespace, op string, target Target,
 }
 
 func (t *Trust) verifyAdmin(msg, armored []byte, namespace, op string, target Target, deviceGroups []string) (Decision, error) {
-	signers, err := readSigners(filepath.Join(t.State.Active(), "allowed_signers"))
+	signers, err := t.activeSigners()
 	if err != nil {
 		return Decision{}, err
 	}
@@ -173,6 +175,27 @@ func (t *Trust) activeFleet() (*config.Fleet, error) {
 	}
 	t.parsed, t.parsedSum, t.parsedFleet = true, sum, m.Fleet
 	return m.Fleet, nil
+}
+
+// activeSigners is the active config's allowed_signers, parsed again only when the
+// file's bytes change (a request reads it, but parsing every key on every request was a
+// fifth of a signed round trip's device time).
+func (t *Trust) activeSigners() (AllowedSigners, error) {
+	raw, err := os.ReadFile(filepath.Join(t.State.Active(), "allowed_signers"))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSignersUnreadable, err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.signersRaw != nil && bytes.Equal(t.signersRaw, raw) {
+		return t.signers, nil
+	}
+	signers, err := ParseAllowedSigners(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSignersUnreadable, err)
+	}
+	t.signersRaw, t.signers = raw, signers
+	return signers, nil
 }
 
 // readSigners loads an allowed_signers file; any failure is ErrSignersUnreadable, so the

@@ -138,11 +138,11 @@ func (s *Service) Current(ctx context.Context) (provision.Current, error) {
 
 func (s *Service) current(ctx context.Context, r *Request) (wire.Reply, error) {
 	defer r.Close()
-	cur, err := s.cachedCurrent(ctx)
+	_, data, err := s.cachedCurrentJSON(ctx)
 	if err != nil {
 		return wire.Reply{}, err
 	}
-	return wire.OK(cur), nil
+	return wire.Reply{Accepted: true, Data: data}, nil
 }
 
 // Export writes the active config in format; state.ErrNoActive when unprovisioned.

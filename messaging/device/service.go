@@ -3,6 +3,8 @@ package device
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -85,6 +87,7 @@ type Service struct {
 
 	curMu    sync.Mutex
 	curCache provision.Current
+	curJSON  []byte // curCache as a reply's data
 	curAt    time.Time
 
 	markMu sync.Mutex
@@ -329,16 +332,26 @@ func (s *Service) SignedHeader(body []byte) map[string][]string {
 // currentTTL (it re-renders the active config and reads every derived file): pings,
 // heartbeats and `current` requests share it. A finished job invalidates it.
 func (s *Service) cachedCurrent(ctx context.Context) (provision.Current, error) {
+	cur, _, err := s.cachedCurrentJSON(ctx)
+	return cur, err
+}
+
+// cachedCurrentJSON is cachedCurrent and its JSON, encoded once per computation.
+func (s *Service) cachedCurrentJSON(ctx context.Context) (provision.Current, []byte, error) {
 	s.curMu.Lock()
 	defer s.curMu.Unlock()
 	now := s.o.Now()
 	if !s.curAt.IsZero() && now.Sub(s.curAt) < currentTTL && !now.Before(s.curAt) {
-		return s.curCache, nil
+		return s.curCache, s.curJSON, nil
 	}
 	cur, err := s.o.Prov.Current(ctx)
 	if err != nil {
-		return cur, err
+		return cur, nil, err
 	}
-	s.curCache, s.curAt = cur, now
-	return cur, nil
+	b, err := json.Marshal(cur)
+	if err != nil {
+		return cur, nil, fmt.Errorf("encoding current: %w", err)
+	}
+	s.curCache, s.curJSON, s.curAt = cur, b, now
+	return cur, b, nil
 }
