@@ -40,7 +40,7 @@ func (c *connFlags) register(fs *flag.FlagSet, signing bool) {
 	fs.DurationVar(&c.timeout, "reply-timeout", 10*time.Second, "how long to wait for a device's answer")
 	fs.StringVar(&c.via, "via", "", "reach one device through its HTTP bridge (http://device:8080) instead of NATS")
 	fs.StringVar(&c.known, "known-devices", "", "file of enrolled device keys (default ~/.config/fleetprov/known_devices)")
-	fs.BoolVar(&c.tofu, "tofu", false, "trust on first use: enrol a device that is not in known-devices with the key it signs with (a device named with --device through a NATS server on localhost is enrolled on first use anyway, and printed)")
+	fs.BoolVar(&c.tofu, "tofu", false, "trust on first use: enrol a device that is not in known-devices with the key it signs with (a device named with --device through a NATS server on localhost, or reached with --via on localhost, is enrolled on first use anyway, and printed)")
 	if signing {
 		fs.StringVar(&c.key, "key", "", "OpenSSH private key to sign with (default: the first suitable key in $SSH_AUTH_SOCK)")
 		fs.StringVar(&c.keyID, "key-id", "", "with ssh-agent: pick the key whose fingerprint or comment contains this")
@@ -118,13 +118,6 @@ func (c *connFlags) client(stdio cli.IO, sign bool) (cl *fleet.Client, closeFn f
 		}
 		opts = append(opts, fleet.WithSigner(s))
 	}
-	if c.via != "" {
-		cl, err := fleet.NewHTTP(c.via, c.fleetName, opts...)
-		if err != nil {
-			return nil, nil, cli.Usagef("%v", err)
-		}
-		return cl, func() {}, nil
-	}
 	known, tofu, err := c.knownDevices()
 	if err != nil {
 		return nil, nil, err
@@ -132,6 +125,13 @@ func (c *connFlags) client(stdio cli.IO, sign bool) (cl *fleet.Client, closeFn f
 	opts = append(opts, fleet.WithKnownDevices(known, tofu, func(dev, fp string) {
 		fmt.Fprintf(stdio.Stderr, "enrolled %s on first use: identity %s (recorded in %s)\n", dev, fp, known.Path())
 	}))
+	if c.via != "" {
+		cl, err := fleet.NewHTTP(c.via, c.fleetName, opts...)
+		if err != nil {
+			return nil, nil, cli.Usagef("%v", err)
+		}
+		return cl, func() {}, nil
+	}
 	nc, err := c.connect()
 	if err != nil {
 		return nil, nil, err
@@ -253,10 +253,12 @@ func (c *connFlags) knownDevices() (*fleet.KnownDevices, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	return k, c.tofu || (c.named && localServer(c.server)), nil
+	// --via addresses exactly one device, as --device does.
+	local := (c.named && localServer(c.server)) || (c.via != "" && localServer(c.via))
+	return k, c.tofu || local, nil
 }
 
-// localServer reports whether a NATS URL names this machine.
+// localServer reports whether a NATS or HTTP bridge URL names this machine.
 func localServer(server string) bool {
 	u, err := url.Parse(server)
 	if err != nil {

@@ -17,9 +17,22 @@ import (
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) error {
 	svc := s.o.Service
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "provisioned": svc.Provisioned(), "device": svc.Device(),
+	s.writeSigned(w, http.StatusOK, map[string]any{"status": "ok", "provisioned": svc.Provisioned(), "device": svc.Device(),
 		"fleet": svc.Fleet(), "version": svc.Version()})
 	return nil
+}
+
+// writeSigned is writeJSON with the device's signature of the exact body
+// (wire.DeviceSignatureHeader), for what `publisher --via` believes: health and job records.
+func (s *Server) writeSigned(w http.ResponseWriter, status int, v any) {
+	b, _ := json.MarshalIndent(v, "", "  ")
+	b = append(b, '\n')
+	if sig := s.o.Service.Sign(b); sig != "" {
+		w.Header().Set(wire.DeviceSignatureHeader, sig)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(b)
 }
 
 func (s *Server) nonce(w http.ResponseWriter, r *http.Request) error {
@@ -265,7 +278,7 @@ func (s *Server) job(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, j)
+	s.writeSigned(w, http.StatusOK, j)
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/fleetprov/fleetprov/core/record"
 	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
@@ -26,10 +27,26 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
+	// Besides the data a browser reads, each event carries the message the device sends
+	// over NATS (job id, device, fleet, sequence number) and its signature of it, in
+	// fields EventSource ignores: `publisher --via` believes only those.
+	svc := s.o.Service
+	seq := 0
 	send := func(event string, v any) {
 		b, _ := json.Marshal(v)
+		seq++
+		m := wire.EventMsg{JobID: id, Device: svc.Device(), Fleet: svc.Fleet(), Seq: seq}
+		if e, ok := v.(record.Event); ok {
+			m.Event = &e
+		} else if j, ok := v.(record.Job); ok {
+			m.Done, m.Job = true, &j
+		}
 		if event != "" {
 			fmt.Fprintf(w, "event: %s\n", event)
+		}
+		signed, _ := json.Marshal(m)
+		if sig := svc.Sign(signed); sig != "" {
+			fmt.Fprintf(w, "%s: %s\n%s: %s\n", wire.SSESignedField, signed, wire.SSESignatureField, sig)
 		}
 		fmt.Fprintf(w, "data: %s\n\n", b)
 		flusher.Flush()

@@ -262,16 +262,20 @@ func (c *Client) Send(ctx context.Context, subject string, env *envelope.Envelop
 			return wire.Reply{}, err
 		}
 	}
+	var r wire.Reply
 	if c.http != nil {
-		return c.http.send(ctx, raw, sig, timeout)
+		r, err = c.http.send(ctx, env.Device, raw, sig, timeout)
+	} else {
+		msg := nats.NewMsg(subject)
+		msg.Data = raw
+		if sig != "" {
+			msg.Header.Set(envelope.SignatureHeader, sig)
+		}
+		r, err = c.request(ctx, msg, env.Device, timeout)
 	}
-	msg := nats.NewMsg(subject)
-	msg.Data = raw
-	if sig != "" {
-		msg.Header.Set(envelope.SignatureHeader, sig)
-	}
-	r, err := c.request(ctx, msg, env.Device, timeout)
-	if err == nil && c.known != nil && (r.Request != env.ID || r.Fleet != c.fleet) {
+	// (A refusal the HTTP bridge made before the device's handler names no device and
+	// carries no signature; it can only refuse.)
+	if err == nil && c.known != nil && (r.Accepted || r.Device != "") && (r.Request != env.ID || r.Fleet != c.fleet) {
 		// A signed reply to another request (or fleet) replayed at us.
 		return wire.Reply{}, fmt.Errorf("%w: %s answered request %q in fleet %q, not %q", ErrImpostor, r.Device, r.Request, r.Fleet, env.ID)
 	}
@@ -309,9 +313,15 @@ func (c *Client) request(ctx context.Context, msg *nats.Msg, device string, time
 // Discover pings target and collects the presence replies (see gather for when it stops).
 func (c *Client) Discover(ctx context.Context, t Target, quiet, max time.Duration) ([]wire.Presence, error) {
 	if c.http != nil {
-		p, err := c.http.ping(ctx)
+		p, verify, err := c.http.ping(ctx)
 		if err != nil {
 			return nil, err
+		}
+		if errors.Is(verify, ErrUnenrolled) {
+			p.Enrollment = EnrollmentUnenrolled
+		} else if verify != nil {
+			c.log.Warn("ignoring a presence reply", "device", p.Device, "err", verify)
+			p.Enrollment = EnrollmentImpostor
 		}
 		return []wire.Presence{p}, nil
 	}
@@ -401,9 +411,12 @@ func sortPresence(m map[string]wire.Presence) []wire.Presence {
 // Ping asks one device for its presence.
 func (c *Client) Ping(ctx context.Context, dev string, timeout time.Duration) (wire.Presence, error) {
 	if c.http != nil {
-		p, err := c.http.ping(ctx)
+		p, verify, err := c.http.ping(ctx)
 		if err == nil && p.Device != dev {
 			return p, fmt.Errorf("%w: the device at %s is %q, not %q", ErrInvalidOption, c.http.base, p.Device, dev)
+		}
+		if err == nil {
+			err = verify
 		}
 		return p, err
 	}
@@ -429,7 +442,7 @@ func (c *Client) Ping(ctx context.Context, dev string, timeout time.Duration) (w
 // Job reads a job record from a device.
 func (c *Client) Job(ctx context.Context, dev, id string, timeout time.Duration) (record.Job, error) {
 	if c.http != nil {
-		return c.http.job(ctx, id)
+		return c.http.job(ctx, dev, id)
 	}
 	subj, err := subjects.Build(subjects.Subject{Fleet: c.fleet, Kind: subjects.Device, Name: dev, Op: "job"})
 	if err != nil {

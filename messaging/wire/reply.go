@@ -140,6 +140,14 @@ const FirstBootHeader = "X-Fleetprov-First-Boot"
 // identity key (NATS header; HTTP response header of POST /api/envelopes).
 const DeviceSignatureHeader = "Fleetprov-Device-Signature"
 
+// The fields of a job event's signed form in the HTTP bridge's SSE stream: the EventMsg
+// the device would publish over NATS, and its signature (as DeviceSignatureHeader).
+// Browsers ignore both; `publisher --via` believes nothing else.
+const (
+	SSESignedField    = "signed"
+	SSESignatureField = "sig"
+)
+
 // Status is what a device records on the hub's status stream about its desired state:
 // the newest envelope it read (Desired), the last one it applied (Applied), and the job
 // that ran it. It is signed by the device's identity key, like its replies.
