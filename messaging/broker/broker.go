@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -201,8 +202,20 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 func (b *Broker) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	// In-process reconnects are cheap: if the server ever cuts the worker off (a flood
 	// past its max pending), it is back within a quarter second, subscriptions restored.
+	// Asynchronous errors (a subscription dropping a flood past its pending limits) go to
+	// the log at the 1st, 2nd, 4th, 8th, … occurrence, not to stderr once per message.
+	var asyncErrs atomic.Int64
+	onErr := func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		if n := asyncErrs.Add(1); n&(n-1) == 0 {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			b.log.Warn("worker's NATS connection", "subject", subj, "err", err, "occurrences", n)
+		}
+	}
 	opts = append([]nats.Option{nats.InProcessServer(b.srv), nats.Name("fleetprov-worker"), nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond)}, opts...)
+		nats.ReconnectWait(250 * time.Millisecond), nats.ErrorHandler(onErr)}, opts...)
 	if b.self != nil {
 		pub, _ := b.self.PublicKey()
 		opts = append(opts, nats.Nkey(pub, b.self.Sign))

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"golang.org/x/time/rate"
 
 	"github.com/fleetprov/fleetprov/messaging/blob"
 	"github.com/fleetprov/fleetprov/messaging/device"
@@ -50,8 +51,14 @@ type Adapter struct {
 	mu   sync.Mutex
 	subs map[string]*nats.Subscription
 
-	unsigned    []byte // the reply to a signed op sent without a signature
-	unsignedHdr nats.Header
+	unsigned      []byte // the reply to a signed op sent without a signature
+	unsignedHdr   nats.Header
+	unsignedLimit *rate.Limiter // answers to requests without a signature
+	jobLimit      *rate.Limiter // answers to job queries
+
+	pingMu  sync.Mutex // guards the signed ping reply, reused for pingTTL
+	pingAt  time.Time
+	pingMsg *nats.Msg
 }
 
 // Requests are handled by maxInFlight workers fed by a queue of queueLen: a slow payload
@@ -72,6 +79,15 @@ const (
 	// connection), which bounds how long a real request waits behind junk.
 	pendingMsgs  = 16384
 	pendingBytes = 16 << 20
+	// unsignedRefusals is how many requests without a signature a second are answered
+	// (missing signature); the rest are dropped.
+	unsignedRefusals = 100
+	// jobQueries is how many job queries a second are answered (each is a lookup and a
+	// signature; a publisher asks once per job it lost track of); the rest are dropped.
+	jobQueries = 200
+	// pingTTL is how long one signed presence answers every ping: a flood of empty pings
+	// must not cost a signature each.
+	pingTTL = time.Second
 )
 
 // New returns an adapter; Start subscribes.
@@ -86,7 +102,8 @@ func New(o Options) *Adapter {
 		wire.Errorf(wire.ErrUnauthorized, "missing signature: send the envelope's signature in the %s header", envelope.SignatureHeader)))
 	return &Adapter{o: o, svc: o.Service, log: o.Logger.With("device", o.Service.Device(), "fleet", o.Service.Fleet()),
 		work: make(chan *nats.Msg, queueLen), stop: make(chan struct{}), subs: map[string]*nats.Subscription{},
-		unsigned: unsigned, unsignedHdr: o.Service.SignedHeader(unsigned)}
+		unsigned: unsigned, unsignedHdr: o.Service.SignedHeader(unsigned), unsignedLimit: rate.NewLimiter(unsignedRefusals, unsignedRefusals),
+		jobLimit: rate.NewLimiter(jobQueries, jobQueries)}
 }
 
 // Start subscribes to the request subjects, announces presence, follows job events and
@@ -192,14 +209,30 @@ func (a *Adapter) dispatch(m *nats.Msg) {
 		// dropped unanswered, so a flood costs no replies.
 		a.drop()
 		return
-	case op == "ping" || op == "job":
-		// Cheap to answer (a presence with cached drift, a lookup): answered here, never queued
-		// behind slow requests.
+	case op == "ping":
+		// Answered here, never queued behind slow requests, with the presence signed at
+		// most once per pingTTL.
+		if err := m.RespondMsg(a.pingReply()); err != nil {
+			a.log.Warn("replying", "subject", m.Subject, "err", err)
+		}
+		return
+	case op == "job":
+		// A lookup: answered here, up to jobQueries a second.
+		if !a.jobLimit.Allow() {
+			a.drop()
+			return
+		}
 		a.respond(m, a.handle(a.svc.Context(), m))
 		return
 	case m.Header.Get(envelope.SignatureHeader) == "":
 		if a.o.OnReject != nil {
 			a.o.OnReject(wire.ErrUnauthorized.Code)
+		}
+		// Refused with a clear error, up to unsignedRefusals a second; past that a flood
+		// of them is dropped unanswered (answering was most of the callback's time).
+		if !a.unsignedLimit.Allow() {
+			a.drop()
+			return
 		}
 		m.RespondMsg(&nats.Msg{Data: a.unsigned, Header: a.unsignedHdr})
 		return
@@ -237,11 +270,26 @@ func (a *Adapter) respond(m *nats.Msg, reply wire.Reply) {
 	if !reply.Accepted && a.o.OnReject != nil {
 		a.o.OnReject(reply.Code)
 	}
-	reply.Device = a.svc.Device()
-	b, _ := json.Marshal(reply)
-	if err := m.RespondMsg(&nats.Msg{Data: b, Header: a.svc.SignedHeader(b)}); err != nil {
+	if err := m.RespondMsg(a.signed(reply)); err != nil {
 		a.log.Warn("replying", "subject", m.Subject, "err", err)
 	}
+}
+
+// signed is reply as the device sends it: naming the device, signed by it.
+func (a *Adapter) signed(reply wire.Reply) *nats.Msg {
+	reply.Device = a.svc.Device()
+	b, _ := json.Marshal(reply)
+	return &nats.Msg{Data: b, Header: a.svc.SignedHeader(b)}
+}
+
+// pingReply is the signed presence a ping gets, made again after pingTTL or a job's end.
+func (a *Adapter) pingReply() *nats.Msg {
+	a.pingMu.Lock()
+	defer a.pingMu.Unlock()
+	if now := time.Now(); a.pingMsg == nil || now.Sub(a.pingAt) >= pingTTL || now.Before(a.pingAt) {
+		a.pingMsg, a.pingAt = a.signed(wire.OK(a.svc.Presence(a.svc.Context()))), now
+	}
+	return &nats.Msg{Data: a.pingMsg.Data, Header: a.pingMsg.Header}
 }
 
 func (a *Adapter) handle(ctx context.Context, m *nats.Msg) wire.Reply {
@@ -250,8 +298,6 @@ func (a *Adapter) handle(ctx context.Context, m *nats.Msg) wire.Reply {
 		return wire.Refuse(a.svc.Device(), wire.Errorf(wire.ErrInvalid, "%w", err))
 	}
 	switch subj.Op {
-	case "ping":
-		return wire.OK(a.svc.Presence(ctx))
 	case "job":
 		var q struct {
 			ID string `json:"id"`
@@ -286,6 +332,12 @@ func (a *Adapter) publishPresence() {
 // publishEvent sends a job's event on its subject; after the final record it refreshes
 // the subscriptions (the job may have changed the groups) and announces the new presence.
 func (a *Adapter) publishEvent(m wire.EventMsg) {
+	if m.Done {
+		// The job may have changed the presence: a ping after its end sees it.
+		a.pingMu.Lock()
+		a.pingMsg = nil
+		a.pingMu.Unlock()
+	}
 	b, _ := json.Marshal(m)
 	msg := &nats.Msg{Subject: subjects.Events(a.svc.Fleet(), a.svc.Device(), m.JobID), Data: b, Header: a.svc.SignedHeader(b)}
 	if err := a.o.Conn.PublishMsg(msg); err != nil {

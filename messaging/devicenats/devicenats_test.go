@@ -271,3 +271,45 @@ func TestPatchOverNATS(t *testing.T) {
 		t.Errorf("an invalid patch changed the state")
 	}
 }
+
+// TestPingFloodSignsOnce: a flood of empty pings (valid requests anyone allowed on the
+// subject can send) is answered with one signed presence, not a signature each (that
+// starved the device's callback); a finished job makes the next ping answer anew.
+func TestPingFloodSignsOnce(t *testing.T) {
+	r := start(t, "d1", nil, nil)
+	admin, line := newKey(t)
+	r.withAdmin(admin, line)
+	ping := func() wire.Presence {
+		t.Helper()
+		m, err := r.nc.Request(r.devSubject("ping"), nil, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var reply wire.Reply
+		var p wire.Presence
+		if json.Unmarshal(m.Data, &reply) != nil || json.Unmarshal(reply.Data, &p) != nil {
+			t.Fatalf("ping reply %s", m.Data)
+		}
+		return p
+	}
+	// Each presence carries the time it was made: 100 pings see at most two (one when the
+	// reuse window ends mid-flood), not 100.
+	times := map[time.Time]bool{}
+	for range 100 {
+		times[ping().Time] = true
+	}
+	if len(times) > 2 {
+		t.Errorf("100 pings were answered with %d presences; want one reused", len(times))
+	}
+	if ping().Provisioned {
+		t.Fatal("provisioned before the push")
+	}
+	sum, err := r.client.Push(context.Background(), fleet.PushOptions{Target: fleet.Target{Devices: []string{"d1"}},
+		Payload: fleet.Payload{Data: r.cfg, ContentType: envelope.TypeTOML}}, nil)
+	if err != nil || !sum.OK() {
+		t.Fatalf("push = %+v, %v", sum, err)
+	}
+	if !ping().Provisioned {
+		t.Error("the ping after the job's end answers with the presence from before it")
+	}
+}

@@ -3,25 +3,34 @@
 //
 //   - RSS of the worker while 16 clients each send a 32 MiB first-boot upload and stall
 //     (goal: < 64 MB above idle);
-//   - latency of a ping and of a signed `current` while 3 NATS clients flood the device's
-//     request subjects with junk (goal: p99 < 100 ms), against the same requests with no
-//     flood, with the share of requests that needed a retry.
+//   - latency of a ping and of a valid signed `current` (the device is provisioned with
+//     the signer as admin; every answer must be accepted) while 3 NATS clients flood the
+//     device's request subjects with junk (goal: p99 < 100 ms), against the same requests
+//     with no flood, with the share of requests that needed a retry. The flooders hold
+//     the device listener's admin key: the worst case, a client allowed to publish on the
+//     device's subjects (an anonymous one is refused at connect; a device's hub
+//     credentials cannot publish there at all).
 //
-// go run ./test/bench/attack [-pings 200] [-flood 3]
+// go run ./test/bench/attack [-pings 200] [-flood 3] [-config FILE]
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -45,8 +54,21 @@ import (
 func main() {
 	pings := flag.Int("pings", 200, "requests measured per scenario")
 	flooders := flag.Int("flood", 3, "junk-flooding NATS clients")
+	fixture := flag.String("config", "test/testdata/atomixos/vm-full.config.toml", "config the device is provisioned with (its admin key is replaced by the bench's)")
+	floodTo := flag.String("flood-to", "", "internal: be a flooder of this NATS URL until stdin closes, then print how many messages were sent")
+	floodKey := flag.String("flood-key", "", "internal: the flooder's nkey seed file")
+	floodID := flag.Int("flood-id", 0, "internal: the flooder's number")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the flood phase to this file")
 	flag.Parse()
-	if err := run(*pings, *flooders); err != nil {
+	profile = *cpuprofile
+	if *floodTo != "" {
+		if err := flood(*floodTo, *floodKey, *floodID); err != nil {
+			fmt.Fprintln(os.Stderr, "attack flooder:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(*pings, *flooders, *fixture); err != nil {
 		fmt.Fprintln(os.Stderr, "attack:", err)
 		os.Exit(1)
 	}
@@ -76,8 +98,18 @@ func start(ctx context.Context, root string) (*node.Node, error) {
 		Broker: broker.Options{Listen: "127.0.0.1:-1"}, HTTP: l})
 }
 
-func run(pings, flooders int) error {
+// profile is -cpuprofile.
+var profile string
+
+// fixtureAdmin is the admin key line of the AtomixOS fixtures, replaced by the bench's.
+const fixtureAdmin = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfm/RhPyisFyBAwigDt2AnnOU1fMAVk4XaCj3S/k/3Z admin@example"
+
+func run(pings, flooders int, fixture string) error {
 	ctx := context.Background()
+	raw, err := os.ReadFile(fixture)
+	if err != nil {
+		return fmt.Errorf("%w (run from the repository root, or pass -config)", err)
+	}
 	root, err := os.MkdirTemp("", "fleetprov-attack-")
 	if err != nil {
 		return err
@@ -140,30 +172,37 @@ func run(pings, flooders int) error {
 	if err != nil {
 		return err
 	}
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	cfg := bytes.ReplaceAll(raw, []byte(fixtureAdmin), []byte(line))
+	sum, err := client.Push(ctx, fleet.PushOptions{Target: fleet.Target{Devices: []string{"d1"}}, Payload: fleet.Payload{Data: cfg, ContentType: envelope.TypeTOML}}, nil)
+	if err != nil || !sum.OK() {
+		return fmt.Errorf("provisioning the device: %+v %v", sum, err)
+	}
 	measure := func(label string) {
 		var lat []time.Duration
-		retries, lost := 0, 0
+		retries, lost, refused := 0, 0, 0
 		for i := range pings {
-			op := "ping"
-			msg := nats.NewMsg(subjects.Subject{Fleet: "bench", Kind: subjects.Device, Name: "d1", Op: op}.String())
-			if i%2 == 1 {
-				// A signed request: the device is unprovisioned, so a self-signed validate is
-				// refused as unauthorized after a full check (decode, bind, verify).
-				env := client.NewEnvelope("validate", "d1", "", fleet.Payload{})
-				raw, _ := env.Encode()
-				sig, _ := envelope.Sign(raw, signer)
-				msg = nats.NewMsg(subjects.Subject{Fleet: "bench", Kind: subjects.Device, Name: "d1", Op: "validate"}.String())
-				msg.Data = raw
-				msg.Header.Set(envelope.SignatureHeader, sig)
-			}
 			t0 := time.Now()
 			ok := false
 			for try := range 5 {
 				if try > 0 {
 					retries++
 				}
-				if _, err := nc.RequestMsg(msg, time.Second); err == nil {
-					ok = true
+				if i%2 == 0 {
+					_, err := client.Ping(ctx, "d1", time.Second)
+					ok = err == nil
+				} else {
+					// A valid signed request, as the publisher sends it: signed by an
+					// admin, bound to this connection's inbox, answered with the device's
+					// signed current.
+					subj := subjects.Subject{Fleet: "bench", Kind: subjects.Device, Name: "d1", Op: "current"}.String()
+					r, err := client.Send(ctx, subj, client.NewEnvelope("current", "d1", "", fleet.Payload{}), time.Second)
+					if err == nil && !r.Accepted {
+						refused++
+					}
+					ok = err == nil && r.Accepted
+				}
+				if ok {
 					break
 				}
 			}
@@ -180,42 +219,103 @@ func run(pings, flooders int) error {
 			}
 			return lat[min(len(lat)-1, int(float64(len(lat))*p))]
 		}
-		fmt.Printf("%s: %d requests, p50 %s, p99 %s, max %s, retried %d, lost after 5 tries %d\n", label, len(lat)+lost,
-			pct(0.5).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond), pct(1).Round(10*time.Microsecond), retries, lost)
+		fmt.Printf("%s: %d requests (ping and signed current), p50 %s, p99 %s, max %s, retried %d, refused %d, lost after 5 tries %d\n", label, len(lat)+lost,
+			pct(0.5).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond), pct(1).Round(10*time.Microsecond), retries, refused, lost)
 	}
 	measure("no flood")
-	stop := make(chan struct{})
-	var sent [8]int
+	// The flooders are other processes, as on a network: in this one, their busy loops
+	// would share the Go scheduler's 10 ms slices with the worker and measure that.
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	type child struct {
+		cmd   *exec.Cmd
+		stdin io.WriteCloser
+		out   *bytes.Buffer
+	}
+	var children []child
 	for c := range flooders {
-		fc, err := nats.Connect(n.Broker.ClientURL(), admin)
+		cmd := exec.Command(self, "-flood-to", n.Broker.ClientURL(), "-flood-key", n.AdminKey, "-flood-id", strconv.Itoa(c))
+		out := &bytes.Buffer{}
+		cmd.Stdout, cmd.Stderr = out, os.Stderr
+		stdin, err := cmd.StdinPipe()
 		if err != nil {
 			return err
 		}
-		defer fc.Close()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			junk := make([]byte, 2048)
-			ops := []string{"apply", "ping", "current", "job"}
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				fc.PublishRequest(subjects.Subject{Fleet: "bench", Kind: subjects.Device, Name: "d1", Op: ops[(i+c)%4]}.String(), "_INBOX.junk", junk)
-				sent[c]++
-			}
-		}()
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		children = append(children, child{cmd, stdin, out})
 	}
 	time.Sleep(time.Second) // the flood is under way
-	measure(fmt.Sprintf("%d-client junk flood", flooders))
-	close(stop)
-	wg.Wait()
-	total := 0
-	for _, s := range sent {
-		total += s
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		pprof.StartCPUProfile(f)
 	}
-	fmt.Printf("junk sent: %d messages; dropped by the worker: %d; worker connected: %v; RSS %.1f MB\n", total, n.NATS.Dropped(), n.Conn.IsConnected(), rssMB())
+	measure(fmt.Sprintf("%d-client junk flood", flooders))
+	pprof.StopCPUProfile()
+	total := 0
+	for _, c := range children {
+		c.stdin.Close()
+		if err := c.cmd.Wait(); err != nil {
+			return fmt.Errorf("flooder: %w", err)
+		}
+		k, _ := strconv.Atoi(strings.TrimSpace(c.out.String()))
+		total += k
+	}
+	fmt.Printf("junk sent: %d messages; dropped by the worker: %d; worker connected: %v (reconnects %d, server-side slow consumers %d); RSS %.1f MB\n",
+		total, n.NATS.Dropped(), n.Conn.IsConnected(), n.Conn.Stats().Reconnects, n.Broker.SlowConsumers(), rssMB())
+	return nil
+}
+
+// flood sends junk requests to the device's subjects as fast as it can until stdin
+// closes, then prints how many it sent. The junk is what a client allowed to publish there
+// can send: 2 KiB of garbage as apply and current (no signature), garbage and empty pings
+// (an empty ping is a valid request: the device answers it with its signed presence), and
+// garbage job queries.
+func flood(url, key string, id int) error {
+	opt, err := nats.NkeyOptionFromSeed(key)
+	if err != nil {
+		return err
+	}
+	fc, err := nats.Connect(url, opt)
+	if err != nil {
+		return err
+	}
+	defer fc.Close()
+	var stopped atomic.Bool
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		stopped.Store(true)
+	}()
+	junk := make([]byte, 2048)
+	rand.Read(junk)
+	type req struct {
+		subj string
+		body []byte
+	}
+	var reqs []req
+	for _, op := range []string{"apply", "ping", "current", "job", "ping"} {
+		body := junk
+		if op == "ping" && len(reqs) > 2 {
+			body = nil
+		}
+		reqs = append(reqs, req{subjects.Subject{Fleet: "bench", Kind: subjects.Device, Name: "d1", Op: op}.String(), body})
+	}
+	sent := 0
+	for i := id; !stopped.Load(); i++ {
+		r := reqs[i%len(reqs)]
+		if err := fc.PublishRequest(r.subj, "_INBOX.junk", r.body); err != nil {
+			return err
+		}
+		sent++
+	}
+	fc.Flush()
+	fmt.Println(sent)
 	return nil
 }
