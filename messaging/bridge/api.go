@@ -239,7 +239,6 @@ func (s *Server) envelope(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if r.Header.Get(envelope.SignatureHeader) == "" {
-		s.reject("unauthorized")
 		return fmt.Errorf("%w: send the envelope's signature in %s", auth.ErrMissingSignature, envelope.SignatureHeader)
 	}
 	b, err := s.spool(w, r, s.o.MaxBody)

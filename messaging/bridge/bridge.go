@@ -18,6 +18,7 @@ import (
 	"github.com/fleetprov/fleetprov/core/auth"
 	"github.com/fleetprov/fleetprov/core/bundle"
 	"github.com/fleetprov/fleetprov/messaging/device"
+	"golang.org/x/time/rate"
 )
 
 // Options configure the bridge.
@@ -44,6 +45,7 @@ type Server struct {
 	uploadMu  sync.Mutex
 	uploaders map[string]bool // clients with an upload in progress
 	log       *slog.Logger
+	refusals  *rate.Limiter // "request refused" log lines
 	csrf      string
 	mux       *http.ServeMux
 	// uiJob and uiToken are the first-boot job the Boot UI started and the form token of
@@ -69,7 +71,7 @@ func New(o Options) *Server {
 	if o.MaxUploads <= 0 {
 		o.MaxUploads = DefaultMaxUploads
 	}
-	s := &Server{o: o, log: o.Logger.With("component", "bridge"), csrf: newToken(), mux: http.NewServeMux(),
+	s := &Server{o: o, log: o.Logger.With("component", "bridge"), refusals: rate.NewLimiter(refusalLogRate, 2*refusalLogRate), csrf: newToken(), mux: http.NewServeMux(),
 		uploads: make(chan struct{}, o.MaxUploads), uploaders: map[string]bool{}}
 	for _, rt := range s.routes() {
 		s.mux.Handle(rt.pattern, s.wrap(rt.handle))
@@ -123,12 +125,16 @@ func (s *Server) routes() []route {
 func (s *Server) wrap(h func(http.ResponseWriter, *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
-			writeError(w, r, s.log, err)
+			s.writeError(w, r, err)
 		}
 	})
 }
 
 func (s *Server) reject(code string) { s.o.Metrics.Rejected("http", code) }
+
+// refusalLogRate bounds the "request refused" log lines per second: a flood of bad
+// requests is counted in the metrics, not written to the journal line by line.
+const refusalLogRate = 10
 
 // ReadTimeout bounds reading a whole request, body included: 32 MiB at 300 KB/s.
 const ReadTimeout = 2 * time.Minute

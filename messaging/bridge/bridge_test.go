@@ -544,3 +544,48 @@ func TestBootUIConfirmGuards(t *testing.T) {
 
 // firstBoot is what a legitimate unsigned first-boot client sends.
 var firstBoot = map[string]string{wire.FirstBootHeader: "1"}
+
+// TestEveryRefusalCounted: each refused request is counted once in
+// fleetprov_rejected_total under its code, whichever check refused it.
+func TestEveryRefusalCounted(t *testing.T) {
+	r := newRig(t, 0)
+	r.provision()
+	stranger, _ := configtest.NewKey(t)
+	refusals := []struct {
+		send func() resp
+		code string
+	}{
+		{func() resp { return r.do("GET", "/api/config/current", nil, nil) }, "unauthorized"}, // no signature headers
+		{func() resp {
+			return r.do("GET", "/api/config/current", nil, map[string]string{bridge.NonceHeader: "made-up", bridge.SignatureHeader: "AAAA"})
+		}, "unauthorized"}, // a nonce never issued
+		{func() resp { return r.signed(stranger, "GET", "/api/config/current", nil, nil) }, "unauthorized"},
+		{func() resp { return r.do("POST", "/api/envelopes", []byte("{}"), nil) }, "unauthorized"}, // no envelope signature
+		{func() resp { return r.do("GET", "/api/jobs/nope", nil, nil) }, "not-found"},
+		{func() resp { return r.signed(r.admin, "GET", "/api/config/export?format=zip", nil, nil) }, "invalid"},
+	}
+	want := map[string]int{}
+	for i, c := range refusals {
+		if res := c.send(); res.status < 400 || res.status >= 500 {
+			t.Fatalf("refusal %d answered %d %s", i, res.status, res.body)
+		}
+		want[c.code]++
+	}
+	metrics := string(r.do("GET", "/metrics", nil, nil).body)
+	for code, n := range want {
+		line := fmt.Sprintf(`fleetprov_rejected_total{code=%q,transport="http"} %d`, code, n)
+		if !strings.Contains(metrics, line+"\n") {
+			t.Errorf("metrics lack %s:\n%s", line, grepLines(metrics, "fleetprov_rejected_total"))
+		}
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

@@ -3,7 +3,6 @@ package bridge
 import (
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"net/http"
 
 	"github.com/fleetprov/fleetprov/core/config"
@@ -42,8 +41,9 @@ type errorBody struct {
 
 // writeError is the one place errors become responses: device.FromError picks the code
 // and the public message (the same as over NATS), the code the status; the cause is
-// logged, never sent.
-func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+// logged (refusals at most refusalLogRate a second), never sent, and every refusal is
+// counted in fleetprov_rejected_total.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		err = wire.Wrap(wire.ErrTooLarge, "request body over the upload limit", err)
@@ -57,9 +57,12 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	}
 	status := statusOf(code)
 	if status >= 500 {
-		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	} else {
-		log.Warn("request refused", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
+		s.reject(code)
+		if s.refusals.Allow() {
+			s.log.Warn("request refused", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
+		}
 	}
 	writeJSON(w, status, body)
 }

@@ -64,16 +64,13 @@ type signed struct {
 func (s *Server) takeNonce(r *http.Request) (signed, error) {
 	nonce, sig64 := r.Header.Get(NonceHeader), r.Header.Get(SignatureHeader)
 	if nonce == "" || sig64 == "" {
-		s.reject("unauthorized")
 		return signed{}, fmt.Errorf("%w: send %s and %s", auth.ErrMissingSignature, NonceHeader, SignatureHeader)
 	}
 	if err := s.o.Nonces.Consume(nonce, clientAddr(r)); err != nil {
-		s.reject("unauthorized")
 		return signed{}, err
 	}
 	sig, err := base64.StdEncoding.DecodeString(sig64)
 	if err != nil {
-		s.reject("unauthorized")
 		return signed{}, fmt.Errorf("%w: signature header is not base64", auth.ErrBadSignature)
 	}
 	return signed{nonce: nonce, sig: sig}, nil
@@ -85,7 +82,6 @@ func (s *Server) authorize(r *http.Request, sg signed, sum [32]byte, op string) 
 	msg := signingMessage(r.Method, r.URL.Path, sg.nonce, sum)
 	dec, err := s.o.Service.Authorize(msg, sg.sig, auth.NamespaceHTTP, op)
 	if err != nil {
-		s.reject("unauthorized")
 		return auth.Decision{}, nil, err
 	}
 	// At job start, under the device lock, the signer must still be trusted.
