@@ -21,14 +21,34 @@ import (
 	"github.com/fleetprov/fleetprov/messaging/wire"
 )
 
-// fuzzRoutes are the bridge's routes as a fuzzer reaches them (method, path).
-var fuzzRoutes = []struct{ method, path string }{
-	{"GET", "/api/health"}, {"GET", "/api/nonce"}, {"POST", "/api/config"}, {"POST", "/api/validate"},
-	{"GET", "/api/config/current"}, {"GET", "/api/config/export?format=toml"}, {"PUT", "/api/config/users/bob"},
-	{"DELETE", "/api/config/users/admin"}, {"PATCH", "/api/config/network"}, {"PUT", "/api/config/containers/x"},
-	{"DELETE", "/api/config/containers/edgeproxy"}, {"PATCH", "/api/config/activation"}, {"POST", "/api/envelopes"},
-	{"GET", "/api/jobs/x"}, {"GET", "/api/jobs/x/events"}, {"GET", "/"}, {"POST", "/apply"}, {"GET", "/metrics"},
-	{"PUT", "/api/config/container-networks/n"}, {"DELETE", "/api/config/container-volumes/v"},
+// fuzzRoutes are the bridge's routes as a fuzzer reaches them (method, path), made from
+// its own list: a route added later is fuzzed too.
+var fuzzRoutes = func() []struct{ method, path string } {
+	fill := strings.NewReplacer("{id}", "x", "{$}", "")
+	var out []struct{ method, path string }
+	for _, p := range bridge.RoutePatterns() {
+		method, path, _ := strings.Cut(p, " ")
+		name := "x"
+		switch {
+		case strings.HasPrefix(path, "/api/config/users/"):
+			name = "admin" // the active config's admin: a removal that must not happen
+		case strings.HasPrefix(path, "/api/config/containers/"):
+			name = "edgeproxy"
+		}
+		out = append(out, struct{ method, path string }{method, strings.ReplaceAll(fill.Replace(path), "{name}", name)})
+	}
+	return out
+}()
+
+// routeIndex is the fuzz input that reaches route "METHOD /path".
+func routeIndex(f *testing.F, route string) uint8 {
+	for i, rt := range fuzzRoutes {
+		if rt.method+" "+rt.path == route {
+			return uint8(i)
+		}
+	}
+	f.Fatalf("no route %s", route)
+	return 0
 }
 
 // FuzzHTTPRoutes sends every route random bodies and headers on a provisioned device:
@@ -52,10 +72,10 @@ func FuzzHTTPRoutes(f *testing.F) {
 	active := filepath.Join(dev.StateDir, "config", "config.toml")
 	want := sha256.Sum256(cfg)
 
-	f.Add(uint8(2), cfg, "", "", "", "")
-	f.Add(uint8(12), []byte(`{"v":1,"id":"x","op":"apply"}`), "", "c2ln", "", "")
-	f.Add(uint8(6), []byte(`{"isAdmin":true,"ssh_key":"ssh-ed25519 AAAA"}`), "nonce", "AAAA", "http://evil", "evil.example")
-	f.Add(uint8(16), []byte("--x\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nversion = 1\r\n--x--\r\n"), "", "", "", "")
+	f.Add(routeIndex(f, "POST /api/config"), cfg, "", "", "", "")
+	f.Add(routeIndex(f, "POST /api/envelopes"), []byte(`{"v":1,"id":"x","op":"apply"}`), "", "c2ln", "", "")
+	f.Add(routeIndex(f, "PUT /api/config/users/admin"), []byte(`{"isAdmin":true,"ssh_key":"ssh-ed25519 AAAA"}`), "nonce", "AAAA", "http://evil", "evil.example")
+	f.Add(routeIndex(f, "POST /apply"), []byte("--x\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nversion = 1\r\n--x--\r\n"), "", "", "", "")
 	f.Fuzz(func(t *testing.T, route uint8, body []byte, nonce, sig, origin, host string) {
 		rt := fuzzRoutes[int(route)%len(fuzzRoutes)]
 		if nonce == "nonce" {
