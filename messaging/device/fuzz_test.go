@@ -51,7 +51,8 @@ func (c chunks) Fetch(ctx context.Context, ref wire.PayloadRef, limit int64, w i
 func (chunks) Serve(context.Context, string, []byte) (*wire.PayloadRef, error) { return nil, io.EOF }
 func (chunks) MaxInline() int                                                  { return 1 << 20 }
 
-// FuzzEnvelopeAndChunks decodes fuzzed envelopes, raw or re-signed by the admin, with
+// FuzzEnvelopeAndChunks decodes fuzzed envelopes, raw or re-signed by the admin (as
+// validate, current or export), with
 // inline payloads or payload references served in fuzzed chunks. Nothing may panic; a
 // request is accepted only when its signature is valid and the payload the device holds
 // is exactly what the envelope's digest names; and a refusal changes nothing.
@@ -77,7 +78,13 @@ func FuzzEnvelopeAndChunks(f *testing.F) {
 		digestOK := false
 		if resign {
 			now := time.Now().UTC()
-			e := &envelope.Envelope{V: 1, ID: jobs.NewID(), Op: "validate", Fleet: "f", Target: envelope.TargetDevice, Device: "d1",
+			// Re-signed as each op that cannot change the active state: validate, and
+			// the read-only current and export (with whatever payload came along).
+			op := "validate"
+			if len(raw) > 0 {
+				op = []string{"validate", "current", "export"}[int(raw[0]>>1)%3]
+			}
+			e := &envelope.Envelope{V: 1, ID: jobs.NewID(), Op: op, Fleet: "f", Target: envelope.TargetDevice, Device: "d1",
 				IssuedAt: now, ExpiresAt: now.Add(time.Minute), ContentType: envelope.TypeTOML}
 			// The digest names either the payload, or what raw says it is.
 			e.PayloadSHA256 = envelope.Digest(payload)
