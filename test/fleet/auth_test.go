@@ -286,3 +286,83 @@ func TestDeviceReadsOnlyItsOwnDesiredState(t *testing.T) {
 		t.Errorf("dev-01 heard %d change(s) of dev-00's desired state", n)
 	}
 }
+
+// TestDeviceCredentialsConfinedOverLeafLink mounts the attacks of a stolen device's
+// credentials the way a thief would use them: as a device does, through a leaf link of
+// its own server. Whatever it publishes for another device (events, presence, status,
+// requests) never reaches the operator, and nothing meant for another device, group or
+// the operator's inboxes reaches it; its own subjects cross the link both ways (a
+// refusal is the hub's, not a dead link).
+func TestDeviceCredentialsConfinedOverLeafLink(t *testing.T) {
+	t.Run("embedded hub", func(t *testing.T) {
+		hub, auth := brokertest.AuthHub(t, "fleet")
+		confinedOverLeaf(t, hub.ClientURL(), hub.LeafURL(), auth)
+	})
+	t.Run("stock nats-server", func(t *testing.T) {
+		hub := startStockHub(t)
+		confinedOverLeaf(t, hub.url(), hub.leafURL(), hub.auth)
+	})
+}
+
+func confinedOverLeaf(t *testing.T, clientURL, leafURL string, auth *natsauth.Fleet) {
+	op := brokertest.PublisherConn(t, clientURL, auth)
+	leaf, _ := brokertest.Start(t, func(o *broker.Options) {
+		o.Name, o.Hub, o.HubCreds = "thief", []string{leafURL}, brokertest.DeviceCreds(t, auth, "dev-01", "edge")
+	})
+	thief, err := leaf.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer thief.Close()
+	fptest.WaitFor(t, 10*time.Second, "the leaf link", func() bool { return leaf.LeafNodes() == 1 })
+
+	// Down the link: the thief listens to everything its server hears.
+	heard, err := thief.SubscribeSync(">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	thief.Flush()
+	own := "fleetprov.fleet.dev.dev-01.ping"
+	forbiddenDown := []string{"fleetprov.fleet.dev.dev-00.apply", "fleetprov.fleet.grp.core.apply", "fleetprov.fleet.evt.dev-00.job1",
+		"_INBOX.operator.1", "fleetprov.fleet.inbox.dev-00.blob.x", subjects.StatusOf("fleet", "dev-00")}
+	fptest.WaitFor(t, 10*time.Second, "dev-01's own requests to cross the link", func() bool {
+		for _, s := range forbiddenDown {
+			op.Publish(s, []byte("secret"))
+		}
+		op.Publish(own, nil)
+		op.Flush()
+		m, err := heard.NextMsg(300 * time.Millisecond)
+		for ; err == nil; m, err = heard.NextMsg(50 * time.Millisecond) {
+			if m.Subject == own {
+				return true
+			}
+			t.Fatalf("the thief heard %s", m.Subject)
+		}
+		return false
+	})
+
+	// Up the link: the operator listens to the fleet and the inboxes.
+	seen, err := op.SubscribeSync("fleetprov.fleet.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	op.Flush()
+	ownEvent := "fleetprov.fleet.evt.dev-01.job1"
+	forbiddenUp := []string{"fleetprov.fleet.evt.dev-00.job1", "fleetprov.fleet.presence.dev-00", subjects.StatusOf("fleet", "dev-00"),
+		"fleetprov.fleet.all.apply", "fleetprov.fleet.dev.dev-00.apply", "fleetprov.fleet.grp.edge.apply"}
+	fptest.WaitFor(t, 10*time.Second, "dev-01's own event to cross the link", func() bool {
+		for _, s := range forbiddenUp {
+			thief.Publish(s, []byte(`{"state":"succeeded"}`))
+		}
+		thief.Publish(ownEvent, []byte(`{}`))
+		thief.Flush()
+		m, err := seen.NextMsg(300 * time.Millisecond)
+		for ; err == nil; m, err = seen.NextMsg(50 * time.Millisecond) {
+			if m.Subject == ownEvent {
+				return true
+			}
+			t.Fatalf("the operator received %s from dev-01's credentials", m.Subject)
+		}
+		return false
+	})
+}
