@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -79,8 +78,8 @@ Standalone demo (no root, no systemd):
 					return err
 				}
 				hubs := cli.SplitList(*hub)
-				if !slices.Contains(broker.HubCompressionModes, *hubCompression) {
-					return cli.Usagef("--hub-compression %q: expected one of %s", *hubCompression, strings.Join(broker.HubCompressionModes, ", "))
+				if _, err := broker.HubCompression(*hubCompression); err != nil {
+					return cli.Usagef("--hub-compression %v", err)
 				}
 				if len(hubs) > 0 && *hubCreds != "" {
 					if _, err := os.Stat(*hubCreds); errors.Is(err, os.ErrNotExist) {

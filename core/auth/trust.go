@@ -30,6 +30,8 @@ type Decision struct {
 	// "possession" (first boot: the config being applied must make Key an admin).
 	Basis string
 	Key   ssh.PublicKey
+
+	fleet *config.Fleet // the active config's [fleet] table an admin was checked against
 }
 
 // Trust holds the device's signer rules.
@@ -133,7 +135,7 @@ func (t *Trust) verifyAdmin(msg, armored []byte, namespace, op string, target Ta
 	if err := Authorize(fleet, p, op, target, deviceGroups); err != nil {
 		return Decision{}, err
 	}
-	return Decision{Principal: p, Basis: "admin"}, nil
+	return Decision{Principal: p, Basis: "admin", fleet: fleet}, nil
 }
 
 // Allows reports whether the signer of a decision already made may also run op (the
@@ -142,18 +144,23 @@ func (t *Trust) verifyAdmin(msg, armored []byte, namespace, op string, target Ta
 func (t *Trust) Allows(d Decision, op string, target Target, deviceGroups []string) error {
 	switch d.Basis {
 	case "admin":
-		fleet, err := t.activeFleet()
-		if err != nil {
-			return err
+		fleet := d.fleet
+		if fleet == nil {
+			var err error
+			if fleet, err = t.activeFleet(); err != nil {
+				return err
+			}
 		}
 		return Authorize(fleet, d.Principal, op, target, deviceGroups)
 	case "fleet-trust":
 		return nil
+	case "possession":
+		if op != "apply" {
+			return fmt.Errorf("%w: proof of possession allows apply only", ErrUnknownSigner)
+		}
+		return nil
 	}
-	if op != "apply" {
-		return fmt.Errorf("%w: proof of possession allows apply only", ErrUnknownSigner)
-	}
-	return nil
+	return fmt.Errorf("%w: no basis %q", ErrUnknownSigner, d.Basis)
 }
 
 // activeFleet is the [fleet] table of the active config, parsed again only when the

@@ -215,13 +215,14 @@ func plan(ctx context.Context, e *Env, d Desired, check bool) (Plan, error) {
 	for _, name := range stale {
 		steps, err := e.planStale(ctx, name)
 		if err != nil {
-			return p, err
+			errs = append(errs, err)
+			continue
 		}
 		p.Steps = append(p.Steps, steps...)
 	}
 	files, err := planFiles(r, d)
 	if err != nil {
-		return p, err
+		errs = append(errs, err)
 	}
 	p.Steps = append(p.Steps, files...)
 	if check && d.Firewall != nil {

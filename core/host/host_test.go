@@ -365,3 +365,38 @@ func TestRestorePutsBackWhatItCan(t *testing.T) {
 		t.Errorf("after the rollback the ruleset is (%v):\n%s\nwant v1's port 443 back", err, b)
 	}
 }
+
+// lookupFails is a host whose user database fails for one account.
+type lookupFails struct {
+	system.Host
+	name string
+}
+
+func (h lookupFails) LookupUser(ctx context.Context, name string) (system.HostUser, bool, error) {
+	if name == h.name {
+		return system.HostUser{}, false, fmt.Errorf("getent passwd %s: database unavailable", name)
+	}
+	return h.Host.LookupUser(ctx, name)
+}
+
+// A rollback restores all it can when an account it would lock cannot be looked up (an
+// unnamed supplementary group fails the lookup): the account is reported, and the
+// firewall still goes back.
+func TestRestorePastAnUnplannableStaleAccount(t *testing.T) {
+	r := newRig(t)
+	conf := func(extra string, port int) config.Model {
+		return cfg(t, fmt.Sprintf("[users.admin]\nisAdmin = true\nssh_key = %q\n%s[network.firewall.inbound.wan]\ntcp = [%d]\n", keyA, extra, port))
+	}
+	v1, v2 := conf("", 443), conf("[users.guest]\nshell = \"bash\"\n", 8443)
+	must(t, r.apply("v1", &v1))
+	must(t, r.apply("v2", &v2))
+	r.env.Host = lookupFails{Host: r.env.Host, name: "guest"}
+	err := host.Restore(context.Background(), r.env, host.Render(v1, host.Options{}), func(record.Event) {})
+	if err == nil || !strings.Contains(err.Error(), "guest") {
+		t.Errorf("Restore with guest unreadable = %v; want guest reported", err)
+	}
+	b, err := os.ReadFile(filepath.Join(r.root, host.FirewallRuleset))
+	if err != nil || !strings.Contains(string(b), "443") || strings.Contains(string(b), "8443") {
+		t.Errorf("after the rollback the ruleset is (%v):\n%s\nwant v1's port 443 back", err, b)
+	}
+}

@@ -262,13 +262,7 @@ func (s *Server) envelope(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Location", "/api/jobs/"+reply.JobID)
 	}
 	// The device signs the reply's exact bytes, as over NATS.
-	out, _ := json.Marshal(reply)
-	if sig := s.o.Service.Sign(out); sig != "" {
-		w.Header().Set(wire.DeviceSignatureHeader, sig)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(out)
+	s.writeSigned(w, status, reply)
 	return nil
 }
 

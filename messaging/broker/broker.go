@@ -139,9 +139,9 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 		// A device asks the hub not to send it other leafnodes' interest: it needs only its
 		// own subjects and the operators' inboxes, and without this every device gets the
 		// whole fleet's interest graph (1,000 devices: 4.3 k link churns, 17.9 GB).
-		mode, err := hubCompression(o.HubCompression)
+		mode, err := HubCompression(o.HubCompression)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("hub link compression %w", err)
 		}
 		remote := &server.RemoteLeafOpts{Credentials: o.HubCreds, RequestIsolation: true,
 			Compression: server.CompressionOpts{Mode: mode}}
@@ -338,12 +338,13 @@ func (l *logAdapter) fatal() error {
 var HubCompressionModes = []string{server.CompressionOff, server.CompressionAccept, server.CompressionS2Auto,
 	server.CompressionS2Uncompressed, server.CompressionS2Fast, server.CompressionS2Better, server.CompressionS2Best}
 
-func hubCompression(m string) (string, error) {
+// HubCompression checks a HubCompression value and returns the mode it stands for.
+func HubCompression(m string) (string, error) {
 	if m == "" {
 		return server.CompressionOff, nil
 	}
 	if !slices.Contains(HubCompressionModes, m) {
-		return "", fmt.Errorf("hub link compression %q: expected one of %s", m, strings.Join(HubCompressionModes, ", "))
+		return "", fmt.Errorf("%q: expected one of %s", m, strings.Join(HubCompressionModes, ", "))
 	}
 	return m, nil
 }

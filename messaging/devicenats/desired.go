@@ -146,7 +146,9 @@ func (c *Converger) loop(ctx context.Context) {
 			return
 		}
 		failures++
-		retry.Reset(retryDelay(c.o.Retry, failures))
+		if d, ok := retryDelay(c.o.Retry, failures); ok {
+			retry.Reset(d)
+		}
 	}
 	up := c.o.LinkUp()
 	for {
@@ -200,16 +202,24 @@ func (c *Converger) subscribe() error {
 	return nil
 }
 
+// maxRetries bounds the retries of one failed read: past them (a key the device's
+// credentials cannot read, a hub whose bucket does not exist yet, an object the hub no
+// longer has) only a notification, the link coming up or the resync reads again.
+const maxRetries = 8
+
 // retryDelay is the wait before the nth retry of a failed read: base doubled per
 // failure up to a minute, then between 75% and 125% of it, so a fleet that failed
-// together does not retry together.
-func retryDelay(base time.Duration, n int) time.Duration {
-	d := base
+// together does not retry together; ok is false past maxRetries.
+func retryDelay(base time.Duration, n int) (d time.Duration, ok bool) {
+	if n > maxRetries {
+		return 0, false
+	}
+	d = base
 	for i := 1; i < n && d < time.Minute; i++ {
 		d *= 2
 	}
 	d = min(d, time.Minute)
-	return d*3/4 + rand.N(d/2+1)
+	return d*3/4 + rand.N(d/2+1), true
 }
 
 // sync reads the device's desired-state keys, lets the service act on them, and records

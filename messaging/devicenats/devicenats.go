@@ -246,7 +246,7 @@ func (a *Adapter) dispatch(m *nats.Msg) {
 
 func (a *Adapter) drop() {
 	if n := a.dropped.Add(1); n&(n-1) == 0 { // log at 1, 2, 4, 8, ... drops
-		a.log.Warn("dropping requests: queue full or no reply subject", "dropped", n)
+		a.log.Warn("dropping requests: queue full, over a rate limit, junk or no reply subject", "dropped", n)
 	}
 }
 

@@ -313,7 +313,7 @@ func (c *Client) request(ctx context.Context, msg *nats.Msg, device string, time
 // Discover pings target and collects the presence replies (see gather for when it stops).
 func (c *Client) Discover(ctx context.Context, t Target, quiet, max time.Duration) ([]wire.Presence, error) {
 	if c.http != nil {
-		p, verify, err := c.http.ping(ctx)
+		p, verify, err := c.http.ping(ctx, "")
 		if err != nil {
 			return nil, err
 		}
@@ -411,10 +411,7 @@ func sortPresence(m map[string]wire.Presence) []wire.Presence {
 // Ping asks one device for its presence.
 func (c *Client) Ping(ctx context.Context, dev string, timeout time.Duration) (wire.Presence, error) {
 	if c.http != nil {
-		p, verify, err := c.http.ping(ctx)
-		if err == nil && p.Device != dev {
-			return p, fmt.Errorf("%w: the device at %s is %q, not %q", ErrInvalidOption, c.http.base, p.Device, dev)
-		}
+		p, verify, err := c.http.ping(ctx, dev)
 		if err == nil {
 			err = verify
 		}

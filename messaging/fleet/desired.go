@@ -451,9 +451,10 @@ func (d *DesiredStore) View(ctx context.Context) (*View, error) {
 // Update takes a status record as WatchStatus hands it over.
 //
 // A record older than the one the view holds (a watched record queued while the view was
-// read) is ignored.
+// read) is ignored. A forged one (an impostor's, which carries no time) is shown, as a full
+// read of the stream would show it.
 func (v *View) Update(s DeviceStatus) {
-	if cur, ok := v.Statuses[s.Device]; ok && cur.Time.After(s.Time) {
+	if cur, ok := v.Statuses[s.Device]; ok && s.Enrollment != EnrollmentImpostor && cur.Time.After(s.Time) {
 		return
 	}
 	v.Statuses[s.Device] = s

@@ -104,18 +104,9 @@ func TestStatusRecordsAreBoundToTheirDevice(t *testing.T) {
 // A group's key is what devices that join later take, so a rollout writes it only when the
 // rollout proved it: not when a canary rollout reached no device, nor when a device failed.
 func TestGroupKeyNeedsProof(t *testing.T) {
-	hub, f := brokertest.AuthHub(t, "f")
-	nc := brokertest.PublisherConn(t, hub.ClientURL(), f)
 	signer, _ := configtest.NewKey(t)
-	c, err := New(nc, "f", WithSigner(signer))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, ds, _ := openStore(t, signer)
 	ctx := context.Background()
-	ds, err := c.OpenDesired(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	o := PushOptions{Target: Target{Group: "edge"}, Canary: 1, Desired: ds, Payload: Payload{Data: []byte("version = 1\n"), ContentType: "toml"},
 		ReplyTimeout: 200 * time.Millisecond, Timeout: time.Second}
 	sum, err := c.Push(ctx, o, nil)
@@ -140,7 +131,7 @@ func TestGroupKeyNeedsProof(t *testing.T) {
 }
 
 // A watched record older than the one the view read (queued while it was read) does not
-// take the row back.
+// take the row back; a forged one does show.
 func TestViewUpdateKeepsTheNewer(t *testing.T) {
 	now := time.Now()
 	v := &View{Statuses: map[string]DeviceStatus{"d1": {Status: wire.Status{Device: "d1", Desired: "new", Time: now}}}}
@@ -152,10 +143,16 @@ func TestViewUpdateKeepsTheNewer(t *testing.T) {
 	if v.Statuses["d1"].Desired != "newer" {
 		t.Errorf("a newer record was ignored: %+v", v.Statuses["d1"])
 	}
+	// A forged record (deviceStatus gives it no time) is shown, not hidden behind the last
+	// genuine one: a full read would show it too.
+	v.Update(DeviceStatus{Status: wire.Status{Device: "d1"}, Enrollment: EnrollmentImpostor})
+	if v.Statuses["d1"].Enrollment != EnrollmentImpostor {
+		t.Errorf("a forged record was hidden: %+v", v.Statuses["d1"])
+	}
 }
 
 // openStore is a publisher client of fleet f signing with signer, and its durable store,
-// on an authenticated hub (a second signer shares the hub with newStore).
+// on an authenticated hub (a second signer shares the hub with the returned open).
 func openStore(t *testing.T, signer ssh.Signer) (*Client, *DesiredStore, func(ssh.Signer) (*Client, *DesiredStore)) {
 	t.Helper()
 	hub, f := brokertest.AuthHub(t, "f")

@@ -125,8 +125,10 @@ func (t *httpTransport) send(ctx context.Context, dev string, raw []byte, sig st
 }
 
 // ping reads the device's health as a presence; verify is the check of its signature
-// (ErrUnenrolled for a device not enrolled), left to the caller to weigh.
-func (t *httpTransport) ping(ctx context.Context) (p wire.Presence, verify, err error) {
+// (ErrUnenrolled for a device not enrolled), left to the caller to weigh. With dev set,
+// a bridge answering as another device is refused before its key is looked at (first use
+// would enrol it under the name it claims).
+func (t *httpTransport) ping(ctx context.Context, dev string) (p wire.Presence, verify, err error) {
 	var h struct {
 		Device      string `json:"device"`
 		Fleet       string `json:"fleet"`
@@ -138,6 +140,9 @@ func (t *httpTransport) ping(ctx context.Context) (p wire.Presence, verify, err 
 		return wire.Presence{}, nil, err
 	}
 	p = wire.Presence{Device: h.Device, Fleet: h.Fleet, Version: h.Version, Provisioned: h.Provisioned, Groups: []string{}}
+	if dev != "" && h.Device != dev {
+		return p, nil, fmt.Errorf("%w: the device at %s is %q, not %q", ErrInvalidOption, t.base, h.Device, dev)
+	}
 	if verify = t.c.verifyDevice(h.Device, body, sig); verify == nil && t.c.known != nil {
 		p.Enrollment = EnrollmentEnrolled
 	}

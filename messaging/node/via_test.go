@@ -22,6 +22,7 @@ import (
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
 	"github.com/fleetprov/fleetprov/messaging/wire"
+	"golang.org/x/crypto/ssh"
 )
 
 // lanProxy stands between `publisher --via` and a device's bridge, as a host on the LAN
@@ -154,6 +155,15 @@ func TestViaHTTPAnswersAreChecked(t *testing.T) {
 			t.Fatalf("push = %+v, %v", sum, err)
 		}
 		return sum.Devices[0]
+	}
+
+	// Asked for another device, the bridge's answer is refused and enrols nobody (first
+	// use would otherwise record d1's key under the name it claims).
+	if _, err := c.Ping(t.Context(), "gw1", 5*time.Second); !errors.Is(err, fleet.ErrInvalidOption) {
+		t.Errorf("ping gw1 answered by d1 = %v; want ErrInvalidOption", err)
+	}
+	if key, ok := known.Lookup("test", "d1"); ok {
+		t.Fatalf("a ping for gw1 enrolled d1 (%s)", ssh.FingerprintSHA256(key))
 	}
 
 	// Passed on untouched: the first push succeeds and enrols the device on first use.

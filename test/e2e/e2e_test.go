@@ -169,19 +169,25 @@ func (d *device) exists(path string) bool {
 	return err == nil
 }
 
-func (d *device) lastJob(e *env) map[string]any {
+func (d *device) lastJob() map[string]any {
 	out := d.exec("sh", "-c", "ls -t /var/lib/fleetprov/jobs/*.json | head -1 | xargs cat")
 	var j map[string]any
 	json.Unmarshal([]byte(out), &j)
 	return j
 }
 
+// requireTools fails (under CI=true; skips elsewhere) without the tools that boot and
+// reach the machines, extra ones included.
+func requireTools(t *testing.T, extra ...[2]string) {
+	t.Helper()
+	for _, tool := range append([][2]string{{"debootstrap", "debootstrap"}, {"systemd-container", "systemd-nspawn"}, {"util-linux", "nsenter"}}, extra...) {
+		fptest.RequireTool(t, tool[0], tool[1])
+	}
+}
+
 func TestDevices(t *testing.T) {
 	need(t, os.Geteuid() == 0, "root")
-	for _, bin := range []string{"debootstrap", "systemd-nspawn", "nsenter"} {
-		_, err := exec.LookPath(bin)
-		need(t, err == nil, bin)
-	}
+	requireTools(t)
 	start := time.Now()
 	timings := map[string]time.Duration{}
 	mark := func(name string, since time.Time) { timings[name] = time.Since(since).Round(100 * time.Millisecond) }
@@ -436,12 +442,12 @@ func TestDevices(t *testing.T) {
 			t.Fatalf("push --detach = %d\n%s", code, out)
 		}
 		d1.waitFor("the job to reach settle", 120*time.Second, func() bool {
-			j := d1.lastJob(e)
+			j := d1.lastJob()
 			return j["stage"] == "settle"
 		})
 		d1.exec("systemctl", "kill", "--signal=SIGKILL", "fleetprov-worker.service")
 		d1.waitFor("the worker to come back", 60*time.Second, func() bool { return d1.active("fleetprov-worker.service") && httpUp(d1.httpPort) })
-		j := d1.lastJob(e)
+		j := d1.lastJob()
 		if j["state"] != "failed" || j["error"] != "interrupted" {
 			t.Errorf("interrupted job reads back as %v / %v", j["state"], j["error"])
 		}
@@ -514,7 +520,7 @@ func TestDevices(t *testing.T) {
 			t.Fatalf("d2 did not converge after it came back:\n%s\n%s", out, j)
 		}
 		t.Logf("d2 converged %s after boot", time.Since(t0back).Round(100*time.Millisecond))
-		if j := d2.lastJob(e); j["id"] != want || j["state"] != "succeeded" || !d2.active("web.service") || !httpUp(d2.appPort) {
+		if j := d2.lastJob(); j["id"] != want || j["state"] != "succeeded" || !d2.active("web.service") || !httpUp(d2.appPort) {
 			t.Errorf("d2's last job = %v (want %s succeeded), web active %v, app answers %v", j["id"], want, d2.active("web.service"), httpUp(d2.appPort))
 		}
 	})

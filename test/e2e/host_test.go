@@ -133,10 +133,7 @@ func ssh(key, addr string) (string, error) {
 // is rolled back when the confirm window closes.
 func TestHostSettings(t *testing.T) {
 	need(t, os.Geteuid() == 0, "root")
-	for _, bin := range []string{"debootstrap", "systemd-nspawn", "nsenter", "ip", "ssh"} {
-		_, err := exec.LookPath(bin)
-		need(t, err == nil, bin)
-	}
+	requireTools(t, [2]string{"iproute2", "ip"}, [2]string{"openssh-client", "ssh"})
 	start := time.Now()
 	defer func() { t.Logf("host e2e wall time %s", time.Since(start).Round(time.Second)) }()
 	const name = "e2e-dev3"
@@ -189,7 +186,7 @@ func TestHostSettings(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("push = %d\n%s\n%s", code, out, d.exec("journalctl", "--no-pager", "-n", "80", "-u", "fleetprov-worker.service"))
 		}
-		j := d.lastJob(e)
+		j := d.lastJob()
 		events, _ := j["events"].([]any)
 		confirmed := ""
 		for _, ev := range events {
@@ -247,7 +244,7 @@ func TestHostSettings(t *testing.T) {
 		if code != 1 || !strings.Contains(out, "rolled-back") {
 			t.Fatalf("push with a broken container = %d\n%s", code, out)
 		}
-		if j := d.lastJob(e); !strings.Contains(fmt.Sprint(j["events"]), "authorized_keys") {
+		if j := d.lastJob(); !strings.Contains(fmt.Sprint(j["events"]), "authorized_keys") {
 			t.Errorf("the job did not write the new key before it rolled back: %v", j["events"])
 		}
 		if who, err := ssh(key1, wanAddr); err != nil || who != "admin" {
@@ -267,10 +264,10 @@ func TestHostSettings(t *testing.T) {
 		}
 		d.waitFor("the change to be applied", 60*time.Second, func() bool { return strings.Contains(addrs("eth0"), cutAddr) })
 		d.waitFor("the confirm window to close and roll back", 90*time.Second, func() bool {
-			j := d.lastJob(e)
+			j := d.lastJob()
 			return j["state"] != nil && j["state"] != "running"
 		})
-		j := d.lastJob(e)
+		j := d.lastJob()
 		t.Logf("rolled back %s after the push: %v / %v", time.Since(t0).Round(100*time.Millisecond), j["state"], j["error"])
 		if !strings.Contains(fmt.Sprint(j["error"]), "network change not confirmed") {
 			t.Errorf("job = %v / %v; want not confirmed", j["state"], j["error"])

@@ -254,6 +254,9 @@ func TestDurableDesiredState(t *testing.T) {
 		// --resume with another payload is a new rollout: no device took it already.
 		y := r.variantOf(r.cfg2, "resume2-")
 		sum = durable("edge", y, func(o *fleet.PushOptions) { o.Resume = true })
+		if !sum.OK() || len(sum.Devices) == 0 {
+			t.Fatalf("--resume of another payload = %+v", sum)
+		}
 		for _, d := range sum.Devices {
 			if d.Stage == "already converged" || d.State != fleet.StateSucceeded {
 				t.Errorf("--resume of another payload: %s %s %q", d.Device, d.State, d.Stage)
@@ -273,7 +276,7 @@ func TestDurableDesiredState(t *testing.T) {
 		if err != nil || !ok || e.Env.PayloadRef == nil || e.Env.PayloadRef.Object != e.Env.PayloadSHA256 || e.Env.Payload != nil {
 			t.Fatalf("dev-02's desired state = %+v, %v, %v; want a reference to the object store", e.Env, ok, err)
 		}
-		// A month later, as far as the envelope's window goes: the object is still read.
+		// Started again later: the object is still read.
 		r.restart(w, hub.leafURL(), w.creds)
 		fptest.WaitFor(t, 30*time.Second, "dev-02 to converge on the large payload", func() bool { return activeHas(w, "big-") })
 		if b, err := w.dev.Prov.State().ReadActive(); err != nil || len(b) != len(big) {
@@ -285,7 +288,12 @@ func TestDurableDesiredState(t *testing.T) {
 		w.node.Shutdown(ctx)
 		big2 := append(r.variantOf(r.cfg2, "big2-"), bytes.Repeat([]byte("# padding past the hub's max payload\n"), 40000)...)
 		sum = durable("", big2, func(o *fleet.PushOptions) { o.Target = fleet.Target{All: true} })
-		e, _, _ = d.Get(ctx, subjects.DeviceKey("dev-02"))
+		if len(sum.Devices) != 3 || sum.Devices[0].State != fleet.StateSucceeded || sum.Devices[1].State != fleet.StateSucceeded || sum.Devices[2].State != fleet.StateOffline {
+			t.Fatalf("push of big2 with dev-02 stopped = %+v", sum)
+		}
+		if e, ok, err = d.Get(ctx, subjects.DeviceKey("dev-02")); err != nil || !ok || e.Env.PayloadRef == nil {
+			t.Fatalf("dev-02's desired state after big2 = %+v, %v, %v; want a reference to the object store", e.Env, ok, err)
+		}
 		js, _ := jetstream.New(nc)
 		obs, err := js.ObjectStore(ctx, subjects.PayloadBucket("fleet"))
 		if err != nil {

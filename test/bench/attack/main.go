@@ -60,7 +60,6 @@ func main() {
 	floodID := flag.Int("flood-id", 0, "internal: the flooder's number")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the flood phase to this file")
 	flag.Parse()
-	profile = *cpuprofile
 	if *floodTo != "" {
 		if err := flood(*floodTo, *floodKey, *floodID); err != nil {
 			fmt.Fprintln(os.Stderr, "attack flooder:", err)
@@ -68,7 +67,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(*pings, *flooders, *fixture); err != nil {
+	if err := run(*pings, *flooders, *fixture, *cpuprofile); err != nil {
 		fmt.Fprintln(os.Stderr, "attack:", err)
 		os.Exit(1)
 	}
@@ -98,13 +97,10 @@ func start(ctx context.Context, root string) (*node.Node, error) {
 		Broker: broker.Options{Listen: "127.0.0.1:-1"}, HTTP: l})
 }
 
-// profile is -cpuprofile.
-var profile string
-
 // fixtureAdmin is the admin key line of the AtomixOS fixtures, replaced by the bench's.
 const fixtureAdmin = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfm/RhPyisFyBAwigDt2AnnOU1fMAVk4XaCj3S/k/3Z admin@example"
 
-func run(pings, flooders int, fixture string) error {
+func run(pings, flooders int, fixture, profile string) error {
 	ctx := context.Background()
 	raw, err := os.ReadFile(fixture)
 	if err != nil {
@@ -178,7 +174,8 @@ func run(pings, flooders int, fixture string) error {
 	if err != nil || !sum.OK() {
 		return fmt.Errorf("provisioning the device: %+v %v", sum, err)
 	}
-	measure := func(label string) {
+	// measure fails the run when a valid request was refused, or lost after 5 tries.
+	measure := func(label string) error {
 		var lat []time.Duration
 		retries, lost, refused := 0, 0, 0
 		for i := range pings {
@@ -221,8 +218,14 @@ func run(pings, flooders int, fixture string) error {
 		}
 		fmt.Printf("%s: %d requests (ping and signed current), p50 %s, p99 %s, max %s, retried %d, refused %d, lost after 5 tries %d\n", label, len(lat)+lost,
 			pct(0.5).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond), pct(1).Round(10*time.Microsecond), retries, refused, lost)
+		if refused > 0 || lost > 0 {
+			return fmt.Errorf("%s: %d valid requests refused, %d lost", label, refused, lost)
+		}
+		return nil
 	}
-	measure("no flood")
+	if err := measure("no flood"); err != nil {
+		return err
+	}
 	// The flooders are other processes, as on a network: in this one, their busy loops
 	// would share the Go scheduler's 10 ms slices with the worker and measure that.
 	self, err := os.Executable()
@@ -255,9 +258,11 @@ func run(pings, flooders int, fixture string) error {
 			return err
 		}
 		defer f.Close()
-		pprof.StartCPUProfile(f)
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
 	}
-	measure(fmt.Sprintf("%d-client junk flood", flooders))
+	flooded := measure(fmt.Sprintf("%d-client junk flood", flooders))
 	pprof.StopCPUProfile()
 	total := 0
 	for _, c := range children {
@@ -270,7 +275,7 @@ func run(pings, flooders int, fixture string) error {
 	}
 	fmt.Printf("junk sent: %d messages; dropped by the worker: %d; worker connected: %v (reconnects %d, server-side slow consumers %d); RSS %.1f MB\n",
 		total, n.NATS.Dropped(), n.Conn.IsConnected(), n.Conn.Stats().Reconnects, n.Broker.SlowConsumers(), rssMB())
-	return nil
+	return flooded
 }
 
 // flood sends junk requests to the device's subjects as fast as it can until stdin
@@ -299,14 +304,10 @@ func flood(url, key string, id int) error {
 		subj string
 		body []byte
 	}
-	var reqs []req
-	for _, op := range []string{"apply", "ping", "current", "job", "ping"} {
-		body := junk
-		if op == "ping" && len(reqs) > 2 {
-			body = nil
-		}
-		reqs = append(reqs, req{subjects.Subject{Fleet: "bench", Kind: subjects.Device, Name: "d1", Op: op}.String(), body})
+	subj := func(op string) string {
+		return subjects.Subject{Fleet: "bench", Kind: subjects.Device, Name: "d1", Op: op}.String()
 	}
+	reqs := []req{{subj("apply"), junk}, {subj("ping"), junk}, {subj("current"), junk}, {subj("job"), junk}, {subj("ping"), nil}}
 	sent := 0
 	for i := id; !stopped.Load(); i++ {
 		r := reqs[i%len(reqs)]

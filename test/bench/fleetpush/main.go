@@ -1,11 +1,9 @@
 // Command fleetpush measures `push --all` of vm-full to many simulated devices in one
-// process: an embedded hub, N devices (each with its own embedded NATS server leaf-linked
-// to the hub with -mode leaf, or device services on direct hub connections with -mode
-// direct), each with its own state dir on the simulate backend. It prints discovery and
+// process: a hub (embedded, or a stock nats-server with -hub-bin), N devices (each with its own embedded NATS server leaf-linked
+// to the hub), each with its own state dir on the simulate backend. It prints discovery and
 // push times, devices per second, and the process's peak RSS.
 //
-//	go run ./test/bench/fleetpush -n 100 -mode leaf
-//	go run ./test/bench/fleetpush -n 1000 -mode direct
+//	go run ./test/bench/fleetpush -n 100
 //	go run ./test/bench/fleetpush -n 1000 -durable   # then a durable push, and one device's reconnect
 package main
 
@@ -28,20 +26,15 @@ import (
 	"github.com/nats-io/nats.go"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/fleetprov/fleetprov/core/auth"
-	"github.com/fleetprov/fleetprov/core/jobs"
 	"github.com/fleetprov/fleetprov/core/provision"
 	"github.com/fleetprov/fleetprov/core/quadlet"
 	"github.com/fleetprov/fleetprov/core/state"
 	"github.com/fleetprov/fleetprov/core/system/simulate"
 	"github.com/fleetprov/fleetprov/messaging/broker"
-	"github.com/fleetprov/fleetprov/messaging/device"
-	"github.com/fleetprov/fleetprov/messaging/devicenats"
 	"github.com/fleetprov/fleetprov/messaging/envelope"
 	"github.com/fleetprov/fleetprov/messaging/fleet"
 	"github.com/fleetprov/fleetprov/messaging/natsauth"
 	"github.com/fleetprov/fleetprov/messaging/node"
-	"github.com/fleetprov/fleetprov/messaging/subjects"
 )
 
 // profileTo, heapTo and deviceRoot are the -cpuprofile, -memprofile and -device-root flags.
@@ -54,29 +47,28 @@ const adminKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfm/RhPyisFyBAwigDt2AnnOU
 
 func main() {
 	n := flag.Int("n", 100, "devices")
-	mode := flag.String("mode", "leaf", "leaf: one embedded server per device, leaf-linked; direct: device services on hub connections")
 	fixture := flag.String("config", "test/testdata/atomixos/vm-full.config.toml", "config to push")
 	batch := flag.Int("batch", 0, "devices in flight (0: all)")
 	verify := flag.Bool("verify", true, "check device signatures against known devices (enrolled on first use), as the publisher does")
 	authn := flag.Bool("auth", true, "operator-mode hub (publisher nats init's hub.conf) with per-device credentials, as deployed; false: anonymous hub")
-	durable := flag.Bool("durable", false, "after the one-shot push, push another config as durable desired state (JetStream on the hub), then stop one device, push again, start it and time its convergence (leaf mode, -auth)")
+	durable := flag.Bool("durable", false, "after the one-shot push, push another config as durable desired state (JetStream on the hub), then stop one device, push again, start it and time its convergence (-auth)")
 	flag.StringVar(&profileTo, "cpuprofile", "", "write a CPU profile of discovery and the pushes to this file")
 	flag.StringVar(&heapTo, "memprofile", "", "write a heap profile after the pushes to this file")
 	flag.BoolVar(&showPhases, "phases", false, "print when the durable pushes' devices reach each state")
 	flag.StringVar(&hubBin, "hub-bin", "", "run the hub as this stock nats-server binary with the hub.conf 'publisher nats init' writes (its RSS and CPU reported apart; needs -auth); default: embedded in this process")
 	flag.StringVar(&deviceRoot, "device-root", "", "directory for the devices' state dirs (default: beside the hub's; /dev/shm gives each device a disk of its own instead of 1,000 sharing one journal)")
 	flag.Parse()
-	if *durable && (*mode != "leaf" || !*authn) {
-		fmt.Fprintln(os.Stderr, "fleetpush: -durable needs -mode leaf and -auth")
+	if *durable && !*authn {
+		fmt.Fprintln(os.Stderr, "fleetpush: -durable needs -auth")
 		os.Exit(2)
 	}
-	if err := run(*n, *mode, *fixture, *batch, *verify, *authn, *durable); err != nil {
+	if err := run(*n, *fixture, *batch, *verify, *authn, *durable); err != nil {
 		fmt.Fprintln(os.Stderr, "fleetpush:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n int, mode, fixture string, batch int, verify, authn, durable bool) error {
+func run(n int, fixture string, batch int, verify, authn, durable bool) error {
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
@@ -170,48 +162,21 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 		sim := simulate.New(simulate.Options{Home: filepath.Join(dir, "home")})
 		prov := provision.New(provision.Options{State: state.Dir{Root: filepath.Join(dir, "state")}, Backend: sim.Backend(),
 			Quadlet: quadlet.Dirs{Rootful: filepath.Join(dir, "q"), Rootless: filepath.Join(dir, "home", "q")}, Logger: log})
-		switch mode {
-		case "leaf":
-			hubCreds, err := creds(id, nil)
-			if err != nil {
-				return err
-			}
-			o := node.Options{Device: id, Fleet: "bench", Prov: prov, HeartbeatInterval: time.Hour, Logger: slog.New(devLog),
-				Broker: broker.Options{Hub: []string{hub.LeafURL()}, HubCreds: hubCreds, ReconnectInterval: 2 * time.Second}}
-			nd, err := node.Start(ctx, o)
-			if err != nil {
-				return err
-			}
-			if i == 0 {
-				first = o
-			}
-			nodes[id] = nd
-			stops = append(stops, func() { nd.Shutdown(ctx) })
-		case "direct":
-			hubCreds, err := creds(id, nil)
-			if err != nil {
-				return err
-			}
-			var copts []nats.Option
-			if hubCreds != "" {
-				copts = append(copts, nats.UserCredentials(hubCreds), nats.CustomInboxPrefix(subjects.InboxPrefix("bench", id)))
-			}
-			nc, err := nats.Connect(hub.ClientURL(), copts...)
-			if err != nil {
-				return err
-			}
-			jm, _ := jobs.New(jobs.Options{Dir: filepath.Join(dir, "state", "jobs")})
-			svc := device.New(device.Options{Fleet: "bench", Device: id, Prov: prov, Jobs: jm,
-				Trust: &auth.Trust{State: prov.State()}, Payloads: devicenats.Blobs{Conn: nc, Fleet: "bench", Device: id},
-				Replay: &auth.ReplayGuard{Dir: filepath.Join(dir, "state", "replay")}, Logger: log})
-			ad := devicenats.New(devicenats.Options{Conn: nc, Service: svc, HeartbeatInterval: time.Hour, Logger: log})
-			if err := ad.Start(ctx); err != nil {
-				return err
-			}
-			stops = append(stops, func() { ad.Stop(); svc.Close(); nc.Close() })
-		default:
-			return fmt.Errorf("unknown mode %q", mode)
+		hubCreds, err := creds(id, nil)
+		if err != nil {
+			return err
 		}
+		o := node.Options{Device: id, Fleet: "bench", Prov: prov, HeartbeatInterval: time.Hour, Logger: slog.New(devLog),
+			Broker: broker.Options{Hub: []string{hub.LeafURL()}, HubCreds: hubCreds, ReconnectInterval: 2 * time.Second}}
+		nd, err := node.Start(ctx, o)
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			first = o
+		}
+		nodes[id] = nd
+		stops = append(stops, func() { nd.Shutdown(ctx) })
 	}
 	startup := time.Since(t0)
 	pubOpts = append(pubOpts, nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
@@ -277,8 +242,8 @@ func run(n int, mode, fixture string, batch int, verify, authn, durable bool) er
 	if err != nil {
 		return err
 	}
-	fmt.Printf("auth=%v verify=%v mode=%s devices=%d startup=%s discovery=%s push=%s devices/s=%.1f ok=%v counts=%v peakRSS=%s goroutines=%d\n",
-		authn, verify, mode, n, startup.Round(time.Millisecond), discovery.Round(time.Millisecond), push.Round(time.Millisecond),
+	fmt.Printf("auth=%v verify=%v devices=%d startup=%s discovery=%s push=%s devices/s=%.1f ok=%v counts=%v peakRSS=%s goroutines=%d\n",
+		authn, verify, n, startup.Round(time.Millisecond), discovery.Round(time.Millisecond), push.Round(time.Millisecond),
 		float64(sum.Counts[fleet.StateSucceeded])/push.Seconds(), sum.OK(), sum.Counts, peakRSS(), runtime.NumGoroutine())
 	fmt.Printf("  after the push: %s\n", hubUsage())
 	devLog.report()
