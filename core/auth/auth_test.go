@@ -296,13 +296,13 @@ func TestReplayGuardBounded(t *testing.T) {
 }
 
 // Allows re-reads no signature: a fleet-trust signer may do everything, proof of
-// possession only apply (an admin's policy is TestPushPlan's validate-only signer).
+// possession only apply, an unknown basis nothing (an admin's policy is TestPushPlan's validate-only signer).
 func TestAllowsByBasis(t *testing.T) {
 	tr := &Trust{}
 	for _, c := range []struct {
 		basis, op string
 		ok        bool
-	}{{"fleet-trust", "current", true}, {"possession", "apply", true}, {"possession", "validate", false}} {
+	}{{"fleet-trust", "current", true}, {"possession", "apply", true}, {"possession", "validate", false}, {"", "apply", false}} {
 		err := tr.Allows(Decision{Basis: c.basis}, c.op, Target{}, nil)
 		if (err == nil) != c.ok {
 			t.Errorf("%s may %s: %v; want allowed %v", c.basis, c.op, err, c.ok)
